@@ -1,0 +1,20 @@
+"""The Infini-attention causal LM (DESIGN.md §4), registered with transformers' Auto classes."""
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .checkpoint import convert_llama_checkpoint, llama_to_infini, load_infini
+from .configuration_infini import InfiniConfig
+from .memory import InfiniState
+from .modeling_infini import InfiniForCausalLM, InfiniModel
+
+AutoConfig.register("infini", InfiniConfig, exist_ok=True)
+AutoModelForCausalLM.register(InfiniConfig, InfiniForCausalLM, exist_ok=True)
+
+__all__ = [
+    "InfiniConfig",
+    "InfiniForCausalLM",
+    "InfiniModel",
+    "InfiniState",
+    "convert_llama_checkpoint",
+    "llama_to_infini",
+    "load_infini",
+]

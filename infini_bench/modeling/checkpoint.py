@@ -1,0 +1,118 @@
+"""Loading checkpoints with clear errors, and converting a transformers Llama checkpoint into an Infini one."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from .configuration_infini import InfiniConfig
+from .modeling_infini import InfiniForCausalLM
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def check_checkpoint_dir(path: str | Path, model_types: tuple[str, ...] = ("infini", "llama")) -> str:
+    """Return the checkpoint's `model_type` after checking the folder holds a config and weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(path)!r} does not exist (or is not a folder)")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"checkpoint folder {str(path)!r} has no config.json: it is not a saved model")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(config_file)!r} is not valid JSON: {err}") from None
+    if model_type not in model_types:
+        raise ValueError(f"checkpoint {str(path)!r} has model_type={model_type!r}; expected one of {model_types}")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(f"checkpoint folder {str(path)!r} has no weights (looked for {', '.join(WEIGHT_FILES)})")
+    return model_type
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is unknown: choose one of {tuple(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_infini(
+    path: str | Path, dtype: str | torch.dtype = "float32", convert_llama: bool = False, **overrides
+) -> InfiniForCausalLM:
+    """Load an Infini checkpoint (or, with `convert_llama`, a Llama one converted on the fly).
+
+    `overrides` replace config fields (e.g. `segment_length`, `use_memory=False` for the memory-off control)."""
+    torch_dtype = resolve_dtype(dtype)
+    model_type = check_checkpoint_dir(path)
+    if model_type == "llama":
+        if not convert_llama:
+            raise ValueError(f"checkpoint {str(path)!r} is a Llama model: pass convert_llama=True to convert it on the fly")
+        model = llama_to_infini(LlamaForCausalLM.from_pretrained(path, dtype=torch.float32), **overrides)
+        return model.to(torch.float32 if torch_dtype == "auto" else torch_dtype)
+    config = InfiniConfig.from_pretrained(path, **overrides)
+    return InfiniForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype)
+
+
+def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
+    rope = getattr(llama, "rope_parameters", None) or {}
+    rope_type = rope.get("rope_type", "default")
+    if rope_type != "default":
+        raise ValueError(f"Llama rope_type={rope_type!r} is not supported: only the default RoPE converts exactly")
+    fields = dict(
+        vocab_size=llama.vocab_size,
+        hidden_size=llama.hidden_size,
+        intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers,
+        num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads,
+        head_dim=getattr(llama, "head_dim", None),
+        rms_norm_eps=llama.rms_norm_eps,
+        rope_theta=rope.get("rope_theta", getattr(llama, "rope_theta", 10000.0)),
+        attention_bias=llama.attention_bias,
+        mlp_bias=llama.mlp_bias,
+        tie_word_embeddings=llama.tie_word_embeddings,
+        initializer_range=llama.initializer_range,
+        bos_token_id=llama.bos_token_id,
+        eos_token_id=llama.eos_token_id,
+        pad_token_id=llama.pad_token_id,
+    )
+    fields.update(overrides)
+    return InfiniConfig(**fields)
+
+
+def llama_to_infini(llama: LlamaForCausalLM, **overrides) -> InfiniForCausalLM:
+    """Same weights by name, new gates initialised by `gate_init` (the paper's continued pre-training start)."""
+    model = InfiniForCausalLM(infini_config_from_llama(llama.config, **overrides))
+    missing, unexpected = model.load_state_dict(llama.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith("self_attn.gate")]
+    if model.config.tie_word_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+    unexpected = [k for k in unexpected if "rotary_emb" not in k]
+    if missing or unexpected:
+        raise ValueError(f"Llama weights do not map onto the Infini model: missing={missing}, unexpected={unexpected}")
+    return model
+
+
+def convert_llama_checkpoint(src: str | Path, dst: str | Path, segment_length: int, **overrides) -> Path:
+    """`infini-bench convert`: write an Infini checkpoint (and the tokenizer) converted from a Llama folder."""
+    if check_checkpoint_dir(src, ("llama",)) != "llama":  # pragma: no cover - check raises first
+        raise ValueError(src)
+    dst = Path(dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise FileExistsError(f"output folder {str(dst)!r} exists and is not empty")
+    llama = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model = llama_to_infini(llama, segment_length=segment_length, **overrides)
+    model.save_pretrained(dst)
+    try:
+        AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    except (OSError, ValueError):
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
+            if (Path(src) / name).is_file():
+                shutil.copy2(Path(src) / name, dst / name)
+    return dst

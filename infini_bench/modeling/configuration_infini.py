@@ -1,0 +1,129 @@
+"""`InfiniConfig`: Llama's field names plus the Infini-attention fields, validated on construction."""
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+MEMORY_UPDATES = ("linear", "delta")
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh")
+GATE_INITS = ("zeros", "randn")
+
+
+class InfiniConfig(PretrainedConfig):
+    """Configuration of a Llama-style decoder whose attention is Infini-attention (arXiv 2404.07143).
+
+    Infini fields:
+        segment_length: tokens per segment; positions restart at 0 in every segment.
+        memory_update: "linear" (M += σ(K)ᵀV) or "delta" (M += σ(K)ᵀ(V − σ(K)M/(σ(K)z+eps))).
+        use_memory: False gives the local-attention-only control (memory is never read nor written).
+        gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
+        gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
+        memory_eps: the eps in the retrieval denominator σ(Q)z + eps.
+        detach_every: stop gradients through the memory every k segments (0: never).
+    """
+
+    model_type = "infini"
+    keys_to_ignore_at_inference = ["memory"]
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 4096,
+        intermediate_size: int = 11008,
+        num_hidden_layers: int = 32,
+        num_attention_heads: int = 32,
+        num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
+        hidden_act: str = "silu",
+        max_position_embeddings: int = 1_048_576,
+        initializer_range: float = 0.02,
+        rms_norm_eps: float = 1e-6,
+        rope_theta: float = 10000.0,
+        attention_bias: bool = False,
+        mlp_bias: bool = False,
+        tie_word_embeddings: bool = False,
+        segment_length: int = 2048,
+        memory_update: str = "linear",
+        use_memory: bool = True,
+        gate_activation: str = "sigmoid",
+        gate_init: str | float = "zeros",
+        memory_eps: float = 1e-6,
+        detach_every: int = 0,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        **kwargs,
+    ):
+        num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
+        head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
+        _validate(
+            segment_length=segment_length,
+            memory_update=memory_update,
+            gate_activation=gate_activation,
+            gate_init=gate_init,
+            num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_key_value_heads,
+            head_dim=head_dim,
+            detach_every=detach_every,
+            hidden_act=hidden_act,
+        )
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.initializer_range = initializer_range
+        self.rms_norm_eps = rms_norm_eps
+        self.rope_theta = rope_theta
+        self.attention_bias = attention_bias
+        self.mlp_bias = mlp_bias
+        self.segment_length = segment_length
+        self.memory_update = memory_update
+        self.use_memory = use_memory
+        self.gate_activation = gate_activation
+        self.gate_init = gate_init
+        self.memory_eps = memory_eps
+        self.detach_every = detach_every
+        super().__init__(
+            tie_word_embeddings=tie_word_embeddings,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            **kwargs,
+        )
+
+
+def _validate(
+    *,
+    segment_length,
+    memory_update,
+    gate_activation,
+    gate_init,
+    num_attention_heads,
+    num_key_value_heads,
+    head_dim,
+    detach_every,
+    hidden_act,
+) -> None:
+    """Reject bad values here, with their names, rather than deep inside torch later."""
+    if isinstance(segment_length, bool) or not isinstance(segment_length, int) or segment_length < 1:
+        raise ValueError(f"segment_length={segment_length!r} is invalid: it must be an integer >= 1")
+    if memory_update not in MEMORY_UPDATES:
+        raise ValueError(f"memory_update={memory_update!r} is unknown: choose one of {MEMORY_UPDATES}")
+    if gate_activation not in GATE_ACTIVATIONS:
+        raise ValueError(f"gate_activation={gate_activation!r} is unknown: choose one of {GATE_ACTIVATIONS}")
+    if not (gate_init in GATE_INITS or (isinstance(gate_init, (int, float)) and not isinstance(gate_init, bool))):
+        raise ValueError(f"gate_init={gate_init!r} is invalid: use one of {GATE_INITS} or a number")
+    if num_attention_heads % num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads={num_attention_heads} is not a multiple of num_key_value_heads={num_key_value_heads}"
+        )
+    if head_dim < 1:
+        raise ValueError(f"head_dim={head_dim!r} must be >= 1")
+    if isinstance(detach_every, bool) or not isinstance(detach_every, int) or detach_every < 0:
+        raise ValueError(f"detach_every={detach_every!r} is invalid: it must be an integer >= 0 (0 = never)")
+    if hidden_act != "silu":
+        raise ValueError(f"hidden_act={hidden_act!r} is not supported: the SwiGLU MLP uses 'silu'")

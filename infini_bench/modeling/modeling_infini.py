@@ -1,0 +1,229 @@
+"""`InfiniForCausalLM`: a Llama-style decoder (RMSNorm, SwiGLU, RoPE, GQA) with Infini-attention, as a
+transformers `PreTrainedModel`. Module names match Llama's so a Llama state dict loads by name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
+
+try:  # transformers >= 5: init functions that leave loaded weights alone
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover
+    from torch.nn import init
+
+from .attention import InfiniAttention
+from .configuration_infini import InfiniConfig
+from .memory import InfiniState
+from .rotary import rotary_cos_sin
+
+
+@dataclass
+class InfiniCausalLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    memory: InfiniState | None = None
+
+
+class InfiniRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+
+class InfiniMLP(nn.Module):
+    def __init__(self, config: InfiniConfig):
+        super().__init__()
+        bias = config.mlp_bias
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class InfiniDecoderLayer(nn.Module):
+    def __init__(self, config: InfiniConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = InfiniAttention(config, layer_idx)
+        self.mlp = InfiniMLP(config)
+        self.input_layernorm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, state):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, state)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class InfiniPreTrainedModel(PreTrainedModel):
+    config_class = InfiniConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["InfiniDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, InfiniAttention):
+            gate_init = self.config.gate_init
+            if gate_init == "zeros":
+                init.zeros_(module.gate)
+            elif gate_init == "randn":
+                init.normal_(module.gate, mean=0.0, std=1.0)
+            else:
+                init.constant_(module.gate, float(gate_init))
+
+
+class InfiniModel(InfiniPreTrainedModel):
+    def __init__(self, config: InfiniConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(InfiniDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_init()
+
+    def empty_state(self, batch_size: int) -> InfiniState:
+        c = self.config
+        w = self.embed_tokens.weight
+        return InfiniState.empty(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        memory: InfiniState | None = None,
+        detach_every: int | None = None,
+        keep_last: int = 0,
+    ) -> tuple[torch.Tensor, InfiniState]:
+        """Continue the stream in `memory` with `input_ids`, one segment piece at a time through all layers.
+
+        Returns the final hidden states (only the last `keep_last` positions when > 0) and the new state."""
+        c = self.config
+        seg = c.segment_length
+        detach_every = c.detach_every if detach_every is None else detach_every
+        state = self.empty_state(input_ids.shape[0]) if memory is None else memory.copy()
+        hidden = self.embed_tokens(input_ids)
+        total = input_ids.shape[1]
+        outputs: list[torch.Tensor] = []
+        kept = 0
+        start = 0
+        while start < total:
+            n = min(seg - state.position, total - start)
+            cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, state.position, n, hidden.device, hidden.dtype)
+            x = hidden[:, start : start + n]
+            for layer, layer_state in zip(self.layers, state.layers):
+                x = layer(x, cos, sin, layer_state)
+            outputs.append(x)
+            kept += n
+            if keep_last and kept - outputs[0].shape[1] >= keep_last:
+                kept -= outputs.pop(0).shape[1]
+            start += n
+            state.position += n
+            if state.position == seg:
+                state.segments += 1
+                detach = bool(detach_every) and state.segments % detach_every == 0
+                for layer_state in state.layers:
+                    layer_state.fold(c.memory_update, c.memory_eps, detach, write=c.use_memory)
+                state.position = 0
+        state.seen_tokens += total
+        out = torch.cat(outputs, dim=1)
+        if keep_last:
+            out = out[:, -keep_last:]
+        return self.norm(out), state
+
+
+class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: InfiniConfig):
+        super().__init__(config)
+        self.model = InfiniModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        memory: InfiniState | None = None,
+        labels: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        detach_every: int | None = None,
+        logits_to_keep: int = 0,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> InfiniCausalLMOutput:
+        """`out = model(input_ids, memory=state)`: logits for `input_ids` and the state after them.
+
+        `labels` (shifted inside, -100 ignored) gives the causal LM loss over this call's tokens.
+        `logits_to_keep=k` computes logits for the last k positions only (generation's prefill)."""
+        self._check_inputs(input_ids, memory, attention_mask, inputs_embeds)
+        hidden, state = self.model(input_ids, memory=memory, detach_every=detach_every, keep_last=logits_to_keep)
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
+        return InfiniCausalLMOutput(loss=loss, logits=logits, memory=state)
+
+    def _check_inputs(self, input_ids, memory, attention_mask, inputs_embeds) -> None:
+        """Fail early, naming the value, instead of deep inside torch."""
+        if inputs_embeds is not None:
+            raise ValueError("inputs_embeds is not supported: pass input_ids (the memory is built from token ids)")
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must have shape [batch, seq_len] with seq_len >= 1, got {tuple(input_ids.shape)}")
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+        if memory is not None:
+            if not isinstance(memory, InfiniState):
+                raise TypeError(f"memory must be the InfiniState from a previous call's out.memory, got {type(memory).__name__}")
+            if memory.batch_size != input_ids.shape[0]:
+                raise ValueError(f"memory holds a batch of {memory.batch_size} but input_ids has batch {input_ids.shape[0]}")
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError(
+                "attention_mask contains padding: an Infini model would fold pad tokens into its memory. "
+                "Batch sequences of equal length (or run them one by one) instead of padding."
+            )
+
+    # --- generation: memory + local KV cache of the current segment, fed only the new tokens ---
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False
+
+    def prepare_inputs_for_generation(self, input_ids, memory: InfiniState | None = None, **kwargs):
+        if memory is None:
+            return {"input_ids": input_ids, "logits_to_keep": 1}
+        return {"input_ids": input_ids[:, memory.seen_tokens :], "memory": memory}
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
+        )
+        model_kwargs["memory"] = outputs.memory
+        return model_kwargs
+
+    def _reorder_cache(self, memory: InfiniState, beam_idx: torch.Tensor) -> InfiniState:
+        return memory.select(beam_idx)
