@@ -1,0 +1,88 @@
+"""An independent float64 re-computation of DESIGN.md §4, written from the equations, for checking the model.
+
+It processes the whole sequence segment by segment with plain loops and explicit head indexing; it shares no code
+with `infini_bench.modeling`."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _rms(x, w, eps):
+    return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+
+
+def _rope(x, positions, theta):
+    d = x.shape[-1]
+    inv = torch.tensor([1.0 / theta ** (2 * i / d) for i in range(d // 2)], dtype=torch.float64)
+    ang = positions[:, None].double() * inv[None, :]
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def _sigma(x):
+    return torch.where(x > 0, x + 1.0, torch.exp(x))  # ELU + 1
+
+
+def _gate(beta, kind):
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + torch.exp(-beta))
+    if kind == "hard_sigmoid":
+        return torch.clamp(0.2 * beta + 0.5, 0.0, 1.0)
+    return (1.0 + torch.tanh(beta)) / 2.0
+
+
+def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, V] in float64 for the whole sequence."""
+    c = model.config
+    sd = {k: v.detach().double() for k, v in model.state_dict().items()}
+    H, Hkv, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    group = H // Hkv
+    L = c.segment_length
+    B, T = input_ids.shape
+    x = sd["model.embed_tokens.weight"][input_ids]  # [B, T, D]
+    for layer in range(c.num_hidden_layers):
+        p = f"model.layers.{layer}."
+        h = _rms(x, sd[p + "input_layernorm.weight"], c.rms_norm_eps)
+        q = (h @ sd[p + "self_attn.q_proj.weight"].T).view(B, T, H, d)
+        k = (h @ sd[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, d)
+        v = (h @ sd[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, d)
+        g = _gate(sd[p + "self_attn.gate"], c.gate_activation)
+        M = torch.zeros(B, Hkv, d, d, dtype=torch.float64)
+        z = torch.zeros(B, Hkv, d, dtype=torch.float64)
+        attn_out = torch.zeros(B, T, H, d, dtype=torch.float64)
+        for s0 in range(0, T, L):
+            s1 = min(s0 + L, T)
+            n = s1 - s0
+            pos = torch.arange(n)
+            for b in range(B):
+                for head in range(H):
+                    kv = head // group
+                    qs, ks, vs = q[b, s0:s1, head], k[b, s0:s1, kv], v[b, s0:s1, kv]
+                    qr, kr = _rope(qs, pos, c.rope_theta), _rope(ks, pos, c.rope_theta)
+                    scores = qr @ kr.T / math.sqrt(d)
+                    scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
+                    local = torch.softmax(scores, dim=-1) @ vs
+                    if c.use_memory:
+                        sq = _sigma(qs)
+                        mem = (sq @ M[b, kv]) / ((sq @ z[b, kv])[:, None] + c.memory_eps)
+                        local = g[head] * mem + (1 - g[head]) * local
+                    attn_out[b, s0:s1, head] = local
+            if c.use_memory and s1 - s0 == L:  # a finished segment is written into memory
+                for b in range(B):
+                    for kv in range(Hkv):
+                        sk, vs = _sigma(k[b, s0:s1, kv]), v[b, s0:s1, kv]
+                        if c.memory_update == "delta":
+                            vs = vs - (sk @ M[b, kv]) / ((sk @ z[b, kv])[:, None] + c.memory_eps)
+                        M[b, kv] = M[b, kv] + sk.T @ vs
+                        z[b, kv] = z[b, kv] + sk.sum(0)
+        x = x + attn_out.reshape(B, T, H * d) @ sd[p + "self_attn.o_proj.weight"].T
+        h = _rms(x, sd[p + "post_attention_layernorm.weight"], c.rms_norm_eps)
+        gate = h @ sd[p + "mlp.gate_proj.weight"].T
+        up = h @ sd[p + "mlp.up_proj.weight"].T
+        x = x + (gate * torch.sigmoid(gate) * up) @ sd[p + "mlp.down_proj.weight"].T
+    x = _rms(x, sd["model.norm.weight"], c.rms_norm_eps)
+    head = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    return x @ head.T

@@ -1,0 +1,198 @@
+"""The model against a float64 re-computation of DESIGN §4, streaming, generation, control and conversion."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from infini_bench import InfiniConfig, InfiniForCausalLM
+from infini_bench.modeling import llama_to_infini
+
+from model_reference import reference_logits
+
+
+def tiny_config(**overrides) -> InfiniConfig:
+    fields = dict(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        segment_length=8,
+        gate_init="randn",
+        rope_theta=10000.0,
+    )
+    fields.update(overrides)
+    return InfiniConfig(**fields)
+
+
+def tiny_model(seed: int = 0, **overrides) -> InfiniForCausalLM:
+    torch.manual_seed(seed)
+    model = InfiniForCausalLM(tiny_config(**overrides)).eval()
+    with torch.no_grad():  # weights large enough that memory retrieval visibly matters
+        for layer in model.model.layers:
+            layer.self_attn.gate.normal_(0.0, 1.5)
+    return model
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("memory_update", ["linear", "delta"])
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid", "tanh"])
+def test_logits_match_float64_reference(memory_update, gate_activation):
+    model = tiny_model(memory_update=memory_update, gate_activation=gate_activation)
+    ids = torch.randint(0, 97, (2, 8 * 3 + 5))  # three full segments and a partial one
+    with torch.no_grad():
+        logits = model(ids).logits
+    ref = reference_logits(model, ids)
+    assert relative_error(logits, ref) <= 1e-4
+    # the memory really contributes: the same model without memory differs from the reference
+    model.config.use_memory = False
+    with torch.no_grad():
+        assert relative_error(model(ids).logits, ref) > 1e-3
+
+
+def test_reference_without_gqa_and_with_tied_embeddings():
+    model = tiny_model(num_key_value_heads=4, tie_word_embeddings=True)
+    ids = torch.randint(0, 97, (1, 20))
+    with torch.no_grad():
+        assert relative_error(model(ids).logits, reference_logits(model, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("memory_update", ["linear", "delta"])
+@pytest.mark.parametrize("chunks", [[8, 8, 8, 5], [3, 8, 1, 7, 10], [1] * 29, [29]])
+def test_streaming_equals_one_call(memory_update, chunks):
+    model = tiny_model(memory_update=memory_update)
+    ids = torch.randint(0, 97, (2, sum(chunks)))
+    with torch.no_grad():
+        full = model(ids).logits
+        state, pieces, start = None, [], 0
+        for n in chunks:
+            out = model(ids[:, start : start + n], memory=state)
+            pieces.append(out.logits)
+            state, start = out.memory, start + n
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+    assert state.seen_tokens == sum(chunks)
+    assert state.segments == sum(chunks) // 8 and state.position == sum(chunks) % 8
+
+
+def test_forward_does_not_mutate_the_state_it_is_given():
+    model = tiny_model()
+    ids = torch.randint(0, 97, (1, 20))
+    with torch.no_grad():
+        state = model(ids[:, :11]).memory
+        a = model(ids[:, 11:], memory=state).logits
+        b = model(ids[:, 11:], memory=state).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_causality():
+    model = tiny_model()
+    ids = torch.randint(0, 97, (1, 30))
+    changed = ids.clone()
+    changed[0, 17:] = (changed[0, 17:] + 1) % 97
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    torch.testing.assert_close(a[:, :17], b[:, :17], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 17:], b[:, 17:])
+
+
+@pytest.mark.parametrize("use_memory", [True, False])
+def test_memory_off_isolates_segments(use_memory):
+    """Perturbing the first two segments changes the last segment's logits only when memory is on."""
+    model = tiny_model(use_memory=use_memory)
+    ids = torch.randint(0, 97, (1, 32))
+    changed = ids.clone()
+    changed[0, :16] = (changed[0, :16] + 5) % 97
+    with torch.no_grad():
+        a, b = model(ids).logits[:, 24:], model(changed).logits[:, 24:]
+    if use_memory:
+        assert (a - b).abs().max() > 1e-4
+    else:
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _first_segment_grad(model, ids, **kwargs) -> torch.Tensor:
+    """Gradient of the last segment's logits with respect to the first segment's embeddings."""
+    captured = {}
+
+    def keep(_module, _inp, out):
+        out.retain_grad()
+        captured["emb"] = out
+
+    handle = model.model.embed_tokens.register_forward_hook(keep)
+    try:
+        model(ids, **kwargs).logits[:, 24:].sum().backward()
+    finally:
+        handle.remove()
+    return captured["emb"].grad[:, :8]
+
+
+def test_gradients_reach_the_first_segment_through_memory():
+    model = tiny_model().train()
+    ids = torch.randint(0, 97, (1, 32))
+    assert _first_segment_grad(model, ids).abs().sum() > 0
+    model.zero_grad()
+    assert _first_segment_grad(model, ids, detach_every=1).abs().sum() == 0
+    model.zero_grad()
+    assert _first_segment_grad(model, ids, detach_every=4).abs().sum() > 0  # detached only after the last segment
+
+
+def test_cached_generate_equals_recomputed_greedy():
+    model = tiny_model()
+    prompt = torch.randint(3, 97, (1, 21))
+    with torch.no_grad():
+        generated = model.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+        seq = prompt
+        for _ in range(20):
+            nxt = model(seq).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    assert torch.equal(generated, seq)
+
+
+def test_sampled_generate_is_reproducible_and_valid():
+    model = tiny_model()
+    prompt = torch.randint(3, 97, (2, 13))
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        with torch.no_grad():
+            outs.append(model.generate(prompt, max_new_tokens=10, do_sample=True, top_k=20, pad_token_id=0))
+    assert outs[0].shape == (2, 23) and torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0][:, :13], prompt)
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_tokenizer):
+    model = tiny_model(vocab_size=len(tiny_tokenizer))
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer.json").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, InfiniForCausalLM)
+    ids = torch.randint(0, len(tiny_tokenizer), (1, 19))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    for a, b in zip(loaded.model.layers, model.model.layers):
+        assert torch.equal(a.self_attn.gate, b.self_attn.gate)
+
+
+def test_converted_llama_without_memory_reproduces_llama():
+    torch.manual_seed(1)
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2,
+        )
+    ).eval()
+    ids = torch.randint(0, 97, (2, 40))
+    model = llama_to_infini(llama, segment_length=40, use_memory=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, llama(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_init_schemes():
+    assert torch.all(InfiniForCausalLM(tiny_config(gate_init="zeros")).model.layers[0].self_attn.gate == 0)
+    assert torch.all(InfiniForCausalLM(tiny_config(gate_init=-2.5)).model.layers[1].self_attn.gate == -2.5)
+    gate = InfiniForCausalLM(tiny_config(gate_init="randn")).model.layers[0].self_attn.gate
+    assert gate.shape == (4,) and gate.std() > 0
