@@ -1,0 +1,68 @@
+"""`infini-bench ...`: one entry point; each subcommand lives in the module that owns the work."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _convert(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infini-bench convert",
+        description="Convert a transformers Llama checkpoint into an Infini one (same weights, new gates).",
+    )
+    parser.add_argument("--from", dest="src", required=True, help="Llama checkpoint folder")
+    parser.add_argument("--to", dest="dst", required=True, help="output folder (must be new or empty)")
+    parser.add_argument("--segment-length", type=int, required=True)
+    parser.add_argument("--memory-update", default="linear", choices=["linear", "delta"])
+    parser.add_argument("--gate-activation", default="sigmoid", choices=["sigmoid", "hard_sigmoid", "tanh"])
+    parser.add_argument("--gate-init", default="zeros", help="zeros | randn | a number")
+    args = parser.parse_args(argv)
+    from .modeling import convert_llama_checkpoint
+
+    gate_init = args.gate_init if args.gate_init in ("zeros", "randn") else _number(args.gate_init, "--gate-init")
+    dst = convert_llama_checkpoint(
+        args.src,
+        args.dst,
+        segment_length=args.segment_length,
+        memory_update=args.memory_update,
+        gate_activation=args.gate_activation,
+        gate_init=gate_init,
+    )
+    print(f"wrote Infini checkpoint to {dst}")
+    return 0
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"{flag}={text!r} is invalid: use zeros, randn or a number") from None
+
+
+COMMANDS = {
+    "convert": (_convert, "convert a Llama checkpoint into an Infini checkpoint"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: infini-bench <command> [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<11} {help_text}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"infini-bench: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[name][0](rest) or 0
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"infini-bench {name}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

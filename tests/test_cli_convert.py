@@ -1,0 +1,36 @@
+"""`infini-bench convert` end to end, through the installed console script."""
+import subprocess
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from infini_bench import InfiniForCausalLM
+
+
+def run(*args):
+    return subprocess.run(["infini-bench", *args], capture_output=True, text=True)
+
+
+def test_convert_writes_a_loadable_infini_checkpoint(tiny_llama_dir, tmp_path):
+    out = tmp_path / "infini"
+    proc = run("convert", "--from", str(tiny_llama_dir), "--to", str(out), "--segment-length", "32", "--gate-init", "-1.5")
+    assert proc.returncode == 0, proc.stderr
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert isinstance(model, InfiniForCausalLM) and model.config.segment_length == 32
+    assert torch.all(model.model.layers[0].self_attn.gate == -1.5)
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_llama_dir).get_vocab()
+    llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    ids = torch.randint(0, llama.config.vocab_size, (1, 32))
+    model.config.use_memory = False
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, llama(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_errors_name_the_value(tmp_path, tiny_llama_dir):
+    proc = run("convert", "--from", str(tmp_path / "missing"), "--to", str(tmp_path / "o"), "--segment-length", "8")
+    assert proc.returncode == 1 and "missing" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("convert", "--from", str(tiny_llama_dir), "--to", str(tmp_path / "o"), "--segment-length", "0")
+    assert proc.returncode == 1 and "segment_length=0" in proc.stderr
+    proc = run("frobnicate")
+    assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
