@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from infini_bench import InfiniConfig, InfiniForCausalLM
-from infini_bench.modeling import llama_to_infini
+from infini_bench.modeling import infini_to_llama, llama_to_infini
 
 from model_reference import reference_logits
 
@@ -196,3 +196,13 @@ def test_gate_init_schemes():
     assert torch.all(InfiniForCausalLM(tiny_config(gate_init=-2.5)).model.layers[1].self_attn.gate == -2.5)
     gate = InfiniForCausalLM(tiny_config(gate_init="randn")).model.layers[0].self_attn.gate
     assert gate.shape == (4,) and gate.std() > 0
+
+
+def test_single_segment_model_without_memory_exports_as_llama():
+    """The quickstart's full-attention baseline is trained as a one-segment, memory-off Infini model."""
+    model = tiny_model(use_memory=False, segment_length=64)
+    llama = infini_to_llama(model, max_position_embeddings=4096).eval()
+    ids = torch.randint(0, 97, (2, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(llama(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    assert llama.config.max_position_embeddings == 4096

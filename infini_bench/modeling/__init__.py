@@ -1,7 +1,7 @@
 """The Infini-attention causal LM (DESIGN.md §4), registered with transformers' Auto classes."""
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .checkpoint import convert_llama_checkpoint, llama_to_infini, load_infini
+from .checkpoint import convert_llama_checkpoint, infini_to_llama, llama_to_infini, load_infini
 from .configuration_infini import InfiniConfig
 from .memory import InfiniState
 from .modeling_infini import InfiniForCausalLM, InfiniModel
@@ -15,6 +15,7 @@ __all__ = [
     "InfiniModel",
     "InfiniState",
     "convert_llama_checkpoint",
+    "infini_to_llama",
     "llama_to_infini",
     "load_infini",
 ]

@@ -99,6 +99,38 @@ def llama_to_infini(llama: LlamaForCausalLM, **overrides) -> InfiniForCausalLM:
     return model
 
 
+def infini_to_llama(model: InfiniForCausalLM, max_position_embeddings: int | None = None) -> LlamaForCausalLM:
+    """The inverse of `llama_to_infini` for a model trained with one segment and no memory: a full-attention Llama
+    with the same weights (the quickstart's baseline, evaluated with lm-eval's own `hf` model)."""
+    c = model.config
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads,
+            head_dim=c.head_dim,
+            rms_norm_eps=c.rms_norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+            attention_bias=c.attention_bias,
+            mlp_bias=c.mlp_bias,
+            tie_word_embeddings=c.tie_word_embeddings,
+            max_position_embeddings=max_position_embeddings or c.max_position_embeddings,
+            bos_token_id=c.bos_token_id,
+            eos_token_id=c.eos_token_id,
+            pad_token_id=c.pad_token_id,
+        )
+    )
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("self_attn.gate")}
+    missing, unexpected = llama.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (c.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"Infini weights do not map onto Llama: missing={missing}, unexpected={unexpected}")
+    return llama.to(model.dtype)
+
+
 def convert_llama_checkpoint(src: str | Path, dst: str | Path, segment_length: int, **overrides) -> Path:
     """`infini-bench convert`: write an Infini checkpoint (and the tokenizer) converted from a Llama folder."""
     if check_checkpoint_dir(src, ("llama",)) != "llama":  # pragma: no cover - check raises first
