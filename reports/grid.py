@@ -1,0 +1,368 @@
+"""Depth × length grids, per-cell confidence intervals and the summary statistics of a grid.
+
+A grid is built from the samples log when it was written (every cell is then the exact mean of its samples and
+has a count), and otherwise from the per-depth ``acc_dNNN`` metrics of the results JSON (one column per task,
+counts unknown). Tasks are grouped into families by dropping their length suffix: ``passkey_1k`` and
+``passkey_4k`` form one ``passkey`` grid.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .loading import ModelRuns, Sample, TaskResult, parse_length
+
+DEPTH_METRIC_RE = re.compile(r"^(?P<base>.+)_d(?P<depth>\d{3})$")
+LENGTH_SUFFIX_RE = re.compile(r"^(?P<family>.+?)_(?P<length>\d+(?:\.\d+)?[kKmM]|\d{3,})$")
+PPL_MARKERS = ("token_perplexity", "word_perplexity", "bits_per_byte", "byte_perplexity")
+
+#: Assessment bands of the mean per-depth accuracy, as the project's earlier analysis scripts printed them.
+BANDS = ((0.9, "excellent"), (0.8, "good"), (0.7, "fair"))
+
+
+def family_of(task: str) -> tuple[str, int | None]:
+    """``passkey_4k`` -> (``passkey``, 4096); a task without a length suffix is its own family."""
+    m = LENGTH_SUFFIX_RE.match(task)
+    if not m:
+        return task, None
+    try:
+        return m.group("family"), parse_length(m.group("length"))
+    except ValueError:
+        return task, None
+
+
+def assessment(mean: float) -> str:
+    """excellent > 90 %, good 80–90 %, fair 70–80 %, poor < 70 %."""
+    if mean > BANDS[0][0]:
+        return BANDS[0][1]
+    for low, name in BANDS[1:]:
+        if mean >= low:
+            return name
+    return "poor"
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion: stays inside [0, 1] and is sensible at 0/n and n/n, unlike p ± 2σ."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def effective_length(per_length: dict[int, float], threshold: float) -> int | None:
+    """Longest length such that it and every shorter length reach ``threshold``; None if the shortest fails."""
+    best = None
+    for length in sorted(per_length):
+        value = per_length[length]
+        if value is None or not (value >= threshold):
+            break
+        best = length
+    return best
+
+
+def format_length(n: int | float | None) -> str:
+    """4096 -> ``4k``, 1048576 -> ``1M``, 1000 -> ``1000``."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "-"
+    n = int(n)
+    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)}M"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024}k"
+    return str(n)
+
+
+def format_depth(d: float) -> str:
+    return f"{d:g}%"
+
+
+@dataclass
+class Grid:
+    """One model × task family: cells (depth, length) with accuracy, count and Wilson interval, plus samples."""
+
+    model: str
+    family: str
+    metric: str
+    tasks: list[str]
+    cells: pd.DataFrame  # columns: depth, length, acc, n, successes, ci_low, ci_high, source
+    samples: dict[tuple[float, int], list[Sample]] = field(default_factory=dict)
+    train_length: int | None = None
+
+    @property
+    def depths(self) -> list[float]:
+        return sorted(self.cells["depth"].unique().tolist())
+
+    @property
+    def lengths(self) -> list[int]:
+        return sorted(int(x) for x in self.cells["length"].unique().tolist())
+
+    def pivot(self, column: str = "acc") -> pd.DataFrame:
+        """depth (rows, ascending: 0 % first) × length (columns, ascending)."""
+        table = self.cells.pivot_table(index="depth", columns="length", values=column, aggfunc="first", dropna=False)
+        return table.reindex(index=self.depths, columns=self.lengths)
+
+    @property
+    def has_counts(self) -> bool:
+        return bool(self.cells["n"].notna().all())
+
+    def per_depth(self) -> pd.DataFrame:
+        """Accuracy per depth over all lengths: sample-weighted when counts are known, else the mean of cells."""
+        return _marginal(self.cells, "depth")
+
+    def per_length(self) -> pd.DataFrame:
+        return _marginal(self.cells, "length")
+
+    def stats(self, threshold: float) -> dict[str, Any]:
+        """mean / std / min / max (with their depths) of the per-depth accuracy, the band and the effective length."""
+        per_depth = self.per_depth()
+        values = per_depth["acc"].to_numpy(dtype=float)
+        ok = ~np.isnan(values)
+        per_length = self.per_length()
+        lengths = {int(k): float(v) for k, v in per_length["acc"].items() if not math.isnan(v)}
+        n_total = int(self.cells["n"].sum()) if self.has_counts else None
+        if not ok.any():
+            return {"mean": None, "std": None, "min": None, "min_depth": None, "max": None, "max_depth": None,
+                    "assessment": None, "n_samples": n_total, "effective_length": None, "threshold": threshold}
+        depths = per_depth.index.to_numpy(dtype=float)[ok]
+        vals = values[ok]
+        mean = float(vals.mean())
+        return {
+            "mean": mean,
+            "std": float(vals.std()),
+            "min": float(vals.min()),
+            "min_depth": float(depths[int(vals.argmin())]),
+            "max": float(vals.max()),
+            "max_depth": float(depths[int(vals.argmax())]),
+            "assessment": assessment(mean),
+            "n_samples": n_total,
+            "overall_sample_accuracy": (
+                float(self.cells["successes"].sum() / n_total) if n_total else None
+            ),
+            "effective_length": effective_length(lengths, threshold),
+            "threshold": threshold,
+        }
+
+
+def _marginal(cells: pd.DataFrame, by: str) -> pd.DataFrame:
+    rows = []
+    for key, group in cells.groupby(by, sort=True):
+        valid = group.dropna(subset=["acc"])
+        if valid.empty:
+            rows.append({by: key, "acc": math.nan, "n": math.nan, "ci_low": math.nan, "ci_high": math.nan})
+            continue
+        if valid["n"].notna().all():
+            n = int(valid["n"].sum())
+            k = float(valid["successes"].sum())
+            low, high = wilson(k, n)
+            rows.append({by: key, "acc": k / n, "n": n, "ci_low": low, "ci_high": high})
+        else:
+            rows.append({by: key, "acc": float(valid["acc"].mean()), "n": math.nan, "ci_low": math.nan,
+                         "ci_high": math.nan})
+    return pd.DataFrame(rows).set_index(by)
+
+
+def _depth_of(sample: Sample) -> float | None:
+    value = sample.doc.get("depth_percent")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _length_of(sample: Sample, fallback: int | None) -> int | None:
+    value = sample.doc.get("context_length")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return fallback
+
+
+def _rows_from_samples(task: TaskResult, metric: str) -> tuple[list[dict], dict, str | None]:
+    """One row per sample with its grid coordinates; returns (rows, samples per cell, why unusable)."""
+    samples = task.samples or []
+    fallback = family_of(task.name)[1]
+    rows: list[dict] = []
+    per_cell: dict[tuple[float, int], list[Sample]] = {}
+    missing = 0
+    for s in samples:
+        depth, length = _depth_of(s), _length_of(s, fallback)
+        if depth is None or length is None or metric not in s.metrics:
+            missing += 1
+            continue
+        rows.append({"depth": depth, "length": length, "value": s.metrics[metric], "task": task.name})
+        per_cell.setdefault((depth, length), []).append(s)
+    if not rows:
+        if not samples:
+            return [], {}, "its samples log has no usable lines"
+        return [], {}, (
+            f"its samples have no depth_percent/context_length coordinates or no '{metric}' value"
+        )
+    return rows, per_cell, None
+
+
+def _rows_from_results(task: TaskResult, metric: str) -> list[dict]:
+    """Cells from ``<metric>_dNNN`` results: only possible when the task has exactly one, known, length."""
+    length = family_of(task.name)[1]
+    if length is None:
+        return []
+    rows = []
+    for name, value in task.metrics.items():
+        m = DEPTH_METRIC_RE.match(name)
+        if m and m.group("base") == metric:
+            rows.append({"depth": float(int(m.group("depth"))), "length": length, "acc": value, "task": task.name})
+    return rows
+
+
+def has_depth_metrics(task: TaskResult, metric: str) -> bool:
+    return any(
+        (m := DEPTH_METRIC_RE.match(name)) is not None and m.group("base") == metric for name in task.metrics
+    )
+
+
+def is_perplexity_task(task: TaskResult) -> bool:
+    return any(name.startswith(PPL_MARKERS) for name in task.metrics)
+
+
+@dataclass
+class GridBuild:
+    grids: list[Grid]
+    notes: list[str]
+    ungridded: list[tuple[ModelRuns, TaskResult]]
+
+
+def build_grids(models: list[ModelRuns], metric: str = "acc") -> GridBuild:
+    """Group every model's depth-grid tasks into families and pivot them; say why any task has no grid."""
+    grids: list[Grid] = []
+    notes: list[str] = []
+    ungridded: list[tuple[ModelRuns, TaskResult]] = []
+    for model in models:
+        families: dict[str, list[TaskResult]] = {}
+        for task in model.tasks.values():
+            gridded_samples = task.samples is not None and any(_depth_of(s) is not None for s in task.samples)
+            if gridded_samples or has_depth_metrics(task, metric):
+                families.setdefault(family_of(task.name)[0], []).append(task)
+            else:
+                ungridded.append((model, task))
+        for family, tasks in sorted(families.items()):
+            sample_rows: list[dict] = []
+            result_rows: list[dict] = []
+            per_cell: dict[tuple[float, int], list[Sample]] = {}
+            for task in sorted(tasks, key=lambda t: (family_of(t.name)[1] or 0, t.name)):
+                why = None
+                if task.samples is not None:
+                    rows, cells, why = _rows_from_samples(task, metric)
+                    if rows:
+                        sample_rows.extend(rows)
+                        for key, items in cells.items():
+                            per_cell.setdefault(key, []).extend(items)
+                        continue
+                rows = _rows_from_results(task, metric)
+                if rows:
+                    result_rows.extend(rows)
+                    notes.append(
+                        f"{model.label} / {task.name}: "
+                        + (f"samples not usable ({why}); " if why else "no samples log (run lm-eval with "
+                           "--log_samples for counts, intervals and example prompts); ")
+                        + "cells taken from its per-depth metrics, without counts"
+                    )
+                else:
+                    notes.append(
+                        f"{model.label} / {task.name}: cannot place it on the depth × length grid "
+                        f"({why or 'no samples log and no length in the task name'}); left out of the heatmap"
+                    )
+            cells = _cells(sample_rows, result_rows)
+            if cells.empty:
+                continue
+            grids.append(
+                Grid(
+                    model=model.label,
+                    family=family,
+                    metric=metric,
+                    tasks=sorted(t.name for t in tasks),
+                    cells=cells,
+                    samples=per_cell,
+                    train_length=model.train_length,
+                )
+            )
+    return GridBuild(grids=grids, notes=notes, ungridded=ungridded)
+
+
+def _cells(sample_rows: list[dict], result_rows: list[dict]) -> pd.DataFrame:
+    """Aggregate sample rows to (depth, length) cells: acc = mean, n = count, Wilson interval on the successes."""
+    frames = []
+    if sample_rows:
+        df = pd.DataFrame(sample_rows)
+        agg = df.groupby(["depth", "length"], sort=True).agg(
+            acc=("value", "mean"), n=("value", "size"), successes=("value", "sum")
+        )
+        agg = agg.reset_index()
+        bounds = [wilson(k, int(n)) for k, n in zip(agg["successes"], agg["n"])]
+        agg["ci_low"] = [b[0] for b in bounds]
+        agg["ci_high"] = [b[1] for b in bounds]
+        agg["source"] = "samples"
+        frames.append(agg)
+    if result_rows:
+        df = pd.DataFrame(result_rows)
+        taken = {(r["depth"], r["length"]) for f in frames for r in f[["depth", "length"]].to_dict("records")}
+        df = df[[(d, l) not in taken for d, l in zip(df["depth"], df["length"])]]
+        df = df.groupby(["depth", "length"], sort=True).agg(acc=("acc", "mean")).reset_index()
+        df["n"] = math.nan
+        df["successes"] = math.nan
+        df["ci_low"] = math.nan
+        df["ci_high"] = math.nan
+        df["source"] = "results"
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["depth", "length", "acc", "n", "successes", "ci_low", "ci_high", "source"])
+    cells = pd.concat(frames, ignore_index=True)
+    cells["depth"] = cells["depth"].astype(float)
+    cells["length"] = cells["length"].astype(int)
+    cells["n"] = cells["n"].astype(float)
+    return cells.sort_values(["depth", "length"]).reset_index(drop=True)
+
+
+@dataclass
+class PerplexityResult:
+    model: str
+    task: str
+    token_perplexity: float | None
+    word_perplexity: float | None
+    bits_per_byte: float | None
+    positions: list[tuple[int, int, float]]  # (lo, hi, token perplexity)
+
+
+POS_RE = re.compile(r"^token_perplexity_pos_(?P<lo>\d+(?:\.\d+)?[kKmM]?)_(?P<hi>\d+(?:\.\d+)?[kKmM]?)$")
+
+
+def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
+    """Token / word perplexity, bits per byte and position buckets of every perplexity task."""
+    out = []
+    for model in models:
+        for task in model.tasks.values():
+            if not is_perplexity_task(task):
+                continue
+            positions = []
+            for name, value in task.metrics.items():
+                m = POS_RE.match(name)
+                if not m:
+                    continue
+                lo = 0 if m.group("lo") == "0" else parse_length(m.group("lo"))
+                positions.append((lo, parse_length(m.group("hi")), value))
+            positions.sort()
+            out.append(
+                PerplexityResult(
+                    model=model.label,
+                    task=task.name,
+                    token_perplexity=task.metrics.get("token_perplexity"),
+                    word_perplexity=task.metrics.get("word_perplexity"),
+                    bits_per_byte=task.metrics.get("bits_per_byte"),
+                    positions=positions,
+                )
+            )
+    return out

@@ -1,0 +1,204 @@
+"""Render ``report.html`` from the summary with a Jinja2 template; every image is embedded as a data: URI so the
+single file opens from disk, offline, anywhere (no scripts, fonts or styles are fetched)."""
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from matplotlib.colors import to_hex
+
+from .figures import accuracy_colour
+from .grid import format_depth, format_length
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * 100:.{digits}f}%"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def _cell_colour(acc: float | None) -> str:
+    return "#d9d9d9" if acc is None else to_hex(accuracy_colour(acc * 100.0))
+
+
+def _table(df: pd.DataFrame, index: bool = False) -> str:
+    """pandas renders (and escapes) the plain tables."""
+    return df.to_html(index=index, escape=True, border=0, classes="data", na_rep="–")
+
+
+def _comparison_table(entry: dict[str, Any]) -> str:
+    rows = []
+    for row in entry["table"]:
+        record: dict[str, Any] = {"model": row["model"]}
+        for length, acc in sorted(row["per_length"].items(), key=lambda kv: int(kv[0])):
+            record[format_length(int(length))] = _pct(acc, 1)
+        record["mean"] = _pct(row["mean"], 1)
+        record["effective length"] = format_length(row["effective_length"]) if row["effective_length"] else "none"
+        rows.append(record)
+    return _table(pd.DataFrame(rows).fillna("–"))
+
+
+def _grid_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (depths) of the interval table, each cell with its colour and anchor for the sample details."""
+    by_key = {(c["depth"], c["length"]): c for c in grid["cells"]}
+    rows = []
+    for depth in grid["depths"]:
+        cells = []
+        for length in grid["lengths"]:
+            cell = by_key.get((depth, length))
+            cells.append(
+                {
+                    "cell": cell,
+                    "colour": _cell_colour(cell["acc"] if cell else None),
+                    "text": _pct(cell["acc"]) if cell else "–",
+                    "ci": (
+                        f"[{_pct(cell['ci_low'])}–{_pct(cell['ci_high'])}]"
+                        if cell and cell["ci_low"] is not None
+                        else ""
+                    ),
+                    "n": cell["n"] if cell else None,
+                }
+            )
+        rows.append({"depth": format_depth(depth), "cells": cells})
+    return rows
+
+
+def _overlay(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Clickable boxes over the heatmap, in percent of the image so they follow the image when it is scaled."""
+    width, height = grid["heatmap"]["width"], grid["heatmap"]["height"]
+    boxes = []
+    for cell in grid["cells"]:
+        if not cell.get("pixel_box"):
+            continue
+        x0, y0, x1, y1 = cell["pixel_box"]
+        boxes.append(
+            {
+                "left": 100.0 * x0 / width,
+                "top": 100.0 * y0 / height,
+                "width": 100.0 * (x1 - x0) / width,
+                "height": 100.0 * (y1 - y0) / height,
+                "anchor": cell_anchor(grid, cell),
+                "title": f"depth {format_depth(cell['depth'])}, {format_length(cell['length'])}: {_pct(cell['acc'], 1)}"
+                + (f" n={cell['n']}" if cell["n"] is not None else ""),
+            }
+        )
+    return boxes
+
+
+def cell_anchor(grid: dict[str, Any], cell: dict[str, Any]) -> str:
+    raw = f"cell-{grid['model']}-{grid['family']}-{cell['depth']:g}-{cell['length']}"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in raw)
+
+
+def render_html(summary: dict[str, Any], out_dir: Path) -> str:
+    """The report page; images are read from ``out_dir`` (where ``build_report`` wrote them) and inlined."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(pct=_pct, fmt=_fmt, toklen=format_length, depth=format_depth)
+    images: dict[str, str] = {}
+
+    def embed(fig: dict[str, Any]) -> str:
+        if fig["file"] not in images:
+            images[fig["file"]] = _data_uri(out_dir / fig["file"])
+        return images[fig["file"]]
+
+    grids = []
+    for grid in summary["grids"]:
+        grids.append(
+            {
+                **grid,
+                "rows": _grid_rows(grid),
+                "overlay": _overlay(grid),
+                "anchors": {(c["depth"], c["length"]): cell_anchor(grid, c) for c in grid["cells"]},
+                "id": cell_anchor(grid, {"depth": 0, "length": 0}).replace("cell-", "grid-"),
+            }
+        )
+    comparisons = [{**c, "html_table": _comparison_table(c)} for c in summary["comparisons"]]
+    ppl_table = ""
+    ppl_positions = ""
+    if summary["perplexity"]:
+        ppl_table = _table(
+            pd.DataFrame(
+                [
+                    {
+                        "model": p["model"],
+                        "task": p["task"],
+                        "token perplexity": _fmt(p["token_perplexity"]),
+                        "word perplexity": _fmt(p["word_perplexity"]),
+                        "bits per byte": _fmt(p["bits_per_byte"], 4),
+                    }
+                    for p in summary["perplexity"]
+                ]
+            )
+        )
+        position_rows = [
+            {"model": p["model"], "task": p["task"],
+             "bucket": f"{format_length(q['lo']) if q['lo'] else '0'}–{format_length(q['hi'])}",
+             "token perplexity": q["token_perplexity"]}
+            for p in summary["perplexity"]
+            for q in p["positions"]
+        ]
+        if position_rows:
+            frame = pd.DataFrame(position_rows)
+            order = list(dict.fromkeys(frame["bucket"]))
+            pivot = frame.pivot_table(index=["task", "model"], columns="bucket", values="token perplexity",
+                                      aggfunc="first")[order]
+            ppl_positions = _table(pivot.map(_fmt), index=True)
+    metrics_table = ""
+    if summary["metrics"]:
+        frame = pd.DataFrame(summary["metrics"])
+        frame["value"] = frame["value"].map(_fmt)
+        frame["stderr"] = frame["stderr"].map(_fmt)
+        metrics_table = _table(frame)
+    models_table = _table(
+        pd.DataFrame(
+            [
+                {
+                    "model": m["label"],
+                    "name": m["name"],
+                    "type": m["model_type"],
+                    "model args": ", ".join(f"{k}={v}" for k, v in m["model_args"].items()),
+                    "training length": (format_length(m["train_length"]) + f" ({m['train_length_source']})")
+                    if m["train_length"] else "unknown",
+                    "tasks": ", ".join(m["tasks"]),
+                    "results files": "\n".join(Path(f).name for f in m["results_files"]),
+                }
+                for m in summary["models"]
+            ]
+        )
+    )
+    template = env.get_template("report.html.j2")
+    return template.render(
+        summary=summary,
+        grids=grids,
+        comparisons=comparisons,
+        ppl_table=ppl_table,
+        ppl_positions=ppl_positions,
+        metrics_table=metrics_table,
+        models_table=models_table,
+        embed=embed,
+        legend=[{"value": v, "colour": _cell_colour(v / 100)} for v in range(0, 101, 10)],
+    )
