@@ -1,0 +1,350 @@
+"""`--model infini`: lm-eval's `TemplateLM` for segment-recurrent Infini-attention checkpoints.
+
+Every request streams through the model segment by segment (streaming.py), so an evaluation holds one segment of
+activations per row whatever the context length: prompts are never truncated, documents are scored exactly (each
+token conditioned on everything before it through memory + local attention), and requests that share a context
+read it once.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lm_eval.models  # noqa: F401  -- lm-eval's built-in models must be registered before ours (LMEVAL.md)
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import (
+    Collator,
+    handle_stop_sequences,
+    has_bos_prefix,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+    resolve_max_length,
+)
+from lm_eval.models.utils_hf import stop_sequences_criteria
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from infini_bench.modeling import InfiniForCausalLM, load_infini
+
+from . import options
+from .auto_batch import probe_batch_size
+from .parallel import setup_data_parallel
+from .streaming import prefill, score
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 1_048_576  # reported to tasks only: an Infini model has no hard context limit
+
+
+def _batches(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class InfiniLM(TemplateLM):
+    """lm-eval model for Infini checkpoints: `--model infini --model_args pretrained=DIR[,...]`.
+
+    Model args: `pretrained` (an Infini checkpoint folder, or a Llama one with `convert_llama=true`), `tokenizer`
+    (defaults to `pretrained`), `dtype` (float32 | bfloat16 | float16 | auto), `segment_length` and `use_memory`
+    (override the checkpoint's config), `max_length` (reported to tasks; default the config's
+    `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`.
+    `--device`, `--batch_size` (integer or auto) and `--max_batch_size` come from lm-eval's own flags.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        tokenizer: str | None = None,
+        dtype: str | torch.dtype = "float32",
+        segment_length: int | None = None,
+        use_memory: bool | None = None,
+        convert_llama: bool = False,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        add_bos_token: bool | None = None,
+        prefix_token_id: int | None = None,
+        batch_size: int | str | None = 1,
+        max_batch_size: int | None = 64,
+        device: str | None = "cuda",
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise options.InfiniArgumentError(
+                f"unknown model_args for --model infini: {', '.join(f'{k}={v!r}' for k, v in unknown.items())}. "
+                "Accepted: pretrained, tokenizer, dtype, segment_length, use_memory, convert_llama, max_length, "
+                "max_gen_toks, add_bos_token, prefix_token_id"
+            )
+        if not pretrained or not isinstance(pretrained, str):
+            raise options.InfiniArgumentError(
+                f"pretrained={pretrained!r} is invalid: pass pretrained=<checkpoint folder> in --model_args"
+            )
+        overrides: dict[str, Any] = {}
+        if segment_length is not None:
+            overrides["segment_length"] = options.positive_int("segment_length", segment_length)
+        if use_memory is not None:
+            overrides["use_memory"] = options.boolean("use_memory", use_memory)
+        self._dtype = options.dtype_name(dtype)
+        self._max_length = options.optional_positive_int("max_length", max_length)
+        self._max_gen_toks = options.positive_int("max_gen_toks", max_gen_toks)
+        self._batch_size = options.batch_size(1 if batch_size is None else batch_size)
+        self._max_batch_size = options.positive_int("max_batch_size", 64 if max_batch_size is None else max_batch_size)
+        self.add_bos_token = None if add_bos_token is None else options.boolean("add_bos_token", add_bos_token)
+        self.custom_prefix_token_id = None if prefix_token_id is None else options.token_id("prefix_token_id", prefix_token_id)
+
+        self.parallel = setup_data_parallel(options.resolve_device(device))
+        self._device = self.parallel.device
+        self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
+        self.pretrained = pretrained
+        self._model = self._load_model(pretrained, bool(convert_llama), overrides)
+        self.tokenizer = self._load_tokenizer(tokenizer or pretrained)
+        if self.tokenizer.eos_token_id is None and self.tokenizer.bos_token_id is None and prefix_token_id is None:
+            raise options.InfiniArgumentError(
+                f"the tokenizer of {tokenizer or pretrained!r} has neither an EOS nor a BOS token: "
+                "pass prefix_token_id=<id> in --model_args"
+            )
+        self.batch_size_per_device = self._resolve_batch_size()
+
+    # --- loading -----------------------------------------------------------------------------------------------
+    def _load_model(self, path: str, convert_llama: bool, overrides: dict[str, Any]) -> InfiniForCausalLM:
+        try:
+            model = load_infini(path, dtype=self._dtype, convert_llama=convert_llama, **overrides)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise options.InfiniArgumentError(f"pretrained={path!r} cannot be evaluated: {err}") from None
+        return model.eval().to(self._device)
+
+    @staticmethod
+    def _load_tokenizer(path: str):
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, TypeError) as err:
+            raise options.InfiniArgumentError(f"tokenizer={path!r} cannot be loaded: {err}") from None
+
+    def _resolve_batch_size(self) -> int:
+        """Resolved once, at construction, so that every data-parallel rank takes part in the same gather."""
+        if self._batch_size != "auto":
+            return int(self._batch_size)
+        if self._device.type == "cpu":
+            logger.info("batch_size=auto on the CPU: using 1 (an out-of-memory probe is unsafe on host memory)")
+            found = 1
+        else:
+            found = probe_batch_size(self._model, self._device, self._max_batch_size)
+        if self.world_size > 1:
+            found = int(self.all_gather(torch.tensor([found], device=self._device)).min().item())
+        logger.info("batch_size=auto resolved to %d", found)
+        return found
+
+    # --- what lm-eval reads ------------------------------------------------------------------------------------
+    @property
+    def model(self) -> InfiniForCausalLM:
+        return self._model
+
+    @property
+    def config(self):
+        return self._model.config
+
+    @property
+    def eot_token_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return self.tokenizer.bos_token_id if eos is None else eos
+
+    @property
+    def prefix_token_id(self) -> int:
+        if self.custom_prefix_token_id is not None:
+            return self.custom_prefix_token_id
+        bos = self.tokenizer.bos_token_id
+        return self.tokenizer.eos_token_id if bos is None else bos
+
+    @property
+    def max_length(self) -> int:
+        if self._max_length:
+            return self._max_length
+        return resolve_max_length(self._model.config, None, default=DEFAULT_MAX_LENGTH)
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def batch_size(self) -> int | str:
+        return self._batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.parallel.all_gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list | None:
+        return self.parallel.gather_object(obj, dst)
+
+    def barrier(self) -> None:
+        self.parallel.barrier()
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Lands in the results JSON's `config`, so reports know which model variant produced a run."""
+        c = self._model.config
+        return {
+            "model_num_parameters": self._model.num_parameters(),
+            "model_dtype": str(self._model.dtype),
+            "segment_length": c.segment_length,
+            "use_memory": c.use_memory,
+            "memory_update": c.memory_update,
+            "gate_activation": c.gate_activation,
+        }
+
+    # --- tokens ------------------------------------------------------------------------------------------------
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """As lm-eval's `hf` model: the tokenizer's own special tokens unless told otherwise, none when the string
+        already starts with the prefix token."""
+        special: dict[str, bool] = {}
+        if add_special_tokens is not None:
+            special["add_special_tokens"] = add_special_tokens
+        elif self.add_bos_token is not None:
+            special["add_special_tokens"] = self.add_bos_token
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode([self.prefix_token_id])):
+            special["add_special_tokens"] = False
+        return self.tokenizer.encode(string, **special)
+
+    def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    def _progress(self, total: int, desc: str, disable: bool) -> tqdm:
+        return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=disable or self.rank != 0)
+
+    # --- loglikelihood -----------------------------------------------------------------------------------------
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
+        """Each distinct context is read once (all but its last token, batched across contexts); every
+        continuation of it then continues that state, fed `context[-1] + continuation[:-1]`."""
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, context, continuation) in enumerate(requests):
+            if not continuation:
+                results[i] = (0.0, True)
+                continue
+            by_context.setdefault(tuple(context), []).append(i)
+        contexts = sorted(by_context, key=lambda c: -(len(c) + max(len(requests[i][2]) for i in by_context[c])))
+        total = sum(len(c) - 1 for c in contexts) + sum(len(requests[i][2]) for ids in by_context.values() for i in ids)
+        bar = self._progress(total, "Running loglikelihood requests", disable_tqdm)
+        for batch in _batches(contexts, self.batch_size_per_device):
+            for ended, state in prefill(self._model, [c[:-1] for c in batch], self._device, bar.update):
+                # (row of `state`, request) for every continuation of the contexts that just ended
+                rows = [(row, i) for row, j in enumerate(ended) for i in by_context[batch[j]]]
+                for part in _batches(rows, self.batch_size_per_device):
+                    part_state = None if state is None else state.select(torch.tensor([row for row, _ in part]))
+                    inputs = [list(requests[i][1][-1:]) + requests[i][2][:-1] for _, i in part]
+                    targets = [requests[i][2] for _, i in part]
+                    for (_, i), answer in zip(part, score(self._model, part_state, inputs, targets, self._device, bar.update)):
+                        results[i] = answer
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        """The exact log-likelihood of each whole document, conditioned on the prefix token: one stream through
+        memory + local attention, no windows, logits one segment piece at a time."""
+        strings = [req.args[0] for req in requests]
+        docs = [self.tok_encode(s) for s in strings]
+        results: list[float] = [0.0] * len(requests)
+        order = Collator(list(range(len(docs))), sort_fn=lambda i: -len(docs[i]))
+        bar = self._progress(sum(map(len, docs)), "Running loglikelihood_rolling requests", disable_tqdm)
+        for batch in order.get_batched(n=self.batch_size_per_device):
+            batch = [i for i in batch if docs[i]]
+            if batch:
+                inputs = [[self.prefix_token_id] + docs[i][:-1] for i in batch]
+                answers = score(self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update)
+                for i, (logprob, _) in zip(batch, answers):
+                    results[i] = logprob
+        bar.close()
+        for string, logprob in zip(strings, results):
+            self.cache_hook.add_partial("loglikelihood_rolling", (string,), logprob)
+        return results
+
+    # --- generation --------------------------------------------------------------------------------------------
+    def _prompt_tokens(self, context: str) -> list[int]:
+        tokens = self.tok_encode(context)
+        return tokens if tokens else [self.prefix_token_id]
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Prefill every prompt (all but its last token) segment by segment, batched across prompts; prompts of
+        equal length then decode together with memory + local KV cache via `model.generate`."""
+        args = [req.args for req in requests]
+        prompts = [self._prompt_tokens(context) for context, _ in args]
+        too_long = [len(p) for p in prompts if len(p) > self.max_length]
+        if too_long:
+            logger.warning(
+                "%d prompt(s) exceed max_length=%d (longest %d tokens): evaluated whole, never truncated",
+                len(too_long), self.max_length, max(too_long),
+            )
+        results: list[str | None] = [None] * len(requests)
+        groups = Collator(
+            list(range(len(args))),
+            sort_fn=lambda i: (-len(prompts[i]), args[i][0]),
+            group_fn=lambda i: args[i][1],
+            group_by="gen_kwargs",
+        )
+        bar = tqdm(total=len(requests), desc="Running generate_until requests", disable=disable_tqdm or self.rank != 0)
+        eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        for batch in groups.get_batched(n=self.batch_size_per_device):
+            gen_kwargs = normalize_gen_kwargs(args[batch[0]][1], self.max_gen_toks)
+            until = handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos)
+            max_new = gen_kwargs.pop("max_gen_toks")
+            if "max_length" in gen_kwargs:
+                logger.warning("`max_length` in generation kwargs is ignored: use `max_gen_toks`")
+                gen_kwargs.pop("max_length")
+            for ended, state in prefill(self._model, [prompts[i][:-1] for i in batch], self._device):
+                rows = [batch[j] for j in ended]
+                texts = self._generate([prompts[i] for i in rows], state, until, max_new, dict(gen_kwargs))
+                for i, text in zip(rows, texts):
+                    results[i] = text
+                    self.cache_hook.add_partial("generate_until", args[i], text)
+                bar.update(len(rows))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _generate(self, prompts: list[list[int]], state, until: list[str], max_new: int, kwargs: dict) -> list[str]:
+        """Decode equal-length prompts whose first len-1 tokens are already in `state`: `generate` then feeds
+        only the last prompt token and the new ones (the model's `prepare_inputs_for_generation`)."""
+        ids = torch.tensor(prompts, dtype=torch.long, device=self._device)
+        if not kwargs.get("do_sample"):
+            kwargs.pop("temperature", None)  # greedy: a temperature would only trigger transformers warnings
+        if state is not None:
+            kwargs["memory"] = state
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        out = self._model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new,
+            stopping_criteria=stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0]),
+            pad_token_id=pad,
+            eos_token_id=self.eot_token_id,
+            **kwargs,
+        )
+        return [
+            postprocess_generated_text(self.tok_decode(row[ids.shape[1] :].tolist()), stop=until, think_end_token=None)
+            for row in out
+        ]
+
+
+def _register() -> None:
+    """`@register_model("infini")`, tolerating the same class already named by the `lm_eval.models` entry point
+    (lm-eval versions that read plugin entry points register it lazily before this module runs)."""
+    try:
+        register_model("infini")(InfiniLM)
+    except ValueError as err:
+        if "infini_bench" not in str(err):
+            raise
+
+
+_register()

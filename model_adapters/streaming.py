@@ -1,0 +1,107 @@
+"""Streaming token rows through an Infini model side by side, one segment piece at a time, never padding.
+
+An Infini model folds every token it reads into its memory, so a pad token would corrupt the state. Rows are
+therefore batched in lockstep: all rows of a batch have read the same number of tokens, each step feeds every
+active row its next piece (never longer than what is left of the current segment, nor of the shortest row), and a
+row leaves the batch the moment it ends. Each step holds one segment of activations and logits per row, so memory
+does not grow with the length of the rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+
+from infini_bench.modeling import InfiniForCausalLM, InfiniState
+
+Progress = Callable[[int], None] | None
+
+
+def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining: int) -> int:
+    """Tokens to feed next: up to the end of the current segment, and no more than the shortest row has left."""
+    position = 0 if state is None else state.position
+    return min(model.config.segment_length - position, remaining)
+
+
+def _rows_tensor(rows: Sequence[Sequence[int]], index: Sequence[int], start: int, n: int, device) -> torch.Tensor:
+    return torch.tensor([list(rows[i][start : start + n]) for i in index], dtype=torch.long, device=device)
+
+
+def _keep(state: InfiniState, keep: Sequence[int]) -> InfiniState:
+    return state.select(torch.tensor(list(keep), dtype=torch.long))
+
+
+@torch.no_grad()
+def prefill(
+    model: InfiniForCausalLM, rows: Sequence[Sequence[int]], device: torch.device, progress: Progress = None
+) -> Iterator[tuple[list[int], InfiniState | None]]:
+    """Read every row into a fresh memory, batched, without computing logits.
+
+    Yields `(row indices, state)` each time some rows end: those rows have equal lengths and `state` holds exactly
+    them, in that order, at the same position, so they can be continued together. Empty rows come first, with
+    `None` (a fresh memory). Consume each yield before asking for the next: only one batch is alive at a time."""
+    empty = [i for i, row in enumerate(rows) if len(row) == 0]
+    if empty:
+        yield empty, None
+    active = [i for i, row in enumerate(rows) if len(row) > 0]
+    state: InfiniState | None = None
+    done = 0
+    while active:
+        n = piece_length(model, state, min(len(rows[i]) for i in active) - done)
+        state = model(_rows_tensor(rows, active, done, n, device), memory=state, logits_to_keep=1).memory
+        done += n
+        if progress is not None:
+            progress(n * len(active))
+        ended = [j for j, i in enumerate(active) if len(rows[i]) == done]
+        if not ended:
+            continue
+        left = [j for j, i in enumerate(active) if len(rows[i]) != done]
+        yield [active[j] for j in ended], (state if not left else _keep(state, ended))
+        if left:
+            state = _keep(state, left)
+        active = [active[j] for j in left]
+
+
+@torch.no_grad()
+def score(
+    model: InfiniForCausalLM,
+    state: InfiniState | None,
+    inputs: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    device: torch.device,
+    progress: Progress = None,
+) -> list[tuple[float, bool]]:
+    """Continue `state` (one row per input, all at one position; None for fresh memories) with each row's
+    `inputs`, where `targets[i][t]` is the token that follows `inputs[i][t]`.
+
+    Returns per row the summed log-probability of its targets (log-softmax in float32, summed in float64 so that
+    a million tokens lose no precision) and whether every target was the model's argmax."""
+    if len(inputs) != len(targets) or any(len(x) != len(y) or not x for x, y in zip(inputs, targets)):
+        raise ValueError("score() needs non-empty rows with one target per input token")
+    if state is not None and state.batch_size != len(inputs):
+        raise ValueError(f"state holds {state.batch_size} rows for {len(inputs)} inputs")
+    totals = [0.0] * len(inputs)
+    greedy = [True] * len(inputs)
+    active = list(range(len(inputs)))
+    done = 0
+    while active:
+        n = piece_length(model, state, min(len(inputs[i]) for i in active) - done)
+        out = model(_rows_tensor(inputs, active, done, n, device), memory=state)
+        logits = out.logits.float()  # [rows, n, vocab]: one segment piece per row at most
+        wanted = _rows_tensor(targets, active, done, n, device)
+        logprobs = logits.gather(-1, wanted.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        sums = logprobs.double().sum(dim=-1).tolist()
+        hits = (logits.argmax(dim=-1) == wanted).all(dim=-1).tolist()
+        for j, i in enumerate(active):
+            totals[i] += sums[j]
+            greedy[i] = greedy[i] and bool(hits[j])
+        state = out.memory
+        del out, logits, logprobs
+        done += n
+        if progress is not None:
+            progress(n * len(active))
+        left = [j for j, i in enumerate(active) if len(inputs[i]) != done]
+        if left and len(left) < len(active):
+            state = _keep(state, left)
+        active = [active[j] for j in left]
+    return list(zip(totals, greedy))
