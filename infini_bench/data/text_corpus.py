@@ -1,0 +1,156 @@
+"""Pretraining text: read documents from local files or a hub dataset, tokenise them, pack them into
+equal-length sequences.
+
+The trainer packs because an Infini model takes no padding (padding would be folded into its memory): documents
+are joined with the tokenizer's end-of-text token and cut into rows of exactly `sequence_length` tokens (the
+remainder is dropped). The packed array is cached as a `.npy` file keyed by the source and the tokenizer, so a
+resumed or repeated run reads exactly the same tokens without tokenising again.
+(The standard-library corpus and its train/eval split live in the data builders; this module only reads files.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text")
+TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus every supported file under a named folder (sorted, so the order is fixed)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"data path {str(raw)!r} does not exist")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(
+                    f"data folder {str(raw)!r} holds no {'/'.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files"
+                )
+            files.extend(found)
+        elif path.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES:
+            files.append(path)
+        else:
+            raise ValueError(
+                f"data file {str(raw)!r} has an unsupported type {path.suffix!r}: use one of "
+                f"{', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)}"
+            )
+    return files
+
+
+def iter_file_documents(files: Iterable[Path], text_field: str = "text") -> Iterator[str]:
+    """One document per text file, per JSONL line / JSON record, per parquet row (its `text_field`)."""
+    for path in files:
+        if path.suffix in TEXT_SUFFIXES:
+            yield path.read_text(encoding="utf-8", errors="replace")
+        elif path.suffix in (".jsonl", ".json"):
+            yield from _json_documents(path, text_field)
+        else:
+            yield from _parquet_documents(path, text_field)
+
+
+def _json_documents(path: Path, text_field: str) -> Iterator[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        records = json.loads(text)
+    else:
+        records = (json.loads(line) for line in text.splitlines() if line.strip())
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or text_field not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{str(path)!r} record {i} has no field {text_field!r} (has {keys}); set data.text_field")
+        yield str(record[text_field])
+
+
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    if text_field not in table.schema_arrow.names:
+        raise ValueError(f"{str(path)!r} has no column {text_field!r} (has {table.schema_arrow.names}); set data.text_field")
+    for batch in table.iter_batches(columns=[text_field]):
+        yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
+
+
+def iter_hub_documents(
+    name: str, config: str | None, split: str, text_field: str, streaming: bool = False
+) -> Iterator[str]:
+    """Documents of a hub dataset the user named (read from the local cache when offline)."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except Exception as err:  # datasets raises many types; the user needs the name and the cause
+        raise ValueError(f"could not load hub dataset {name!r} (config={config!r}, split={split!r}): {err}") from err
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and text_field not in columns:
+        raise ValueError(f"hub dataset {name!r} has no column {text_field!r} (has {columns}); set data.text_field")
+    for row in dataset:
+        yield str(row[text_field])
+
+
+def limit(documents: Iterable[str], max_documents: int | None) -> Iterator[str]:
+    for i, doc in enumerate(documents):
+        if max_documents is not None and i >= max_documents:
+            return
+        yield doc
+
+
+def pack_documents(
+    documents: Iterable[str], tokenizer, sequence_length: int, max_tokens: int | None = None
+) -> np.ndarray:
+    """Tokenise, join with EOS, cut into rows of `sequence_length`: an int32 array [rows, sequence_length]."""
+    separator = tokenizer.eos_token_id
+    if separator is None:
+        raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
+    pieces: list[np.ndarray] = []
+    total = 0
+    for doc in documents:
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if not ids:
+            continue
+        piece = np.asarray(ids + [separator], dtype=np.int32)
+        pieces.append(piece)
+        total += len(piece)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    if max_tokens is not None:
+        tokens = tokens[:max_tokens]
+    rows = len(tokens) // sequence_length
+    if rows == 0:
+        raise ValueError(
+            f"the corpus gives {len(tokens)} tokens, fewer than one sequence of sequence_length={sequence_length}"
+        )
+    return tokens[: rows * sequence_length].reshape(rows, sequence_length)
+
+
+def cache_key(source: dict, tokenizer) -> str:
+    """Hash of the data description and the tokenizer's full definition (vocabulary and merges)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    tok_repr = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    blob = json.dumps(source, sort_keys=True, default=str) + tok_repr
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_pack(cache_dir: str | Path, source: dict, tokenizer, build: "callable") -> np.ndarray:
+    """Load the packed array for (`source`, tokenizer) from `cache_dir`, or `build()` it and store it."""
+    path = Path(cache_dir) / f"packed-{cache_key(source, tokenizer)}.npy"
+    if path.is_file():
+        return np.load(path)
+    array = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    tmp.rename(path)
+    logger.info("packed %d sequences of %d tokens into %s", array.shape[0], array.shape[1], path)
+    return array

@@ -1,0 +1,110 @@
+"""`infini-bench train` and `infini-bench finetune` (also `python -m infini_bench.training train|finetune`)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .checkpoint import CheckpointError
+
+OVERRIDES_HELP = """\
+overrides (after the flags, or with --set): dotted recipe keys, values parsed as YAML, e.g.
+  run.max_steps=200  run.output_dir=runs/x  optim.lr=1e-3  model.memory_update=delta  data.paths=[a.txt,b.jsonl]
+finetune overrides name the finetune section: finetune.optim.lr=1e-4  finetune.passkey.lengths=[256,512]
+
+many processes: accelerate launch [--multi_gpu | --config_file recipes/accelerate/fsdp.yaml] \\
+                  -m infini_bench.cli train --config recipes/<recipe>.yaml
+"""
+
+
+def _parser(prog: str, description: str, finetune: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML recipe (recipes/*.yaml); without one, the built-in defaults")
+    if finetune:
+        parser.add_argument("--from", dest="checkpoint", required=True, help="Infini checkpoint folder to finetune")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="require a checkpoint in the output folder and continue it")
+    resume.add_argument("--no-resume", action="store_true", help="start fresh (refused if the output folder has checkpoints)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
+    parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    return parser
+
+
+def _resume_mode(args: argparse.Namespace) -> str:
+    return "always" if args.resume else "never" if args.no_resume else "auto"
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Pretrain with the recipe's `model`, `data`, `optim` and `run` sections."""
+    args = _parser("infini-bench train", "Pretrain an Infini model (causal LM loss on text).", False).parse_args(argv)
+    from .loop import make_accelerator, train
+    from .recipe import load_recipe, recipe_to_yaml
+    from .stages import pretraining
+
+    recipe = load_recipe(args.config, args.set + args.overrides)
+    if args.print_recipe:
+        print(recipe_to_yaml(recipe))
+        return 0
+    _quiet_libraries()
+    accelerator = make_accelerator(recipe.run, recipe.model.use_memory)
+    try:
+        final = train(recipe.optim, recipe.run, pretraining(recipe), recipe_to_yaml(recipe), _resume_mode(args), accelerator)
+    except CheckpointError as err:
+        print(f"infini-bench train: error: {err}", file=sys.stderr)
+        return 1
+    accelerator.print(f"final checkpoint: {final}")
+    return 0
+
+
+def finetune_main(argv: list[str] | None = None) -> int:
+    """Passkey finetuning with the recipe's `finetune` section, from the checkpoint given by `--from`."""
+    args = _parser(
+        "infini-bench finetune", "Finetune an Infini checkpoint on passkey retrieval (training seeds only).", True
+    ).parse_args(argv)
+    from .loop import make_accelerator, train
+    from .recipe import RecipeError, load_recipe, recipe_to_yaml
+    from .stages import finetuning
+
+    recipe = load_recipe(args.config, args.set + args.overrides)
+    if recipe.finetune is None:
+        raise RecipeError(f"recipe {args.config!r} has no finetune section (finetune: {{passkey, optim, run}})")
+    if args.print_recipe:
+        print(recipe_to_yaml(recipe))
+        return 0
+    _quiet_libraries()
+    stage = recipe.finetune
+    build = finetuning(stage, args.checkpoint)
+    accelerator = make_accelerator(stage.run)
+    try:
+        final = train(stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args), accelerator)
+    except CheckpointError as err:
+        print(f"infini-bench finetune: error: {err}", file=sys.stderr)
+        return 1
+    accelerator.print(f"final checkpoint: {final}")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint drown the training bar
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m infini_bench.training train|finetune ...`"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train_main, "finetune": finetune_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m infini_bench.training {train,finetune} --config RECIPE [options] [key=value ...]")
+        return 2
+    try:
+        return commands[argv[0]](argv[1:])
+    except (FileNotFoundError, FileExistsError, ValueError, CheckpointError) as err:
+        print(f"infini-bench {argv[0]}: error: {err}", file=sys.stderr)
+        return 1

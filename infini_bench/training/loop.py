@@ -1,0 +1,227 @@
+"""The training loop, whole: one optimizer step = one global batch of full multi-segment sequences.
+
+Every sequence goes through the model in one call, so the loss of the last segment backpropagates through the
+memory into every earlier segment (truncated every `detach_every` segments when set). `accelerate` carries the
+same loop from one CPU to many GPUs (DDP or FSDP) and handles bf16 autocast; nothing distributed is home-made.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from tqdm.auto import tqdm
+
+from ..modeling.attention import gate_values
+from .batches import PackedText, PasskeyPools, rank_micro_batches
+from .checkpoint import ACCELERATE_DIR, STATE_FILE, latest_checkpoint, list_checkpoints, save_atomically
+from .optim import build_optimizer, build_scheduler
+from .recipe import OptimConfig, RecipeError, RunConfig
+
+logger = logging.getLogger(__name__)
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class Setup:
+    """What a stage trains: built once per process (data inside `main_process_first`, so caches are shared)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    data: PackedText | PasskeyPools
+
+
+@dataclass
+class Progress:
+    """The data position and counters, saved with every checkpoint (registered with accelerate)."""
+
+    step: int = 0
+    cursors: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "cursors": dict(self.cursors), "tokens": self.tokens, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.cursors = state["step"], dict(state["cursors"])
+        self.tokens, self.seconds = state["tokens"], state["seconds"]
+
+
+def make_accelerator(run: RunConfig, use_memory: bool = True) -> Accelerator:
+    precision = run.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "fp32"
+    # With the memory off the gates take no gradient; DDP must be told, or it waits for them forever.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=not use_memory)
+    # cpu=True without CUDA: under torchrun, accelerate then runs gloo data parallelism (MULTI_CPU) instead of
+    # silently treating each process as a lone run.
+    return Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no", kwargs_handlers=[ddp]
+    )
+
+
+def train(
+    optim: OptimConfig,
+    run: RunConfig,
+    build: Callable[[Accelerator], Setup],
+    recipe_yaml: str,
+    resume: str = "auto",
+    accelerator: Accelerator | None = None,
+) -> Path:
+    """Run (or resume) one stage; returns the final checkpoint folder.
+
+    resume: "auto" continues from the newest checkpoint in `run.output_dir` when there is one; "always" requires
+    one; "never" requires the folder to hold none (so nothing is overwritten)."""
+    out = Path(run.output_dir)
+    previous = latest_checkpoint(out)
+    if resume == "always" and previous is None:
+        raise FileNotFoundError(f"--resume: output folder {str(out)!r} holds no checkpoint to resume from")
+    if resume == "never" and previous is not None:
+        raise FileExistsError(
+            f"output folder {str(out)!r} already holds checkpoints (newest {previous.name}); resume it (the default) "
+            "or choose another run.output_dir"
+        )
+    accelerator = accelerator or make_accelerator(run)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    set_seed(run.seed)
+    if not torch.cuda.is_available():
+        torch.set_flush_denormal(True)  # denormal floats in the memory make CPU training ~5x slower (DESIGN §4)
+    setup = build(accelerator)
+    model, data = setup.model, setup.data
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_step = optim.micro_batch_size * world
+    if optim.batch_size % per_step:
+        raise RecipeError(
+            f"optim.batch_size={optim.batch_size} is not a multiple of optim.micro_batch_size={optim.micro_batch_size} "
+            f"x {world} processes"
+        )
+    accumulation = optim.batch_size // per_step
+
+    optimizer = build_optimizer(model, optim)
+    scheduler = build_scheduler(optimizer, optim, run.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    progress = Progress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    if previous is not None and resume != "never":
+        accelerator.load_state(str(previous / ACCELERATE_DIR))
+        _truncate_log(out / LOG_FILE, progress.step, accelerator.is_main_process)
+        accelerator.print(f"resumed from {previous} at step {progress.step}")
+
+    def save() -> Path:
+        def write(folder: Path) -> None:
+            accelerator.save_state(str(folder / ACCELERATE_DIR))
+            state_dict = accelerator.get_state_dict(model)
+            if accelerator.is_main_process:
+                accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
+                setup.tokenizer.save_pretrained(folder)
+                (folder / "recipe.yaml").write_text(recipe_yaml)
+                state = {**progress.state_dict(), "processes": world, "batch_size": optim.batch_size}
+                (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+        return save_atomically(
+            out, progress.step, write, accelerator.is_main_process, accelerator.wait_for_everyone, run.keep_checkpoints
+        )
+
+    bar = tqdm(total=run.max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
+    window = {"tokens": 0, "seconds": 0.0}
+    last_saved = progress.step if previous is not None else -1
+    while progress.step < run.max_steps and not _out_of_time(progress, run, accelerator):
+        t0 = time.perf_counter()
+        model.train()
+        batch = data.global_batch(progress.step, optim.batch_size, progress.cursors)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        micro_batches = rank_micro_batches(batch, optim.micro_batch_size, world, rank)
+        for i, micro in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1  # all-reduce gradients once, after the last micro-batch
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                loss = model(
+                    micro.input_ids.to(accelerator.device),
+                    labels=micro.labels.to(accelerator.device),
+                    detach_every=optim.detach_every,
+                ).loss
+                accelerator.backward(loss / accumulation)
+            loss_sum += loss.detach()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or float("inf"))
+        lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        seconds = time.perf_counter() - t0
+        tokens = batch.input_ids.numel()
+        progress.step += 1
+        progress.tokens += tokens
+        progress.seconds += seconds
+        window["tokens"] += tokens
+        window["seconds"] += seconds
+        if progress.step % run.log_every == 0 or progress.step == run.max_steps:
+            loss = accelerator.reduce(loss_sum / accumulation, "mean").item()
+            record = {
+                "step": progress.step,
+                "loss": loss,
+                "lr": lrs.get("decay", lrs.get("no_decay")),
+                "gate_lr": lrs.get("gates"),
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": window["tokens"] / max(window["seconds"], 1e-9),
+                "seq_len": batch.input_ids.shape[1],
+                "tokens": progress.tokens,
+                "seconds": round(progress.seconds, 3),
+                "gates": gate_statistics(accelerator.unwrap_model(model)),
+            }
+            window = {"tokens": 0, "seconds": 0.0}
+            if accelerator.is_main_process:
+                with open(out / LOG_FILE, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        bar.update(1)
+        if progress.step % run.save_every == 0:
+            save()
+            last_saved = progress.step
+    bar.close()
+    final = save() if last_saved != progress.step else out / f"checkpoint-{progress.step:06d}"
+    accelerator.wait_for_everyone()
+    return final
+
+
+def gate_statistics(model: torch.nn.Module) -> list[dict[str, float]]:
+    """Per layer, mean/min/max over heads of the gate g = act(β): near 0 the layer ignores its memory."""
+    stats = []
+    activation = model.config.gate_activation
+    for layer in model.model.layers:
+        beta = layer.self_attn.gate.detach()
+        if hasattr(beta, "full_tensor"):  # FSDP2 shards parameters as DTensors
+            beta = beta.full_tensor()
+        g = gate_values(beta.float(), activation)
+        stats.append({"mean": g.mean().item(), "min": g.min().item(), "max": g.max().item()})
+    return stats
+
+
+def _out_of_time(progress: Progress, run: RunConfig, accelerator: Accelerator) -> bool:
+    """True once `max_minutes` of training are spent (all processes agree: the slowest one decides)."""
+    if run.max_minutes is None:
+        return False
+    spent = torch.tensor(progress.seconds, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        spent = accelerator.reduce(spent, "max")
+    return spent.item() >= run.max_minutes * 60
+
+
+def _truncate_log(path: Path, step: int, is_main: bool) -> None:
+    """Drop log lines written after the checkpoint we resume from (a crash leaves them), so the log stays one
+    curve with one line per step."""
+    if not is_main or not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+__all__ = ["Progress", "Setup", "gate_statistics", "list_checkpoints", "make_accelerator", "train"]

@@ -1,0 +1,58 @@
+"""AdamW parameter groups and the learning-rate schedule.
+
+Why three groups: weight decay pulls the gates β toward 0 and the main learning rate barely moves a scalar per
+head (DESIGN §4, "known traps"), so gates get their own, larger learning rate and no decay; norms and biases are
+not decayed either (standard practice: decay shrinks scales and offsets that have no overfitting role).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from .recipe import OptimConfig
+
+GATE_SUFFIX = "self_attn.gate"
+
+
+def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
+    """decay (matrices, embeddings), no_decay (norms, biases: 1-D), gates (β: own lr, no decay), named."""
+    groups: dict[str, list] = {"decay": [], "no_decay": [], "gates": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.endswith(GATE_SUFFIX):
+            groups["gates"].append(param)
+        elif param.dim() < 2:
+            groups["no_decay"].append(param)
+        else:
+            groups["decay"].append(param)
+    settings = {
+        "decay": dict(lr=optim.lr, weight_decay=optim.weight_decay),
+        "no_decay": dict(lr=optim.lr, weight_decay=0.0),
+        "gates": dict(lr=optim.gate_lr, weight_decay=0.0),
+    }
+    return [dict(params=params, name=name, **settings[name]) for name, params in groups.items() if params]
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    # fused/foreach kernels change float rounding between runs of different shapes; keep the default (foreach on
+    # CUDA, for-loop on CPU), which is deterministic for a fixed setup.
+    return torch.optim.AdamW(parameter_groups(model, optim), betas=tuple(optim.betas), eps=optim.eps)
+
+
+def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
+    """Multiplier on each group's base rate for optimizer step `step` (0-based): linear warmup over
+    `warmup_steps`, then cosine decay reaching min_lr / lr at `max_steps`."""
+    floor = optim.min_lr / optim.lr
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    span = max(1, max_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / span)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - floor)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: lr_factor(step, optim, max_steps))

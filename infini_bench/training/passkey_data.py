@@ -1,0 +1,1 @@
+"""Passkey finetuning examples (pending the shared builder)."""

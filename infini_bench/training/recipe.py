@@ -1,0 +1,339 @@
+"""Recipes: the whole training setup as plain dataclasses, read from YAML.
+
+A recipe file holds one pretraining stage (`model`, `data`, `optim`, `run`) and, optionally, a `finetune` stage
+(`passkey`, `optim`, `run`) that `infini-bench finetune --from <checkpoint>` runs. Unknown keys and values of the
+wrong type are rejected with the dotted name of the key, so a typo never silently falls back to a default.
+Command-line overrides use the same dotted names: `run.max_steps=100`, `finetune.optim.lr=1e-4`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from ..modeling.configuration_infini import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES
+
+
+class RecipeError(ValueError):
+    """A recipe (file or override) that cannot be used; the message names the key and the value."""
+
+
+@dataclass
+class ModelConfig:
+    """The Infini model trained from scratch (ignored when finetuning: the checkpoint's config is used).
+
+    `init_from` starts from an existing checkpoint instead: an Infini folder continues it, a Llama folder is
+    converted (same weights, new gates: the paper's continued pretraining)."""
+
+    init_from: str | None = None
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    segment_length: int = 64
+    memory_update: str = "linear"
+    use_memory: bool = True
+    gate_activation: str = "sigmoid"
+    gate_init: Union[str, float] = "zeros"
+    memory_eps: float = 1e-6
+
+    def check(self, where: str) -> None:
+        _choice(f"{where}.memory_update", self.memory_update, MEMORY_UPDATES)
+        _choice(f"{where}.gate_activation", self.gate_activation, GATE_ACTIVATIONS)
+        if isinstance(self.gate_init, str):
+            _choice(f"{where}.gate_init", self.gate_init, GATE_INITS)
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "segment_length"):
+            _positive(f"{where}.{name}", getattr(self, name))
+
+
+@dataclass
+class DataConfig:
+    """The pretraining corpus, tokenised and packed into sequences of `sequence_length` tokens.
+
+    source: "stdlib" (the Python standard library's own source, training split only: `ppl_stdlib`'s evaluation
+    files are never trained on), "files" (`paths`: .txt/.md/.rst/.py files, .jsonl, .parquet, or folders of them),
+    or "hub" (`hub_name`, read with `datasets.load_dataset`, offline when the cache has it).
+    tokenizer: a folder or hub name; None trains a byte-level BPE of `vocab_size` on the corpus (or, with
+    `model.init_from`, takes the checkpoint's tokenizer)."""
+
+    source: str = "stdlib"
+    paths: list[str] = field(default_factory=list)
+    text_field: str = "text"
+    hub_name: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "train"
+    streaming: bool = False
+    max_documents: int | None = None
+    max_tokens: int | None = None
+    sequence_length: int = 256
+    tokenizer: str | None = None
+    vocab_size: int = 1024
+    tokenizer_train_chars: int = 20_000_000
+
+    def check(self, where: str) -> None:
+        _choice(f"{where}.source", self.source, ("stdlib", "files", "hub"))
+        _positive(f"{where}.sequence_length", self.sequence_length)
+        if self.source == "files" and not self.paths:
+            raise RecipeError(f"{where}.paths is empty: source 'files' needs at least one file or folder")
+        if self.source == "hub" and not self.hub_name:
+            raise RecipeError(f"{where}.hub_name is not set: source 'hub' needs a dataset name")
+        for name in ("max_documents", "max_tokens"):
+            if getattr(self, name) is not None:
+                _positive(f"{where}.{name}", getattr(self, name))
+
+
+@dataclass
+class PasskeyConfig:
+    """Passkey finetuning data, built by the same builder the passkey tasks use, from training seeds only.
+
+    `lengths`: context lengths in tokens; every optimizer step uses one length (all its sequences equal, no
+    padding). `schedule`: "mix" cycles through `lengths` step by step; "ramp" adds the next length every
+    `1/len(lengths)` of `max_steps` and then cycles through those unlocked (a curriculum over segments).
+    `num_examples` examples are drawn per length and reused epoch after epoch.
+    `loss_on`: "answer" (the passkey digits only) or "all" (every token)."""
+
+    num_examples: int = 2000
+    lengths: list[int] = field(default_factory=lambda: [1024])
+    schedule: str = "mix"
+    digits: int = 5
+    seed: int = 0
+    loss_on: str = "answer"
+
+    def check(self, where: str) -> None:
+        _positive(f"{where}.num_examples", self.num_examples)
+        _positive(f"{where}.digits", self.digits)
+        _choice(f"{where}.schedule", self.schedule, ("mix", "ramp"))
+        _choice(f"{where}.loss_on", self.loss_on, ("answer", "all"))
+        if not self.lengths:
+            raise RecipeError(f"{where}.lengths is empty: give at least one context length in tokens")
+        for i, length in enumerate(self.lengths):
+            _positive(f"{where}.lengths[{i}]", length)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with three parameter groups (decayed matrices; norms and biases without decay; gates with their own
+    learning rate and no decay), linear warmup then cosine decay to `min_lr` (the gate rate follows the same
+    curve, scaled by gate_lr / lr). `batch_size` is the global number of sequences per optimizer step: gradient
+    accumulation = batch_size / (micro_batch_size × processes), so a recipe gives the same training on any
+    number of processes."""
+
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    gate_lr: float = 1e-2
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    batch_size: int = 8
+    micro_batch_size: int = 1
+    detach_every: int = 0
+
+    def check(self, where: str) -> None:
+        for name in ("lr", "gate_lr", "batch_size", "micro_batch_size"):
+            _positive(f"{where}.{name}", getattr(self, name))
+        for name in ("min_lr", "weight_decay", "warmup_steps", "max_grad_norm", "detach_every", "eps"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"{where}.{name}={getattr(self, name)!r} must be >= 0")
+        if self.min_lr > self.lr:
+            raise RecipeError(f"{where}.min_lr={self.min_lr!r} is above {where}.lr={self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise RecipeError(f"{where}.betas={self.betas!r} must be two numbers in [0, 1)")
+
+
+@dataclass
+class RunConfig:
+    """Where and how long: stop at `max_steps` or after `max_minutes` of training (whichever first, both counted
+    across resumes); checkpoint every `save_every` steps and at the end; log every `log_every` steps.
+    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
+    keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all)."""
+
+    output_dir: str = "runs/train"
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    save_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    precision: str = "auto"
+    keep_checkpoints: int = 0
+
+    def check(self, where: str) -> None:
+        for name in ("max_steps", "save_every", "log_every"):
+            _positive(f"{where}.{name}", getattr(self, name))
+        if self.max_minutes is not None:
+            _positive(f"{where}.max_minutes", self.max_minutes)
+        if self.keep_checkpoints < 0:
+            raise RecipeError(f"{where}.keep_checkpoints={self.keep_checkpoints!r} must be >= 0 (0 keeps all)")
+        _choice(f"{where}.precision", self.precision, ("auto", "bf16", "fp32"))
+
+
+@dataclass
+class FinetuneRecipe:
+    """The passkey finetuning stage: data from the passkey builder, the model and tokenizer from `--from`."""
+
+    passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/finetune"))
+
+    def check(self, where: str) -> None:
+        self.passkey.check(f"{where}.passkey")
+        self.optim.check(f"{where}.optim")
+        self.run.check(f"{where}.run")
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    finetune: FinetuneRecipe | None = None
+
+    def check(self) -> "Recipe":
+        self.model.check("model")
+        self.data.check("data")
+        self.optim.check("optim")
+        self.run.check("run")
+        if self.data.sequence_length < self.model.segment_length and self.model.init_from is None:
+            raise RecipeError(
+                f"data.sequence_length={self.data.sequence_length} is shorter than one segment "
+                f"(model.segment_length={self.model.segment_length}): the memory would never be used"
+            )
+        if self.finetune is not None:
+            self.finetune.check("finetune")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (None: all defaults), apply `key=value` overrides, and check every value."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"recipe {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(Recipe, raw, "").check()
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`a.b.c=value` with `value` parsed as YAML (so `100` is an int, `[1, 2]` a list, `null` None)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"override {item!r} is not of the form section.key=value (e.g. run.max_steps=100)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrongly typed values by name."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where or 'recipe'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise RecipeError(f"unknown recipe key {key!r}; known keys{' in ' + where if where else ''}: {sorted(names)}")
+    values = {name: _coerce(hints[name], raw[name], f"{where}.{name}" if where else name) for name in raw}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except RecipeError as err:
+                errors.append(err)
+        raise RecipeError(f"{where}={value!r} has the wrong type: expected {_type_name(hint)}")
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}={value!r} has the wrong type: expected a list ({_type_name(hint)})")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a field type this loader does not know
+        raise TypeError(f"recipe field {where} has unsupported type {hint!r}")
+    raise RecipeError(f"{where}={value!r} has the wrong type: expected {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)
+
+
+def _choice(where: str, value: Any, options: tuple) -> None:
+    if value not in options:
+        raise RecipeError(f"{where}={value!r} is unknown: choose one of {options}")
+
+
+def _positive(where: str, value: Any) -> None:
+    if value <= 0:
+        raise RecipeError(f"{where}={value!r} must be > 0")
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

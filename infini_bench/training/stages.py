@@ -1,0 +1,144 @@
+"""The two stages the loop runs: what each one builds (tokenizer, data, model) before training starts."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer
+
+from ..data import text_corpus
+from ..modeling import InfiniConfig, InfiniForCausalLM, load_infini
+from ..modeling.checkpoint import check_checkpoint_dir
+from ..tokenizer import train_bpe_tokenizer
+from .batches import PackedText
+from .loop import Setup
+from .recipe import DataConfig, FinetuneRecipe, ModelConfig, Recipe, RecipeError
+
+logger = logging.getLogger(__name__)
+
+
+# --- pretraining ---------------------------------------------------------------------------------------------
+
+
+def pretraining(recipe: Recipe) -> Callable[[Accelerator], Setup]:
+    def build(accelerator: Accelerator) -> Setup:
+        out = Path(recipe.run.output_dir)
+        with accelerator.main_process_first():  # the main process trains the tokenizer and fills the cache once
+            tokenizer = pretraining_tokenizer(recipe, out / "tokenizer")
+            rows = packed_corpus(recipe.data, tokenizer, out / "data")
+        model = initial_model(recipe.model, tokenizer, recipe.run.seed)
+        if recipe.data.sequence_length < model.config.segment_length:
+            raise RecipeError(
+                f"data.sequence_length={recipe.data.sequence_length} is shorter than one segment "
+                f"(segment_length={model.config.segment_length} in {recipe.model.init_from!r})"
+            )
+        return Setup(model=model, tokenizer=tokenizer, data=PackedText(rows, recipe.run.seed))
+
+    return build
+
+
+def documents(data: DataConfig) -> Iterator[str]:
+    """The corpus as an iterator of documents, in a fixed order."""
+    if data.source == "stdlib":
+        from ..data.corpora import stdlib_files  # the train/eval split shared with the ppl_stdlib task
+
+        docs = text_corpus.iter_file_documents(stdlib_files(split="train"))
+    elif data.source == "files":
+        docs = text_corpus.iter_file_documents(text_corpus.expand_paths(data.paths), data.text_field)
+    else:
+        docs = text_corpus.iter_hub_documents(data.hub_name, data.hub_config, data.hub_split, data.text_field, data.streaming)
+    return text_corpus.limit(docs, data.max_documents)
+
+
+def pretraining_tokenizer(recipe: Recipe, saved: Path):
+    """The recipe's tokenizer, else the starting checkpoint's, else a BPE trained on the corpus (saved in the
+    output folder, so a resume, or another process, reads the very same one)."""
+    name = recipe.data.tokenizer or recipe.model.init_from
+    if name:
+        return AutoTokenizer.from_pretrained(name)
+    if (saved / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(saved)
+    tokenizer = train_bpe_tokenizer(_first_chars(documents(recipe.data), recipe.data.tokenizer_train_chars), recipe.data.vocab_size)
+    tokenizer.save_pretrained(saved)
+    return tokenizer
+
+
+def _first_chars(docs: Iterator[str], budget: int) -> Iterator[str]:
+    for doc in docs:
+        if budget <= 0:
+            return
+        yield doc[:budget]
+        budget -= len(doc)
+
+
+def packed_corpus(data: DataConfig, tokenizer, cache_dir: Path) -> np.ndarray:
+    source = {k: v for k, v in vars(data).items() if k not in ("tokenizer", "vocab_size", "tokenizer_train_chars")}
+    if data.source == "files":  # fail now, naming the path, rather than inside the cache builder
+        source["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime) for p in text_corpus.expand_paths(data.paths)]
+    return text_corpus.cached_pack(
+        cache_dir,
+        source,
+        tokenizer,
+        lambda: text_corpus.pack_documents(documents(data), tokenizer, data.sequence_length, data.max_tokens),
+    )
+
+
+def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
+    """A fresh model sized by the recipe, or the recipe's `init_from` checkpoint (Llama ones converted)."""
+    if cfg.init_from:
+        check_checkpoint_dir(cfg.init_from)
+        return load_infini(cfg.init_from, convert_llama=True)
+    fields = {k: v for k, v in vars(cfg).items() if k != "init_from"}
+    config = InfiniConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **fields,
+    )
+    torch.manual_seed(seed)
+    return InfiniForCausalLM(config)
+
+
+# --- passkey finetuning ---------------------------------------------------------------------------------------
+
+
+def finetuning(recipe: FinetuneRecipe, checkpoint: str | Path) -> Callable[[Accelerator], Setup]:
+    check_finetune_source(checkpoint)
+
+    def build(accelerator: Accelerator) -> Setup:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        model = load_infini(checkpoint)
+        segment = model.config.segment_length
+        for length in recipe.passkey.lengths:
+            if length < segment:
+                raise RecipeError(
+                    f"finetune.passkey.lengths has {length}, shorter than one segment (segment_length={segment} "
+                    f"in {str(checkpoint)!r}): the memory would never be used"
+                )
+        from .passkey_data import passkey_pools
+
+        with accelerator.main_process_first():
+            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed)
+        return Setup(model=model, tokenizer=tokenizer, data=data)
+
+    return build
+
+
+def check_finetune_source(checkpoint: str | Path) -> None:
+    """`--from` must be an Infini checkpoint with a tokenizer; say which part is missing."""
+    model_type = check_checkpoint_dir(checkpoint, ("infini", "llama"))
+    if model_type == "llama":
+        raise ValueError(
+            f"--from {str(checkpoint)!r} is a Llama checkpoint: convert it first (infini-bench convert) or pretrain "
+            "with model.init_from set to it"
+        )
+    if not any((Path(checkpoint) / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise FileNotFoundError(f"--from {str(checkpoint)!r} has no tokenizer files: finetuning takes its tokenizer")
+
+
+__all__ = ["documents", "finetuning", "pretraining"]
