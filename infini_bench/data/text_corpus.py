@@ -3,8 +3,9 @@ equal-length sequences.
 
 The trainer packs because an Infini model takes no padding (padding would be folded into its memory): documents
 are joined with the tokenizer's end-of-text token and cut into rows of exactly `sequence_length` tokens (the
-remainder is dropped). The packed array is cached as a `.npy` file keyed by the source and the tokenizer, so a
-resumed or repeated run reads exactly the same tokens without tokenising again.
+remainder is dropped). The packed rows are cached as a flat `.bin` file (uint16 when the vocabulary allows) plus a
+`.json` shape, keyed by the source and the tokenizer, and read back as a memory map: a resumed or repeated run
+reads exactly the same tokens without tokenising again, and a corpus larger than RAM works.
 (The standard-library corpus and its train/eval split live in the data builders; this module only reads files.)
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -106,32 +108,64 @@ def limit(documents: Iterable[str], max_documents: int | None) -> Iterator[str]:
 
 
 def pack_documents(
-    documents: Iterable[str], tokenizer, sequence_length: int, max_tokens: int | None = None
+    documents: Iterable[str],
+    tokenizer,
+    sequence_length: int,
+    path: str | Path,
+    max_tokens: int | None = None,
+    docs_per_call: int = 256,
 ) -> np.ndarray:
-    """Tokenise, join with EOS, cut into rows of `sequence_length`: an int32 array [rows, sequence_length]."""
+    """Tokenise, join with EOS, cut into rows of `sequence_length`, written to `path` (.bin + .json): returns a
+    read-only memory map [rows, sequence_length], so corpora larger than RAM work too."""
     separator = tokenizer.eos_token_id
     if separator is None:
         raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
-    pieces: list[np.ndarray] = []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    raw = path.with_suffix(".bin.tmp")
     total = 0
-    for doc in documents:
-        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
-        if not ids:
-            continue
-        piece = np.asarray(ids + [separator], dtype=np.int32)
-        pieces.append(piece)
-        total += len(piece)
-        if max_tokens is not None and total >= max_tokens:
-            break
-    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-    if max_tokens is not None:
-        tokens = tokens[:max_tokens]
-    rows = len(tokens) // sequence_length
+    with open(raw, "wb") as f:
+        for docs in _chunks(documents, docs_per_call):
+            for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:  # batched: tokenised in parallel
+                if not ids:
+                    continue
+                piece = np.asarray(ids + [separator], dtype=dtype)
+                if max_tokens is not None:
+                    piece = piece[: max_tokens - total]
+                piece.tofile(f)
+                total += len(piece)
+            if max_tokens is not None and total >= max_tokens:
+                break
+    rows = total // sequence_length
     if rows == 0:
+        raw.unlink()
         raise ValueError(
-            f"the corpus gives {len(tokens)} tokens, fewer than one sequence of sequence_length={sequence_length}"
+            f"the corpus gives {total} tokens, fewer than one sequence of sequence_length={sequence_length}"
         )
-    return tokens[: rows * sequence_length].reshape(rows, sequence_length)
+    os.truncate(raw, rows * sequence_length * np.dtype(dtype).itemsize)
+    os.replace(raw, path.with_suffix(".bin"))
+    meta = {"rows": rows, "sequence_length": sequence_length, "dtype": np.dtype(dtype).name, "tokens_read": total}
+    path.with_suffix(".json").write_text(json.dumps(meta))  # written last: its presence marks a complete cache
+    return open_packed(path)
+
+
+def open_packed(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    shape = (meta["rows"], meta["sequence_length"])
+    return np.memmap(path.with_suffix(".bin"), dtype=meta["dtype"], mode="r", shape=shape)
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def cache_key(source: dict, tokenizer) -> str:
@@ -142,15 +176,13 @@ def cache_key(source: dict, tokenizer) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cached_pack(cache_dir: str | Path, source: dict, tokenizer, build: "callable") -> np.ndarray:
-    """Load the packed array for (`source`, tokenizer) from `cache_dir`, or `build()` it and store it."""
-    path = Path(cache_dir) / f"packed-{cache_key(source, tokenizer)}.npy"
-    if path.is_file():
-        return np.load(path)
-    array = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    tmp.rename(path)
-    logger.info("packed %d sequences of %d tokens into %s", array.shape[0], array.shape[1], path)
-    return array
+def cached_pack(
+    cache_dir: str | Path, source: dict, tokenizer, documents: Iterable[str], sequence_length: int, max_tokens: int | None
+) -> np.ndarray:
+    """The packed rows for (`source`, tokenizer): read from `cache_dir`, or built there once."""
+    path = Path(cache_dir) / f"packed-{cache_key(source, tokenizer)}"
+    if path.with_suffix(".json").is_file():
+        return open_packed(path)
+    rows = pack_documents(documents, tokenizer, sequence_length, path, max_tokens)
+    logger.info("packed %d sequences of %d tokens into %s", rows.shape[0], rows.shape[1], path.with_suffix(".bin"))
+    return rows

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from .checkpoint import CheckpointError
@@ -89,7 +88,6 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 

@@ -132,7 +132,7 @@ class OptimConfig:
     lr: float = 3e-4
     min_lr: float = 3e-5
     gate_lr: float = 1e-2
-    weight_decay: float = 0.1
+    weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     warmup_steps: int = 100
@@ -279,14 +279,14 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
+        real = [option for option in options if option is not type(None)]
+        if len(real) == 1:  # `X | None`: X's own error names the inner key
+            return _coerce(real[0], value, where)
+        for option in real:
             try:
                 return _coerce(option, value, where)
-            except RecipeError as err:
-                errors.append(err)
+            except RecipeError:
+                pass
         raise RecipeError(f"{where}={value!r} has the wrong type: expected {_type_name(hint)}")
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)

@@ -79,12 +79,7 @@ def packed_corpus(data: DataConfig, tokenizer, cache_dir: Path) -> np.ndarray:
     source = {k: v for k, v in vars(data).items() if k not in ("tokenizer", "vocab_size", "tokenizer_train_chars")}
     if data.source == "files":  # fail now, naming the path, rather than inside the cache builder
         source["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime) for p in text_corpus.expand_paths(data.paths)]
-    return text_corpus.cached_pack(
-        cache_dir,
-        source,
-        tokenizer,
-        lambda: text_corpus.pack_documents(documents(data), tokenizer, data.sequence_length, data.max_tokens),
-    )
+    return text_corpus.cached_pack(cache_dir, source, tokenizer, documents(data), data.sequence_length, data.max_tokens)
 
 
 def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
