@@ -1,0 +1,149 @@
+"""Text corpora present on every machine: the Python standard library, split once into train and eval files.
+
+Split rule: a file's path relative to the stdlib folder (POSIX form, e.g. ``http/client.py``) is hashed with
+sha256; the file is ``eval`` when the first 8 hex digits, as an integer, are divisible by 10 (about 10 %), else
+``train``. The split depends only on the relative path, so it is the same on every machine with the same Python.
+Files under ``site-packages``/``dist-packages`` and test folders are excluded, as are the generated character-map
+codec tables in ``encodings/``. The trainer's default corpus reads ``stdlib_files("train")``; the ``ppl_stdlib``
+task reads ``stdlib_files("eval")``.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import sysconfig
+from pathlib import Path
+from typing import Literal
+
+from infini_bench.data import cache
+
+EVAL_MODULUS = 10
+EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+_CODEC_TABLE_MARK = "Python Character Mapping Codec"
+
+Split = Literal["train", "eval", "all"]
+
+
+def stdlib_root() -> Path:
+    """Folder of the running Python's standard library."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_split_of(relative_path: str) -> Literal["train", "eval"]:
+    """Which split a stdlib file (path relative to the stdlib folder, POSIX form) belongs to."""
+    digest = hashlib.sha256(relative_path.encode("utf-8")).hexdigest()
+    return "eval" if int(digest[:8], 16) % EVAL_MODULUS == 0 else "train"
+
+
+def _is_codec_table(path: Path) -> bool:
+    if path.parent.name != "encodings":
+        return False
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        return _CODEC_TABLE_MARK in fh.read(400)
+
+
+def stdlib_files(split: Split = "train") -> list[Path]:
+    """Python source files of the standard library in `split` ("train", "eval" or "all"), sorted by relative path."""
+    if split not in ("train", "eval", "all"):
+        raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}")
+    root = stdlib_root()
+    chosen = []
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        rel = path.relative_to(root)
+        if EXCLUDED_DIRS.intersection(rel.parts[:-1]) or not path.is_file() or _is_codec_table(path):
+            continue
+        if split == "all" or stdlib_split_of(rel.as_posix()) == split:
+            chosen.append(path)
+    return chosen
+
+
+def _fingerprint_files(paths: list[Path]) -> str:
+    """Cheap identity of a file set: names, sizes and modification times."""
+    h = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        h.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?$")
+
+
+def _prose_paragraphs(docstring: str) -> list[str]:
+    """Paragraphs of a docstring that read as English prose (no doctests, code blocks or tables)."""
+    kept = []
+    for para in re.split(r"\n\s*\n", docstring):
+        if ">>>" in para or "::" in para:
+            continue
+        text = " ".join(para.split())
+        if len(text) < 40 or not text[0].isupper() or not _SENTENCE_END.search(text):
+            continue
+        if sum(c.isalpha() or c == " " for c in text) / len(text) < 0.85:
+            continue
+        kept.append(text)
+    return kept
+
+
+_PROSE_MEMO: dict[str, str] = {}
+
+
+def stdlib_prose() -> str:
+    """English prose from the docstrings of the standard library (module, class and function docstrings,
+    doctests and code removed), whitespace collapsed, in file order. About a megabyte; cached on disk."""
+    paths = stdlib_files("all")
+    key = {"corpus": "stdlib_prose", "version": 1, "files": _fingerprint_files(paths)}
+    memo_key = cache.cache_key(key)
+    if memo_key in _PROSE_MEMO:
+        return _PROSE_MEMO[memo_key]
+    text = cache.load_text("corpora", key)
+    if text is not None:
+        _PROSE_MEMO[memo_key] = text
+        return text
+    paragraphs: list[str] = []
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    paragraphs.extend(_prose_paragraphs(doc))
+    text = " ".join(paragraphs)
+    cache.save_text("corpora", key, text)
+    _PROSE_MEMO[memo_key] = text
+    return text
+
+
+def expand_paths(paths: str | list[str] | tuple[str, ...], what: str = "files") -> list[Path]:
+    """User-named files and folders (folders recursively, hidden files skipped), sorted; a missing path raises."""
+    if isinstance(paths, (str, Path)):
+        paths = [str(paths)]
+    if not paths:
+        raise ValueError(f"{what}: no paths given")
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(str(raw)).expanduser()
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
+                )
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{what}: path {str(raw)!r} does not exist")
+    if not found:
+        raise ValueError(f"{what}: no files found under {list(map(str, paths))}")
+    return found
+
+
+def read_text_file(path: Path, what: str = "files") -> str:
+    """A UTF-8 text file's content; a binary or non-UTF-8 file raises naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what}: {str(path)!r} is not UTF-8 text ({err})") from err
