@@ -40,7 +40,49 @@ def _number(text: str, flag: str) -> float:
         raise SystemExit(f"{flag}={text!r} is invalid: use zeros, randn or a number") from None
 
 
+def _train(argv: list[str]) -> int:
+    from .training.commands import train_main
+
+    return train_main(argv)
+
+
+def _finetune(argv: list[str]) -> int:
+    from .training.commands import finetune_main
+
+    return finetune_main(argv)
+
+
+def _eval(argv: list[str]) -> int:
+    from .harness import main as harness_main
+
+    return harness_main(argv)
+
+
+def _tasks(argv: list[str]) -> int:
+    from .harness import list_tasks
+
+    return list_tasks(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from .reports.cli import main as report_main
+
+    return report_main(argv)
+
+
+def _quickstart(argv: list[str]) -> int:
+    from .quickstart import main as quickstart_main
+
+    return quickstart_main(argv)
+
+
 COMMANDS = {
+    "quickstart": (_quickstart, "train -> finetune -> lm-eval -> report on a tiny model, against two baselines"),
+    "train": (_train, "pretrain an Infini model from a YAML recipe"),
+    "finetune": (_finetune, "passkey-finetune a checkpoint from a YAML recipe"),
+    "eval": (_eval, "lm_eval with this project's tasks and --model infini (exactly lm_eval's flags)"),
+    "tasks": (_tasks, "list this project's lm-eval tasks and print their include path"),
+    "report": (_report, "heatmaps, summary.json and report.html from lm-eval output folders"),
     "convert": (_convert, "convert a Llama checkpoint into an Infini checkpoint"),
 }
 
