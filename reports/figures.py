@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Colormap, TwoSlopeNorm  # noqa: E402
 
-from .grid import Grid, PerplexityResult, format_depth, format_length  # noqa: E402
+from .grid import Grid, PerplexityResult, format_bucket, format_depth, format_length  # noqa: E402
 
 DPI = 100
 #: Fixed accuracy scale: red (0 %) -> yellow (50 %) -> green (100 %), identical in every heatmap.
@@ -42,7 +42,7 @@ def accuracy_colour(value_percent: float) -> tuple[float, float, float]:
     return (r, g, b)
 
 
-def _text_colour(rgb: tuple[float, ...]) -> str:
+def text_colour(rgb: tuple[float, ...]) -> str:
     luminance = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
     return "black" if luminance > 0.45 else "white"
 
@@ -89,7 +89,7 @@ def _draw_grid(
             if math.isnan(value):
                 ax.text(j, i, "–", ha="center", va="center", fontsize=font, color="#555555")
                 continue
-            colour = _text_colour(cmap(norm(value)))
+            colour = text_colour(cmap(norm(value)))
             label = fmt(value)
             if show_counts and counts is not None and not math.isnan(counts[i, j]):
                 label += f"\nn={int(counts[i, j])}"
@@ -212,7 +212,8 @@ def difference_map(base: Grid, other: Grid, path: Path) -> Figure:
 
 def perplexity_curves(results: list[PerplexityResult], path: Path) -> Figure:
     """Token perplexity per position bucket, one line per model (all for the same task)."""
-    buckets = sorted({(lo, hi) for r in results for lo, hi, _ in r.positions})
+    buckets = sorted({(lo, hi) for r in results for lo, hi, _ in r.positions},
+                     key=lambda b: (b[0], math.inf if b[1] is None else b[1]))
     fig, ax = plt.subplots(figsize=(max(5.5, 2.0 + 0.8 * len(buckets)), 3.6), dpi=DPI, layout="constrained")
     x = np.arange(len(buckets))
     spread = []
@@ -224,7 +225,7 @@ def perplexity_curves(results: list[PerplexityResult], path: Path) -> Figure:
     positive = [v for v in spread if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_yscale("log")
-    ax.set_xticks(x, [f"{format_length(lo) if lo else '0'}–{format_length(hi)}" for lo, hi in buckets])
+    ax.set_xticks(x, [format_bucket(lo, hi) for lo, hi in buckets])
     ax.set_xlabel("token position in the document")
     ax.set_ylabel("token perplexity")
     ax.set_title(f"{results[0].task}: perplexity by position", fontsize=11)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .loading import ModelRuns, Sample, TaskResult, parse_length
 
-DEPTH_METRIC_RE = re.compile(r"^(?P<base>.+)_d(?P<depth>\d{3})$")
+DEPTH_METRIC_RE = re.compile(r"^(?P<base>.+)_d(?P<depth>\d{3})(?:p(?P<frac>\d+))?$")
 LENGTH_SUFFIX_RE = re.compile(r"^(?P<family>.+?)_(?P<length>\d+(?:\.\d+)?[kKmM]|\d{3,})$")
 PPL_MARKERS = ("token_perplexity", "word_perplexity", "bits_per_byte", "byte_perplexity")
 
@@ -69,12 +69,12 @@ def effective_length(per_length: dict[int, float], threshold: float) -> int | No
 
 
 def format_length(n: int | float | None) -> str:
-    """4096 -> ``4k``, 1048576 -> ``1M``, 1000 -> ``1000``."""
+    """4096 -> ``4k``, 1048576 -> ``1m``, 1000 -> ``1000`` (the way the task names write lengths)."""
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "-"
     n = int(n)
     if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)}M"
+        return f"{n // (1024 * 1024)}m"
     if n >= 1024 and n % 1024 == 0:
         return f"{n // 1024}k"
     return str(n)
@@ -82,6 +82,11 @@ def format_length(n: int | float | None) -> str:
 
 def format_depth(d: float) -> str:
     return f"{d:g}%"
+
+
+def format_bucket(lo: int, hi: int | None) -> str:
+    """Position bucket label: ``0–1k``, ``4k–end``."""
+    return f"{format_length(lo) if lo else '0'}–{'end' if hi is None else format_length(hi)}"
 
 
 @dataclass
@@ -186,7 +191,7 @@ def _length_of(sample: Sample, fallback: int | None) -> int | None:
 def _rows_from_samples(task: TaskResult, metric: str) -> tuple[list[dict], dict, str | None]:
     """One row per sample with its grid coordinates; returns (rows, samples per cell, why unusable)."""
     samples = task.samples or []
-    fallback = family_of(task.name)[1]
+    fallback = task_length(task)
     rows: list[dict] = []
     per_cell: dict[tuple[float, int], list[Sample]] = {}
     missing = 0
@@ -206,17 +211,38 @@ def _rows_from_samples(task: TaskResult, metric: str) -> tuple[list[dict], dict,
     return rows, per_cell, None
 
 
+def task_length(task: TaskResult) -> int | None:
+    """The one context length of a task: its merged metadata (``--metadata context_length`` overrides the name),
+    else the length in its name; None when the task spans several lengths or none is known."""
+    meta = task.config.get("metadata") if isinstance(task.config.get("metadata"), dict) else {}
+    for key in ("context_length", "task_context_length"):
+        value = meta.get(key)
+        if value not in (None, ""):
+            try:
+                return parse_length(value)
+            except ValueError:
+                return None
+    if isinstance(meta.get("context_lengths"), list) and len(meta["context_lengths"]) != 1:
+        return None
+    return family_of(task.name)[1]
+
+
 def _rows_from_results(task: TaskResult, metric: str) -> list[dict]:
     """Cells from ``<metric>_dNNN`` results: only possible when the task has exactly one, known, length."""
-    length = family_of(task.name)[1]
+    length = task_length(task)
     if length is None:
         return []
     rows = []
     for name, value in task.metrics.items():
         m = DEPTH_METRIC_RE.match(name)
         if m and m.group("base") == metric:
-            rows.append({"depth": float(int(m.group("depth"))), "length": length, "acc": value, "task": task.name})
+            rows.append({"depth": depth_of_metric(m), "length": length, "acc": value, "task": task.name})
     return rows
+
+
+def depth_of_metric(m: re.Match) -> float:
+    """``acc_d050`` -> 50.0, ``acc_d012p5`` -> 12.5 (the tasks' naming, see tasks/names.py)."""
+    return float(f"{int(m.group('depth'))}.{m.group('frac') or 0}")
 
 
 def has_depth_metrics(task: TaskResult, metric: str) -> bool:
@@ -274,7 +300,7 @@ def build_grids(models: list[ModelRuns], metric: str = "acc") -> GridBuild:
                 else:
                     notes.append(
                         f"{model.label} / {task.name}: cannot place it on the depth × length grid "
-                        f"({why or 'no samples log and no length in the task name'}); left out of the heatmap"
+                        f"({why or 'no samples log, and no single context length in its metadata or name'}); left out of the heatmap"
                     )
             cells = _cells(sample_rows, result_rows)
             if cells.empty:
@@ -334,10 +360,10 @@ class PerplexityResult:
     token_perplexity: float | None
     word_perplexity: float | None
     bits_per_byte: float | None
-    positions: list[tuple[int, int, float]]  # (lo, hi, token perplexity)
+    positions: list[tuple[int, int | None, float]]  # (lo, hi or None for "to the end", token perplexity)
 
 
-POS_RE = re.compile(r"^token_perplexity_pos_(?P<lo>\d+(?:\.\d+)?[kKmM]?)_(?P<hi>\d+(?:\.\d+)?[kKmM]?)$")
+POS_RE = re.compile(r"^token_perplexity_pos_(?P<lo>\d+(?:\.\d+)?[kKmM]?)_(?P<hi>\d+(?:\.\d+)?[kKmM]?|end)$")
 
 
 def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
@@ -353,8 +379,9 @@ def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
                 if not m:
                     continue
                 lo = 0 if m.group("lo") == "0" else parse_length(m.group("lo"))
-                positions.append((lo, parse_length(m.group("hi")), value))
-            positions.sort()
+                hi = None if m.group("hi") == "end" else parse_length(m.group("hi"))
+                positions.append((lo, hi, value))
+            positions.sort(key=lambda p: (p[0], math.inf if p[1] is None else p[1]))
             out.append(
                 PerplexityResult(
                     model=model.label,

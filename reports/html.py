@@ -11,8 +11,8 @@ import jinja2
 import pandas as pd
 from matplotlib.colors import to_hex
 
-from .figures import accuracy_colour
-from .grid import format_depth, format_length
+from .figures import accuracy_colour, text_colour
+from .grid import format_bucket, format_depth, format_length
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -37,6 +37,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _cell_colour(acc: float | None) -> str:
     return "#d9d9d9" if acc is None else to_hex(accuracy_colour(acc * 100.0))
+
+
+def _ink(acc: float | None) -> str:
+    """Text colour readable on the cell colour (white on the dark ends of the scale)."""
+    return "black" if acc is None else text_colour(accuracy_colour(acc * 100.0))
 
 
 def _table(df: pd.DataFrame, index: bool = False) -> str:
@@ -68,6 +73,7 @@ def _grid_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
                 {
                     "cell": cell,
                     "colour": _cell_colour(cell["acc"] if cell else None),
+                    "ink": _ink(cell["acc"] if cell else None),
                     "text": _pct(cell["acc"]) if cell else "–",
                     "ci": (
                         f"[{_pct(cell['ci_low'])}–{_pct(cell['ci_high'])}]"
@@ -156,7 +162,7 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
         )
         position_rows = [
             {"model": p["model"], "task": p["task"],
-             "bucket": f"{format_length(q['lo']) if q['lo'] else '0'}–{format_length(q['hi'])}",
+             "bucket": format_bucket(q["lo"], q["hi"]),
              "token perplexity": q["token_perplexity"]}
             for p in summary["perplexity"]
             for q in p["positions"]
@@ -200,5 +206,5 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
         metrics_table=metrics_table,
         models_table=models_table,
         embed=embed,
-        legend=[{"value": v, "colour": _cell_colour(v / 100)} for v in range(0, 101, 10)],
+        legend=[{"value": v, "colour": _cell_colour(v / 100), "ink": _ink(v / 100)} for v in range(0, 101, 10)],
     )

@@ -414,7 +414,10 @@ def _short_names(names: list[str]) -> list[str]:
     depth = [1] * len(names)
     while True:
         shown = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
-        clashes = {s for s in shown if shown.count(s) > 1}
+        owners: dict[str, set[str]] = {}
+        for s, n in zip(shown, names):
+            owners.setdefault(s, set()).add(n)
+        clashes = {s for s, who in owners.items() if len(who) > 1}  # the same model name is not a clash
         grow = [i for i, s in enumerate(shown) if s in clashes and depth[i] < len(parts[i])]
         if not grow:
             return shown

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import figures
-from .grid import Grid, build_grids, format_length, is_perplexity_task, perplexity_results
+from .grid import Grid, build_grids, is_perplexity_task, perplexity_results
 from .loading import Loaded, load
 
 
@@ -137,6 +137,12 @@ def build_report(
 
     built = build_grids(loaded.models, metric)
     notes = list(built.notes)
+    for model in loaded.models:
+        for task in model.tasks.values():
+            skipped = (task.config.get("metadata") or {}).get("skipped_docs")
+            if isinstance(skipped, (int, float)) and skipped > 0:
+                notes.append(f"{model.label} / {task.name}: {int(skipped)} sample(s) skipped by the task "
+                             "(longer than the model's max_length; never truncated)")
     summary: dict[str, Any] = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
@@ -248,6 +254,8 @@ def build_report(
 
     for model, task in built.ungridded:
         if is_perplexity_task(task):
+            notes.append(f"{model.label} / {task.name}: a perplexity task, so no depth × length heatmap; "
+                         "shown in the perplexity section")
             continue
         notes.append(
             f"{model.label} / {task.name}: no depth × length grid (its samples carry no depth_percent and its "
@@ -268,7 +276,3 @@ def build_report(
         summary["html"] = "report.html"
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     return summary
-
-
-def lengths_label(lengths: list[int]) -> str:
-    return ", ".join(format_length(x) for x in lengths)

@@ -1,0 +1,135 @@
+"""Pure-function checks of the report's statistics and naming (no lm-eval run needed)."""
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+
+from infini_bench.reports.cli import _threshold, _train_length, build_parser
+from infini_bench.reports.grid import assessment, effective_length, family_of, format_length, wilson
+from infini_bench.reports.loading import (
+    ModelRuns,
+    _short_names,
+    assign_labels,
+    date_id_of,
+    parse_length,
+    parse_model_args,
+)
+
+
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    [
+        # Reference values from the closed form (Wilson 1927), z = 1.96.
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (5, 10, 0.2366, 0.7634),
+        (81, 100, 0.7222, 0.8749),
+    ],
+)
+def test_wilson_interval(k, n, low, high):
+    lo, hi = wilson(k, n)
+    assert lo == pytest.approx(low, abs=1e-4)
+    assert hi == pytest.approx(high, abs=1e-4)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_wilson_without_samples_is_undefined():
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+@pytest.mark.parametrize(
+    "mean, band",
+    [(0.95, "excellent"), (0.9, "good"), (0.85, "good"), (0.8, "good"), (0.75, "fair"), (0.7, "fair"),
+     (0.69, "poor"), (0.0, "poor")],
+)
+def test_assessment_bands(mean, band):
+    assert assessment(mean) == band
+
+
+def test_effective_length_is_the_longest_prefix_above_threshold():
+    per_length = {1024: 1.0, 2048: 0.9, 4096: 0.7, 8192: 0.95}
+    # 8k is good again, but 4k already failed: the accuracy must *stay* above the threshold.
+    assert effective_length(per_length, 0.8) == 2048
+    assert effective_length(per_length, 0.6) == 8192
+    assert effective_length(per_length, 0.99) == 1024
+    assert effective_length({1024: 0.5, 2048: 1.0}, 0.8) is None
+    assert effective_length({}, 0.8) is None
+
+
+@pytest.mark.parametrize(
+    "task, family, length",
+    [
+        ("passkey_1k", "passkey", 1024),
+        ("passkey_128k", "passkey", 131072),
+        ("niah_mk_4k", "niah_mk", 4096),
+        ("passkey_1m", "passkey", 1048576),
+        ("niah_512", "niah", 512),
+        ("niah_single_1", "niah_single_1", None),  # RULER's built-in names are not lengths
+        ("ppl_stdlib", "ppl_stdlib", None),
+    ],
+)
+def test_family_of(task, family, length):
+    assert family_of(task) == (family, length)
+
+
+def test_lengths_parse_and_format_round_trip():
+    for text, value in [("4096", 4096), ("4k", 4096), ("1M", 1048576), ("1.5k", 1536), (2048, 2048)]:
+        assert parse_length(text) == value
+    assert [format_length(x) for x in (512, 1000, 4096, 131072, 1048576)] == ["512", "1000", "4k", "128k", "1m"]
+    for bad in ("", "abc", "0", "-1k", "1.3"):
+        with pytest.raises(ValueError):
+            parse_length(bad)
+
+
+def test_model_args_in_both_layouts():
+    assert parse_model_args("pretrained=a/b,dtype=float32") == {"pretrained": "a/b", "dtype": "float32"}
+    assert parse_model_args({"pretrained": "x", "max_length": 10}) == {"pretrained": "x", "max_length": "10"}
+    assert parse_model_args(None) == {}
+
+
+def test_short_labels_stay_unique():
+    assert _short_names(["/ckpt/a/final", "/ckpt/b/final", "org/model"]) == ["a/final", "b/final", "model"]
+
+
+def test_model_labels_separate_types_and_args():
+    def model(name, model_type, **args):
+        return ModelRuns(key=(model_type, tuple(args.items())), name=name, model_type=model_type,
+                         model_args={"pretrained": name, **args})
+
+    models = [model("/c/tiny", "infini"), model("/c/tiny", "infini", use_memory="False"), model("/c/tiny", "hf")]
+    assign_labels(models)
+    labels = [m.label for m in models]
+    assert len(set(labels)) == 3
+    assert all(label.startswith("tiny") for label in labels)
+    assert "use_memory=False" in labels[1] and "hf" in labels[2]
+
+
+def test_date_id_of_lm_eval_file_names():
+    assert date_id_of(Path("results_2024-05-01T12-30-45.123456.json")) == "2024-05-01T12-30-45.123456"
+    assert date_id_of(Path("renamed.json")) == ""
+
+
+def test_cli_argument_parsing():
+    assert _train_length("my/model=4k") == ("my/model", 4096)
+    assert _threshold("0.9") == pytest.approx(0.9)
+    assert _threshold("85%") == pytest.approx(0.85)
+    assert _threshold("85") == pytest.approx(0.85)
+    args = build_parser().parse_args(["out", "-o", "rep", "--train-length", "m=2k", "--threshold", "70%"])
+    assert args.train_length == [("m", 2048)] and args.threshold == pytest.approx(0.7)
+    for bad in ("nomodel", "=4k", "m=abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _train_length(bad)
+
+
+def test_depth_metric_names_and_position_buckets_parse():
+    from infini_bench.reports.grid import DEPTH_METRIC_RE, POS_RE, depth_of_metric, format_bucket
+
+    assert depth_of_metric(DEPTH_METRIC_RE.match("acc_d050")) == 50.0
+    assert depth_of_metric(DEPTH_METRIC_RE.match("acc_d012p5")) == 12.5
+    assert DEPTH_METRIC_RE.match("acc_d100").group("base") == "acc"
+    assert DEPTH_METRIC_RE.match("acc_stderr") is None
+    m = POS_RE.match("token_perplexity_pos_1k_2k")
+    assert (m.group("lo"), m.group("hi")) == ("1k", "2k")
+    assert POS_RE.match("token_perplexity_pos_4k_end").group("hi") == "end"
+    assert format_bucket(0, 1024) == "0–1k" and format_bucket(4096, None) == "4k–end"
