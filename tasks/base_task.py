@@ -1,0 +1,63 @@
+"""Shared lm-eval task plumbing: YAML `class:` tasks whose documents come from `infini_bench.data` builders.
+
+lm-eval hands a `class: !function ...` task the raw YAML dict (the `class` key included) with the merged metadata
+(YAML `metadata`, all of `--model_args`, all of `--metadata`). The task reads its options from that metadata,
+builds (or loads from the cache) its documents in `download`, and records in `metadata` how many documents were
+skipped and why, so the results JSON keeps the count.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import datasets
+from lm_eval.api.task import ConfigurableTask
+
+log = logging.getLogger(__name__)
+
+
+class LengthSkipError(ValueError):
+    """Every document of a task is longer than the model can hold."""
+
+
+class InfiniBenchTask(ConfigurableTask):
+    """A ConfigurableTask whose dataset is built by `build_docs` from options read in `read_options`."""
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        cache_dir: str | None = None,
+        download_mode: Any = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        cfg = {k: v for k, v in dict(config or {}).items() if k != "class"}
+        cfg["metadata"] = dict(cfg.get("metadata") or {})
+        self.task_label = str(cfg.get("task", type(self).__name__))
+        self.read_options(cfg)
+        super().__init__(data_dir=data_dir, cache_dir=cache_dir, download_mode=download_mode, config=cfg)
+
+    # -- to override --------------------------------------------------------------------------------------------
+    def read_options(self, cfg: dict[str, Any]) -> None:
+        """Validate options from cfg["metadata"] (raising early, naming the value) and adjust cfg."""
+        raise NotImplementedError
+
+    def build_docs(self) -> tuple[list[dict[str, Any]], bool]:
+        """(documents, whether they came from the on-disk cache)."""
+        raise NotImplementedError
+
+    def after_build(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hook to filter or inspect documents once built; returns the documents to evaluate."""
+        return docs
+
+    # -- lm-eval hooks ------------------------------------------------------------------------------------------
+    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        docs, from_cache = self.build_docs()
+        log.info("%s: %d documents (%s)", self.task_label, len(docs), "from cache" if from_cache else "built")
+        docs = self.after_build(docs)
+        self.config.metadata["docs_from_cache"] = bool(from_cache)
+        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """A metadata value, None/"" treated as absent."""
+        value = self.config.metadata.get(key) if hasattr(self, "_config") else None
+        return default if value in (None, "") else value
