@@ -56,8 +56,3 @@ class InfiniBenchTask(ConfigurableTask):
         docs = self.after_build(docs)
         self.config.metadata["docs_from_cache"] = bool(from_cache)
         self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
-
-    def option(self, key: str, default: Any = None) -> Any:
-        """A metadata value, None/"" treated as absent."""
-        value = self.config.metadata.get(key) if hasattr(self, "_config") else None
-        return default if value in (None, "") else value

@@ -228,40 +228,90 @@ def _retokenised(
     total_tokens: int,
     start_choice: int,
 ) -> AssembledPrompt:
-    """Slow exact path: tokenise the whole prompt, move the haystack end by the miscount, repeat."""
+    """Slow exact path for any tokenizer: the haystack region is measured in characters, the whole prompt is
+    tokenised, and the region's length is bracketed and bisected until the count is exact."""
     fixed = view.count(prefix + "".join(n.text for n in needles) + question)
-    length = total_tokens - fixed
-    starts = haystack.sentence_cuts
-    attempt_start = start_choice
-    seen: set[int] = set()
-    for _ in range(64):
-        if length < 0:
-            raise _too_short(total_tokens, fixed)
-        s = int(starts[attempt_start % len(starts)])
-        e = s + length
-        cuts, order = _layout(haystack, needles, s, e)
-        parts, needle_chars, prev = [prefix], {}, s
-        for i in order:
-            parts.append(haystack.slice_text(prev, cuts[i]))
-            needle_chars[i] = sum(len(p) for p in parts)
-            parts.append(needles[i].text)
-            prev = cuts[i]
-        parts += [haystack.slice_text(prev, e), question]
-        text = "".join(parts)
-        encoding = view.backend.encode(text, add_special_tokens=view.add_special_tokens)
-        n = len(encoding.ids)
-        if n == total_tokens:
-            return AssembledPrompt(
-                text=text,
-                input_ids=np.asarray(encoding.ids, dtype=np.int64),
-                needle_positions=[int(encoding.char_to_token(needle_chars[i] + 1)) for i in range(len(needles))],
-                needle_depths=[_depth(cuts[i], s, length) for i in range(len(needles))],
-                haystack_tokens=length,
-                method="retokenised",
-            )
-        if length in seen:  # oscillating around a token that will not split: start one sentence later
-            attempt_start += 1
-            seen.clear()
-        seen.add(length)
-        length += total_tokens - n
+    if total_tokens < fixed:
+        raise _too_short(total_tokens, fixed)
+    chars_per_token = len(haystack.text) / max(haystack.n, 1)
+    starts = haystack.sentence_chars
+    period = len(haystack.text)
+
+    for attempt in range(8):
+        s = int(starts[(start_choice + attempt) % len(starts)])
+        built: dict[int, tuple[int, AssembledPrompt]] = {}
+
+        def measure(chars: int) -> int:
+            if chars not in built:
+                built[chars] = _build_by_chars(view, haystack, prefix, needles, question, s, chars, period)
+            return built[chars][0]
+
+        guess = max(round((total_tokens - fixed) * chars_per_token), 0)
+        count = measure(guess)
+        if count == total_tokens:
+            return built[guess][1]
+        step = max(1, round(abs(total_tokens - count) * chars_per_token))
+        if count < total_tokens:
+            lo, hi = guess, guess + step
+            while measure(hi) < total_tokens:
+                lo, step = hi, step * 2
+                hi = lo + step
+        else:
+            lo, hi = max(guess - step, 0), guess
+            while lo > 0 and measure(lo) > total_tokens:
+                hi, step = lo, step * 2
+                lo = max(hi - step, 0)
+            if measure(lo) > total_tokens:
+                raise _too_short(total_tokens, measure(0) - 0)
+        while hi - lo > 1:  # invariant: count(lo) <= total <= count(hi)
+            mid = (lo + hi) // 2
+            if measure(mid) == total_tokens:
+                return built[mid][1]
+            if measure(mid) < total_tokens:
+                lo = mid
+            else:
+                hi = mid
+        for chars in (lo, hi):
+            if measure(chars) == total_tokens:
+                return built[chars][1]
+        # The count jumps over the target at this start (one character adds two tokens): try the next sentence.
     raise TokenizerError(f"could not build an exact {total_tokens}-token prompt with tokenizer {view.name!r}")
+
+
+def _build_by_chars(
+    view: TokenizerView,
+    haystack: Haystack,
+    prefix: str,
+    needles: list[Needle],
+    question: str,
+    s: int,
+    chars: int,
+    period: int,
+) -> tuple[int, AssembledPrompt]:
+    """The prompt with `chars` haystack characters from char `s`, needles at the sentence starts nearest their
+    depths, tokenised whole. Returns (token count, prompt)."""
+    e = s + chars
+    cuts = []
+    for needle in needles:
+        target = s + needle.depth_percent / 100.0 * chars
+        cut = haystack.cut_near(haystack.sentence_chars, target, s, e, period=period)
+        cuts.append(s if abs(s - target) <= abs(cut - target) else cut)
+    order = sorted(range(len(needles)), key=lambda i: (cuts[i], i))
+    parts, needle_chars, prev = [prefix], {}, s
+    for i in order:
+        parts.append(haystack.chars(prev, cuts[i]))
+        needle_chars[i] = sum(len(p) for p in parts)
+        parts.append(needles[i].text)
+        prev = cuts[i]
+    parts += [haystack.chars(prev, e), question]
+    text = "".join(parts)
+    encoding = view.backend.encode(text, add_special_tokens=view.add_special_tokens)
+    prompt = AssembledPrompt(
+        text=text,
+        input_ids=np.asarray(encoding.ids, dtype=np.int64),
+        needle_positions=[int(encoding.char_to_token(needle_chars[i] + 1) or 0) for i in range(len(needles))],
+        needle_depths=[0.0 if chars == 0 else round(100.0 * (cuts[i] - s) / chars, 3) for i in range(len(needles))],
+        haystack_tokens=len(encoding.ids) - view.count(prefix + "".join(n.text for n in needles) + question),
+        method="retokenised",
+    )
+    return len(encoding.ids), prompt

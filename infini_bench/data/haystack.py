@@ -48,12 +48,15 @@ class Haystack:
     bounds: np.ndarray
     word_cuts: np.ndarray
     sentence_cuts: np.ndarray
+    sentence_chars: np.ndarray  # char offsets of the spaces that start a sentence (tokenizer-independent)
     separable: bool
     _word_cut_set: frozenset[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if len(self.ids) == 0 or len(self.sentence_cuts) == 0:
+        if len(self.ids) == 0 or len(self.sentence_chars) == 0:
             raise HaystackError(f"haystack {self.name!r} has no sentence boundaries to place needles at")
+        if len(self.sentence_cuts) == 0:
+            self.separable = False  # no token boundary at a sentence start: only whole-prompt counting works
         self._word_cut_set = frozenset(int(j) for j in self.word_cuts)
 
     @property
@@ -93,23 +96,31 @@ class Haystack:
             return self.text[ca:cb]
         return self.text[ca:] + self.text * (qb - qa - 1) + self.text[:cb]
 
-    def cut_near(self, cuts: np.ndarray, g: float, lo: int, hi: int) -> int:
-        """The cut (from `cuts`, local indices) nearest to global position `g` within [lo, hi]; ties go left."""
-        base = (int(g) // self.n) * self.n
+    def cut_near(self, cuts: np.ndarray, g: float, lo: int, hi: int, period: int | None = None) -> int:
+        """The cut nearest to global position `g` within [lo, hi] (ties go left), or `lo` when none is inside.
+        `cuts` are positions within one repetition of length `period` (default: tokens, `n`)."""
+        period = self.n if period is None else period
+        base = (int(g) // period) * period
         best = None
-        for shift in (base - self.n, base, base + self.n):
+        for shift in (base - period, base, base + period):
             i = bisect.bisect_left(cuts, g - shift)
             for j in (i - 1, i):
                 if 0 <= j < len(cuts):
                     cand = shift + int(cuts[j])
                     if lo <= cand <= hi and (best is None or (abs(cand - g), cand) < (abs(best - g), best)):
                         best = cand
-        if best is None:
-            # No cut within a repetition of g: walk from lo (only happens for very short regions).
-            best = self.next_cut(cuts, lo)
-            if best > hi:
-                best = lo
-        return best
+        return lo if best is None else best
+
+    def chars(self, a: int, b: int) -> str:
+        """Text of global character range [a, b) of the endless text."""
+        if b <= a:
+            return ""
+        period = len(self.text)
+        qa, ra = divmod(int(a), period)
+        qb, rb = divmod(int(b), period)
+        if qa == qb:
+            return self.text[ra:rb]
+        return self.text[ra:] + self.text * (qb - qa - 1) + self.text[:rb]
 
     def next_cut(self, cuts: np.ndarray, g: int) -> int:
         """Smallest cut >= g."""
@@ -128,26 +139,32 @@ class Haystack:
         return (q - 1) * self.n + int(cuts[-1])
 
 
-def _cuts(text: str, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Word cuts (a token starts exactly at a space) and sentence cuts (and the space follows a sentence end)."""
-    n = len(bounds) - 1
-    starts = bounds[:n]
-    chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    in_range = starts < len(text)
-    word = np.zeros(n, dtype=bool)
-    word[in_range] = chars[starts[in_range]] == ord(" ")
-    # A token boundary must sit exactly at the space: the previous token ends there (bounds are token ends).
-    word_cuts = np.nonzero(word)[0]
-    sentence = []
-    for j in word_cuts:
-        c = int(starts[j])
-        prev = text[c - 1] if c > 0 else text[-1]  # the unit repeats: the char before 0 is the unit's last
-        prev2 = text[c - 2] if c > 1 else text[-2 + c]
-        nxt = text[c + 1] if c + 1 < len(text) else ""
+def sentence_starts(text: str) -> np.ndarray:
+    """Char offsets of the spaces that start a sentence: after . ! ? (optionally closed by a quote or bracket)
+    and before a capital, digit or opening quote. Offset 0 counts when the text, repeated, ends a sentence."""
+    found = []
+    position = text.find(" ")
+    while position >= 0:
+        prev = text[position - 1] if position > 0 else text[-1]
+        prev2 = text[position - 2] if position > 1 else text[position - 2 + len(text)]
+        nxt = text[position + 1] if position + 1 < len(text) else ""
         ends_sentence = prev in _SENTENCE_FINAL or (prev in _CLOSERS and prev2 in _SENTENCE_FINAL)
         if ends_sentence and (nxt.isupper() or nxt.isdigit() or nxt in "\"'(["):
-            sentence.append(int(j))
-    return word_cuts.astype(np.int64), np.asarray(sentence, dtype=np.int64)
+            found.append(position)
+        position = text.find(" ", position + 1)
+    return np.asarray(found, dtype=np.int64)
+
+
+def _cuts(text: str, bounds: np.ndarray, sentence_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Word cuts (a token boundary exactly at a space) and sentence cuts (word cuts that start a sentence)."""
+    starts = bounds[:-1]
+    chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    in_range = starts < len(text)
+    word = np.zeros(len(starts), dtype=bool)
+    word[in_range] = chars[starts[in_range]] == ord(" ")
+    word_cuts = np.nonzero(word)[0].astype(np.int64)
+    sentence_cuts = word_cuts[np.isin(starts[word_cuts], sentence_chars)]
+    return word_cuts, sentence_cuts.astype(np.int64)
 
 
 def tokenise_haystack(view: TokenizerView, name: str, text: str) -> Haystack:
@@ -157,17 +174,19 @@ def tokenise_haystack(view: TokenizerView, name: str, text: str) -> Haystack:
     if len(text) < 2:
         raise HaystackError(f"haystack {name!r} is empty")
     text_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    key = {"haystack": 1, "tokenizer": view.fingerprint, "text": text_sha}
+    key = {"haystack": 2, "tokenizer": view.fingerprint, "text": text_sha}
     arrays = cache.load_arrays("haystacks", key)
     if arrays is None:
         encoded = view.encode_with_bounds(text)
-        word_cuts, sentence_cuts = _cuts(text, encoded.bounds)
-        separable = _unit_repeats_cleanly(view, text, encoded)
+        sentence_chars = sentence_starts(text)
+        word_cuts, sentence_cuts = _cuts(text, encoded.bounds, sentence_chars)
+        separable = encoded.in_context and _unit_repeats_cleanly(view, text, encoded)
         arrays = {
             "ids": encoded.ids.astype(np.int64),
             "bounds": encoded.bounds.astype(np.int64),
             "word_cuts": word_cuts,
             "sentence_cuts": sentence_cuts,
+            "sentence_chars": sentence_chars,
             "separable": np.array(separable),
         }
         cache.save_arrays("haystacks", key, arrays)
@@ -178,6 +197,7 @@ def tokenise_haystack(view: TokenizerView, name: str, text: str) -> Haystack:
         bounds=arrays["bounds"],
         word_cuts=arrays["word_cuts"],
         sentence_cuts=arrays["sentence_cuts"],
+        sentence_chars=arrays["sentence_chars"],
         separable=bool(arrays["separable"]),
     )
 

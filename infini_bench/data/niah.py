@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from infini_bench.data import cache
-from infini_bench.data.assemble import Needle, assemble_prompt
+from infini_bench.data.assemble import Needle, PromptTooShort, assemble_prompt
 from infini_bench.data.grid import NIAH_DEPTHS, check_count, clean_depth, grid_order, resolve_depths
 from infini_bench.data.haystack import Haystack, haystack_text, load_haystack, normalise_text
 from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
@@ -117,7 +117,12 @@ def build_niah_sample(
     )
     hay = load_haystack(view, haystack, haystack_options)
     start_choice = rng.randrange(1 << 30)
-    prompt = assemble_prompt(view, hay, NIAH_INSTRUCTION, needles, question, context_length - budget, start_choice)
+    try:
+        prompt = assemble_prompt(view, hay, NIAH_INSTRUCTION, needles, question, context_length - budget, start_choice)
+    except PromptTooShort as err:
+        raise PromptTooShort(
+            f"NIAH ({variant}) context_length={context_length} with answer_tokens={budget}: {err}"
+        ) from err
     return {
         "prompt": prompt.text,
         "input_ids": prompt.input_ids.tolist(),
@@ -126,7 +131,7 @@ def build_niah_sample(
         "key": keys[0],
         "variant": variant,
         "context_length": context_length,
-        "depth_percent": depth,
+        "depth_percent": float(depth),
         "seed": int(seed),
         "n_digits": n_digits,
         "num_needles": n_needles,

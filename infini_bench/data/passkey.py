@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from infini_bench.data import cache
-from infini_bench.data.assemble import Needle, assemble_prompt
+from infini_bench.data.assemble import Needle, PromptTooShort, assemble_prompt
 from infini_bench.data.grid import PASSKEY_DEPTHS, check_count, clean_depth, grid_order, resolve_depths
 from infini_bench.data.haystack import Haystack, haystack_text, load_haystack, normalise_text
 from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
@@ -59,25 +59,28 @@ def build_passkey_sample(
     context_length = check_count(context_length, "context_length")
     depth = clean_depth(depth_percent)
     key = passkey_for_seed(seed, n_digits)
-    answer_ids = view.in_context(" " + key)
+    answer_ids = view.continuation_ids(PASSKEY_QUESTION, " " + key)
     budget = len(answer_ids) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
     hay = load_haystack(view, haystack, haystack_options)
-    prompt = assemble_prompt(
-        view,
-        hay,
-        PASSKEY_INSTRUCTION,
-        [Needle(PASSKEY_NEEDLE.format(key=key), depth)],
-        PASSKEY_QUESTION,
-        context_length - budget,
-        start_choice=0,
-    )
+    try:
+        prompt = assemble_prompt(
+            view,
+            hay,
+            PASSKEY_INSTRUCTION,
+            [Needle(PASSKEY_NEEDLE.format(key=key), depth)],
+            PASSKEY_QUESTION,
+            context_length - budget,
+            start_choice=0,
+        )
+    except PromptTooShort as err:
+        raise PromptTooShort(f"passkey context_length={context_length} with answer_tokens={budget}: {err}") from err
     return {
         "prompt": prompt.text,
         "input_ids": prompt.input_ids.tolist(),
         "answer": key,
         "answer_ids": answer_ids,
         "context_length": context_length,
-        "depth_percent": depth,
+        "depth_percent": float(depth),
         "seed": int(seed),
         "n_digits": int(n_digits),
         "prompt_tokens": len(prompt.input_ids),

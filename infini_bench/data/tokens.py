@@ -65,6 +65,7 @@ class Encoded:
 
     ids: np.ndarray  # int64 [n]
     bounds: np.ndarray  # int64 [n + 1]; bounds[0] == 0, bounds[n] == len(text)
+    in_context: bool = True  # False: tokens across a sentence end merge, so these are start-of-input tokens
 
 
 class TokenizerView:
@@ -122,6 +123,15 @@ class TokenizerView:
             raise NotSeparable(f"tokenizer {self.name!r} merges text across a sentence end")
         return ids[k:]
 
+    def continuation_ids(self, context: str, continuation: str) -> list[int]:
+        """Ids `continuation` gets when it follows `context` (for an answer after its question): in-context ids,
+        or for a tokenizer that merges across spaces, the tail of tokenising both together."""
+        try:
+            return self.in_context(continuation)
+        except NotSeparable:
+            head, whole = self.raw(context), self.raw(context + continuation)
+            return whole[len(head) :] if whole[: len(head)] == head else self.raw(continuation)
+
     # -- token boundaries -------------------------------------------------------------------------------------
     def encode_with_bounds(self, text: str) -> Encoded:
         """In-context ids (see `in_context`) of `text` with character bounds. Long texts are encoded in parallel
@@ -133,17 +143,21 @@ class TokenizerView:
                 break
             starts.append(cut)
         pieces = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
-        encoded = self._encode_pieces(pieces, starts, len(text))
-        if len(starts) > 1 and not all(self.window_matches(text, encoded, cut) for cut in starts[1:]):
-            encoded = self._encode_pieces([text], [0], len(text))
+        try:
+            encoded = self._encode_pieces(pieces, starts, len(text), anchored=True)
+            if len(starts) > 1 and not all(self.window_matches(text, encoded, cut) for cut in starts[1:]):
+                encoded = self._encode_pieces([text], [0], len(text), anchored=True)
+        except NotSeparable:
+            encoded = self._encode_pieces([text], [0], len(text), anchored=False)
         return encoded
 
-    def _encode_pieces(self, pieces: list[str], starts: list[int], total_chars: int) -> Encoded:
-        k, shift = len(self._anchor_ids), len(ANCHOR)
-        encodings = self.backend.encode_batch([ANCHOR + p for p in pieces], add_special_tokens=False)
+    def _encode_pieces(self, pieces: list[str], starts: list[int], total_chars: int, anchored: bool) -> Encoded:
+        k, shift = (len(self._anchor_ids), len(ANCHOR)) if anchored else (0, 0)
+        anchor = ANCHOR if anchored else ""
+        encodings = self.backend.encode_batch([anchor + p for p in pieces], add_special_tokens=False)
         ids_parts, bound_parts = [], [np.zeros(1, dtype=np.int64)]
         for start, enc in zip(starts, encodings):
-            if enc.ids[:k] != self._anchor_ids:
+            if enc.ids[:k] != self._anchor_ids[:k]:
                 raise NotSeparable(f"tokenizer {self.name!r} merges text across a sentence end")
             ids_parts.append(np.asarray(enc.ids[k:], dtype=np.int64))
             ends = np.asarray([o[1] for o in enc.offsets[k:]], dtype=np.int64) - shift + start
@@ -151,7 +165,7 @@ class TokenizerView:
         ids = np.concatenate(ids_parts)
         bounds = np.concatenate(bound_parts)
         bounds[-1] = total_chars
-        return Encoded(ids=ids, bounds=np.maximum(bounds, 0))
+        return Encoded(ids=ids, bounds=np.maximum(bounds, 0), in_context=anchored)
 
     def window_matches(self, text: str, encoded: Encoded, cut: int) -> bool:
         """True when re-tokenising `text` around char `cut` (space to space, at least WINDOW_CHARS each side)
