@@ -9,8 +9,9 @@ task reads ``stdlib_files("eval")``.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
+import inspect
+import os
 import re
 import sysconfig
 from pathlib import Path
@@ -48,12 +49,15 @@ def stdlib_files(split: Split = "train") -> list[Path]:
     if split not in ("train", "eval", "all"):
         raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}")
     root = stdlib_root()
+    found = []
+    for folder, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in EXCLUDED_DIRS]  # never descend into site-packages or tests
+        found.extend(Path(folder) / f for f in files if f.endswith(".py"))
     chosen = []
-    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
-        rel = path.relative_to(root)
-        if EXCLUDED_DIRS.intersection(rel.parts[:-1]) or not path.is_file() or _is_codec_table(path):
+    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
+        if not path.is_file() or _is_codec_table(path):
             continue
-        if split == "all" or stdlib_split_of(rel.as_posix()) == split:
+        if split == "all" or stdlib_split_of(path.relative_to(root).as_posix()) == split:
             chosen.append(path)
     return chosen
 
@@ -86,33 +90,31 @@ def _prose_paragraphs(docstring: str) -> list[str]:
 
 
 _PROSE_MEMO: dict[str, str] = {}
+# A docstring is a triple-quoted string that starts its own line (after indentation); assigned or passed strings
+# (`x = """...`) do not. A regex finds them in a fraction of the time `ast.parse` takes over 12 MB of source.
+_DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')(.*?)\1', re.MULTILINE | re.DOTALL)
 
 
 def stdlib_prose() -> str:
-    """English prose from the docstrings of the standard library (module, class and function docstrings,
-    doctests and code removed), whitespace collapsed, in file order. About a megabyte; cached on disk."""
+    """English prose from the docstrings of the standard library (doctests, code and tables removed),
+    whitespace collapsed, in file order. About a megabyte; cached on disk."""
     paths = stdlib_files("all")
-    key = {"corpus": "stdlib_prose", "version": 1, "files": _fingerprint_files(paths)}
+    key = {"corpus": "stdlib_prose", "version": 2, "files": _fingerprint_files(paths)}
     memo_key = cache.cache_key(key)
     if memo_key in _PROSE_MEMO:
         return _PROSE_MEMO[memo_key]
     text = cache.load_text("corpora", key)
-    if text is not None:
-        _PROSE_MEMO[memo_key] = text
-        return text
-    paragraphs: list[str] = []
-    for path in paths:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    paragraphs.extend(_prose_paragraphs(doc))
-    text = " ".join(paragraphs)
-    cache.save_text("corpora", key, text)
+    if text is None:
+        paragraphs: list[str] = []
+        for path in paths:
+            try:
+                source = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            for match in _DOCSTRING.finditer(source):
+                paragraphs.extend(_prose_paragraphs(inspect.cleandoc(match.group(2))))
+        text = " ".join(paragraphs)
+        cache.save_text("corpora", key, text)
     _PROSE_MEMO[memo_key] = text
     return text
 
