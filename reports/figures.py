@@ -104,8 +104,9 @@ def _cell_boxes(fig: plt.Figure, ax: plt.Axes, depths: list[float], lengths: lis
     boxes = {}
     for i, depth in enumerate(depths):
         for j, length in enumerate(lengths):
-            (x0, y0), (x1, y1) = ax.transData.transform([(j - 0.5, i + 0.5), (j + 0.5, i - 0.5)])
-            boxes[(depth, length)] = (int(round(x0)), int(round(height - y0)), int(round(x1)), int(round(height - y1)))
+            (xa, ya), (xb, yb) = ax.transData.transform([(j - 0.5, i - 0.5), (j + 0.5, i + 0.5)])
+            top, bottom = sorted((height - ya, height - yb))
+            boxes[(depth, length)] = (int(round(min(xa, xb))), int(round(top)), int(round(max(xa, xb))), int(round(bottom)))
     return boxes
 
 
