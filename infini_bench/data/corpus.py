@@ -9,6 +9,7 @@ task reads ``stdlib_files("eval")``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -48,7 +49,13 @@ def stdlib_files(split: Split = "train") -> list[Path]:
     """Python source files of the standard library in `split` ("train", "eval" or "all"), sorted by relative path."""
     if split not in ("train", "eval", "all"):
         raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}")
-    root = stdlib_root()
+    return list(_stdlib_listing(str(stdlib_root()), split))
+
+
+@functools.lru_cache(maxsize=8)
+def _stdlib_listing(root_name: str, split: str) -> tuple[Path, ...]:
+    """The split's files (the standard library does not change while a process runs)."""
+    root = Path(root_name)
     found = []
     for folder, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if d not in EXCLUDED_DIRS]  # never descend into site-packages or tests
@@ -59,7 +66,7 @@ def stdlib_files(split: Split = "train") -> list[Path]:
             continue
         if split == "all" or stdlib_split_of(path.relative_to(root).as_posix()) == split:
             chosen.append(path)
-    return chosen
+    return tuple(chosen)
 
 
 def _fingerprint_files(paths: list[Path]) -> str:
