@@ -49,6 +49,7 @@ def build_parser(prog: str = "infini-bench report") -> argparse.ArgumentParser:
                         help="example prompts shown per heatmap cell in the HTML (default 3)")
     parser.add_argument("--no-html", action="store_true", help="write PNGs and summary.json only")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print the text summary")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     return parser
 
 
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"infini-bench report: cannot write the report: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a bug or an input shape nobody foresaw: one clear line, the traceback on request
+        if args.debug:
+            raise
+        print(f"infini-bench report: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 2
     if not args.quiet:
         print(render_text(summary), end="")
     out = Path(args.output)

@@ -190,7 +190,7 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
                     "training length": (format_length(m["train_length"]) + f" ({m['train_length_source']})")
                     if m["train_length"] else "unknown",
                     "tasks": ", ".join(m["tasks"]),
-                    "results files": "\n".join(Path(f).name for f in m["results_files"]),
+                    "results files": ", ".join(Path(f).name for f in m["results_files"]),
                 }
                 for m in summary["models"]
             ]

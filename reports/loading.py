@@ -22,6 +22,7 @@ RUNTIME_ARGS = frozenset(
 
 #: Characters of the prompt kept per sample (the tail is what the question and the needle context look like).
 PROMPT_TAIL_CHARS = 600
+NEEDLE_CONTEXT_CHARS = 160
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Sample:
     metrics: dict[str, float]
     prompt_tail: str
     prompt_chars: int
+    needle_context: str  # the prompt around the first occurrence of the answer ("" when it does not occur)
+    needle_char: int | None
     response: str
     target: str
 
@@ -196,6 +199,21 @@ def _small_doc(doc: Any) -> dict[str, Any]:
     return out
 
 
+def _needle_context(prompt: str, doc: dict[str, Any]) -> tuple[str, int | None]:
+    """Where the answer sits in the prompt, with some text around it, so a reader sees the needle itself."""
+    answer = doc.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        answers = doc.get("answers")
+        answer = str(answers[0]) if isinstance(answers, list) and answers else None
+    if not answer:
+        return "", None
+    where = prompt.find(answer)
+    if where < 0:
+        return "", None
+    lo, hi = max(0, where - NEEDLE_CONTEXT_CHARS), where + len(answer) + NEEDLE_CONTEXT_CHARS
+    return ("…" if lo else "") + prompt[lo:hi] + ("…" if hi < len(prompt) else ""), where
+
+
 def read_samples(path: Path, filter_name: str, problems: list[str]) -> list[Sample]:
     """Read a samples JSONL log line by line; broken lines (a truncated write) are reported and skipped."""
     samples: list[Sample] = []
@@ -228,13 +246,17 @@ def read_samples(path: Path, filter_name: str, problems: list[str]) -> list[Samp
                 if isinstance(rec.get(k), (int, float)) and not isinstance(rec.get(k), bool)
             }
             prompt = _prompt_of(rec.get("arguments"))
+            doc = _small_doc(rec.get("doc"))
+            context, where = _needle_context(prompt, doc)
             samples.append(
                 Sample(
                     doc_id=int(rec.get("doc_id", len(samples))) if str(rec.get("doc_id", "")).isdigit() else len(samples),
-                    doc=_small_doc(rec.get("doc")),
+                    doc=doc,
                     metrics=metrics,
                     prompt_tail=prompt[-PROMPT_TAIL_CHARS:],
                     prompt_chars=len(prompt),
+                    needle_context=context,
+                    needle_char=where,
                     response=_response_of(rec.get("filtered_resps")),
                     target=str(rec.get("target", "")),
                 )

@@ -83,6 +83,8 @@ def _pick_examples(samples: list, metric: str, k: int) -> list[dict[str, Any]]:
                 "correct": _num(s.metrics.get(metric)),
                 "prompt_tail": s.prompt_tail,
                 "prompt_chars": s.prompt_chars,
+                "needle_context": s.needle_context,
+                "needle_char": s.needle_char,
             }
         )
     return out

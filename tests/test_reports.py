@@ -353,7 +353,9 @@ def test_html_shows_intervals_and_sample_tails(report, lm_eval_out):
         assert cell["examples"], cell
         for example in cell["examples"]:
             assert example["answer"] in text
-            assert len(example["prompt_tail"]) > 0
+            assert example["prompt_tail"] and example["prompt_chars"] >= len(example["prompt_tail"])
+            assert example["answer"] in example["needle_context"]  # the needle itself is shown
+            assert example["correct"] == (1.0 if example["response"].strip(" .") == example["answer"] else 0.0)
     answers = {json.loads(line)["doc"]["answer"] for p in lm_eval_out["oracle"].glob("samples_*.jsonl")
                for line in p.read_text().splitlines()}
     shown = {e["answer"] for c in oracle["cells"] for e in c["examples"]}

@@ -133,3 +133,29 @@ def test_depth_metric_names_and_position_buckets_parse():
     assert (m.group("lo"), m.group("hi")) == ("1k", "2k")
     assert POS_RE.match("token_perplexity_pos_4k_end").group("hi") == "end"
     assert format_bucket(0, 1024) == "0–1k" and format_bucket(4096, None) == "4k–end"
+
+
+def test_tasks_without_a_grid_are_set_aside_with_a_reason(tmp_path):
+    from infini_bench.reports.grid import build_grids
+    from infini_bench.reports.loading import Sample, TaskResult
+
+    def task(name, metrics, samples=None, metadata=None):
+        return TaskResult(name=name, metrics=metrics, stderrs={}, filter="none", config={"metadata": metadata or {}},
+                          n_samples=None, results_file=tmp_path / "r.json", date_id="", samples=samples)
+
+    plain = Sample(doc_id=0, doc={"question": "q"}, metrics={"exact_match": 1.0}, prompt_tail="q", prompt_chars=1,
+                   needle_context="", needle_char=None, response="a", target="a")
+    model = ModelRuns(key=("hf", ()), name="m", model_type="hf", model_args={}, label="m")
+    model.tasks = {
+        "qa": task("qa", {"exact_match": 1.0}, samples=[plain]),
+        # per-depth metrics but several lengths in one task and no samples: no column to put them in
+        "niah_mixed": task("niah_mixed", {"acc": 0.5, "acc_d050": 0.5}, metadata={"context_lengths": [1024, 2048]}),
+        # per-depth metrics of a single-length task whose length was overridden by --metadata
+        "passkey_1k": task("passkey_1k", {"acc": 0.5, "acc_d000": 1.0, "acc_d100": 0.0},
+                           metadata={"context_length": 3000}),
+    }
+    built = build_grids([model])
+    assert [t.name for _, t in built.ungridded] == ["qa"]
+    (grid,) = built.grids
+    assert grid.family == "passkey" and grid.lengths == [3000] and grid.depths == [0.0, 100.0]
+    assert any("niah_mixed" in n and "cannot place it" in n for n in built.notes)
