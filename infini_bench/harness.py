@@ -10,7 +10,8 @@ It takes exactly lm_eval's flags (it *is* lm_eval's parser) and changes three th
 * ``--model infini`` is registered: lm-eval's built-in models are imported first, then
   ``infini_bench.model_adapters`` (registering before lm-eval has loaded its own models would hide them).
 
-`list_tasks` prints this project's tasks and groups and the include path (``infini-bench tasks``).
+`list_tasks` prints this project's tasks and groups and the include path (``infini-bench tasks``, or
+``python -m infini_bench.harness tasks``).
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.utils import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tasks"]:  # `python -m infini_bench.harness tasks`: the list, not an evaluation
+        return list_tasks(argv[1:])
     setup_logging()
     cli = HarnessCLI()
     saved = sys.argv
@@ -97,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 def list_tasks(argv: list[str] | None = None) -> int:
     """Print this project's tasks and groups and the folder to pass as --include_path."""
     infos = project_tasks()
+    from infini_bench.tasks.names import format_length
+
     rows = [("name", "kind", "family", "context", "members")]
     for info in infos:
-        from infini_bench.tasks.names import format_length
-
         context = format_length(info.context_length) if info.context_length else "-"
         members = ", ".join(info.members) if info.kind == "group" else ""
         rows.append((info.name, info.kind, info.family, context, members))
@@ -108,7 +111,8 @@ def list_tasks(argv: list[str] | None = None) -> int:
     print(f"include path: {TASKS_DIR}")
     print(f"{sum(i.kind == 'task' for i in infos)} tasks, {sum(i.kind == 'group' for i in infos)} groups\n")
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + ("  " + row[4] if row[4] else ""))
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+        print(line.rstrip())
     return 0
 
 

@@ -36,7 +36,9 @@ class RetrievalTask(InfiniBenchTask):
 
     def read_options(self, cfg: dict[str, Any]) -> None:
         md = cfg["metadata"]
-        length = md.get("context_length") or md.get("task_context_length")
+        length = md.get("context_length")
+        if length in (None, ""):
+            length = md.get("task_context_length")
         if length in (None, ""):
             raise ValueError(f"{self.task_label}: no context length (task_context_length in the YAML or --metadata)")
         self.context_length = as_length(length, "context_length")

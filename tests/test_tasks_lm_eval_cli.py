@@ -69,7 +69,7 @@ def wrapper_run(tiny_llama_dir, tmp_path_factory):
         "--model", "hf",
         "--model_args", f"pretrained={tiny_llama_dir},dtype=float32",
         "--device", "cpu",
-        "--tasks", "passkey_*",
+        "--tasks", "passkey_*", "infinibench_niah_upto_2k",
         "--metadata", "depths=[0,100]", "samples=1",
         "--output_path", str(out),
         "--log_samples",
@@ -154,10 +154,18 @@ def test_perplexity_equals_the_models_own_loglikelihood(lm_eval_run, tiny_llama_
 
 def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tiny_tokenizer):
     results, samples, stderr = wrapper_run
-    assert set(results["results"]) == {"passkey_1k", "passkey_2k", "passkey_4k"}
+    passkey = {"passkey_1k", "passkey_2k", "passkey_4k"}
+    assert set(results["results"]) == passkey | {"niah_1k", "niah_2k", "infinibench_niah_upto_2k"}
     assert "passkey_with_librusec" not in json.dumps(results["configs"])
     assert "leaving out 8 task(s) longer than the model's max_length=4096" in stderr
     for row in samples["passkey_4k"]:
         prompt = row["arguments"]["gen_args_0"]["arg_0"]
         assert len(tiny_tokenizer(prompt)["input_ids"]) == 4096 - row["doc"]["answer_tokens"]
     assert results["results"]["passkey_4k"]["acc_d100,none"] in (0.0, 1.0)
+
+
+def test_suite_reports_an_aggregate(wrapper_run):
+    results, _, _ = wrapper_run
+    suite = results["groups"]["infinibench_niah_upto_2k"]
+    assert isinstance(suite["acc,none"], float) and suite["sample_len"] == 4
+    assert results["group_subtasks"]["infinibench_niah_upto_2k"] == ["niah_1k", "niah_2k"]
