@@ -106,7 +106,8 @@ def _cell_boxes(fig: plt.Figure, ax: plt.Axes, depths: list[float], lengths: lis
         for j, length in enumerate(lengths):
             (xa, ya), (xb, yb) = ax.transData.transform([(j - 0.5, i - 0.5), (j + 0.5, i + 0.5)])
             top, bottom = sorted((height - ya, height - yb))
-            boxes[(depth, length)] = (int(round(min(xa, xb))), int(round(top)), int(round(max(xa, xb))), int(round(bottom)))
+            left, right = sorted((xa, xb))
+            boxes[(depth, length)] = (round(left), round(top), round(right), round(bottom))
     return boxes
 
 
@@ -193,6 +194,10 @@ def side_by_side(grids: list[Grid], path: Path) -> Figure:
     return _save(fig, path)
 
 
+def _signed(value: float) -> str:
+    return "0" if round(value) == 0 else f"{value:+.0f}"
+
+
 def difference_map(base: Grid, other: Grid, path: Path) -> Figure:
     """``other − base`` in percentage points per cell (blue: other better, red: worse), symmetric scale."""
     depths = sorted(set(base.depths) | set(other.depths))
@@ -204,7 +209,7 @@ def difference_map(base: Grid, other: Grid, path: Path) -> Figure:
     limit = max(10.0, math.ceil((finite.max() if finite.size else 0) / 10.0) * 10.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
     fig, ax = plt.subplots(figsize=_grid_size(len(depths), len(lengths)), dpi=DPI, layout="constrained")
-    image = _draw_grid(ax, diff, depths, lengths, None, DIFF_CMAP, norm, fmt=lambda v: "0" if round(v) == 0 else f"{v:+.0f}")
+    image = _draw_grid(ax, diff, depths, lengths, None, DIFF_CMAP, norm, fmt=_signed)
     ax.set_title(f"{base.family}: {other.model} − {base.model} (points)", fontsize=11)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("accuracy difference, points")

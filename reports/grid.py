@@ -300,7 +300,8 @@ def build_grids(models: list[ModelRuns], metric: str = "acc") -> GridBuild:
                 else:
                     notes.append(
                         f"{model.label} / {task.name}: cannot place it on the depth × length grid "
-                        f"({why or 'no samples log, and no single context length in its metadata or name'}); left out of the heatmap"
+                        f"({why or 'no samples log, and no single context length in its metadata or name'}); "
+                        "left out of the heatmap"
                     )
             cells = _cells(sample_rows, result_rows)
             if cells.empty:

@@ -250,7 +250,7 @@ def read_samples(path: Path, filter_name: str, problems: list[str]) -> list[Samp
             context, where = _needle_context(prompt, doc)
             samples.append(
                 Sample(
-                    doc_id=int(rec.get("doc_id", len(samples))) if str(rec.get("doc_id", "")).isdigit() else len(samples),
+                    doc_id=int(rec["doc_id"]) if str(rec.get("doc_id", "")).isdigit() else len(samples),
                     doc=doc,
                     metrics=metrics,
                     prompt_tail=prompt[-PROMPT_TAIL_CHARS:],

@@ -27,6 +27,46 @@ def _slug(*parts: str) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", p).strip("-") or "x" for p in parts)
 
 
+class _Names:
+    """PNG file names in the output folder, unique even when two labels slug to the same text."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.used: set[str] = set()
+
+    def __call__(self, kind: str, *parts: str) -> Path:
+        stem = f"{kind}_{_slug(*parts)}"
+        name, i = f"{stem}.png", 2
+        while name in self.used:
+            name, i = f"{stem}-{i}.png", i + 1
+        self.used.add(name)
+        return self.out / name
+
+
+def _remove_previous_figures(out: Path) -> None:
+    """A report written again into the same folder replaces the PNGs the previous one listed (and only those)."""
+    try:
+        previous = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(previous, dict) or "grids" not in previous:
+        return
+
+    def files(node: Any) -> Iterable[str]:
+        if isinstance(node, dict):
+            name = node.get("file")
+            if isinstance(name, str) and name.endswith(".png") and "/" not in name and "\\" not in name:
+                yield name
+            for value in node.values():
+                yield from files(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from files(value)
+
+    for name in set(files(previous)):
+        (out / name).unlink(missing_ok=True)
+
+
 def _num(value: Any) -> Any:
     """JSON-friendly number: NaN -> None, numpy scalars -> Python."""
     if value is None:
@@ -137,6 +177,8 @@ def build_report(
     except OSError as e:
         raise ReportError(f"cannot create the output folder {out}: {e}") from e
 
+    _remove_previous_figures(out)
+    png = _Names(out)
     built = build_grids(loaded.models, metric)
     notes = list(built.notes)
     for model in loaded.models:
@@ -175,8 +217,8 @@ def build_report(
 
     for grid in built.grids:
         stats = grid.stats(threshold)
-        heat = figures.heatmap(grid, out / f"heatmap_{_slug(grid.model, grid.family)}.png")
-        bars = figures.depth_bars(grid, out / f"depth_{_slug(grid.model, grid.family)}.png", stats["mean"])
+        heat = figures.heatmap(grid, png("heatmap", grid.model, grid.family))
+        bars = figures.depth_bars(grid, png("depth", grid.model, grid.family), stats["mean"])
         per_depth = grid.per_depth()
         per_length = grid.per_length()
         summary["grids"].append(
@@ -226,11 +268,11 @@ def build_report(
                                  "side_by_side": None, "differences": []}
         if len(grids) > 1:
             entry["side_by_side"] = _figure_dict(
-                figures.side_by_side(grids, out / f"compare_{_slug(family)}.png"), out
+                figures.side_by_side(grids, png("compare", family)), out
             )
             base = grids[0]
             for other in grids[1:]:
-                fig = figures.difference_map(base, other, out / f"diff_{_slug(family, other.model, 'vs', base.model)}.png")
+                fig = figures.difference_map(base, other, png("diff", family, other.model, "vs", base.model))
                 entry["differences"].append({"base": base.model, "other": other.model, **_figure_dict(fig, out)})
         summary["comparisons"].append(entry)
 
@@ -251,7 +293,7 @@ def build_report(
         if not with_positions:
             notes.append(f"{task}: no token_perplexity_pos_* metrics, so no perplexity-by-position curve")
             continue
-        fig = figures.perplexity_curves(with_positions, out / f"ppl_{_slug(task)}.png")
+        fig = figures.perplexity_curves(with_positions, png("ppl", task))
         summary["perplexity_figures"].append({"task": task, **_figure_dict(fig, out)})
 
     for model, task in built.ungridded:

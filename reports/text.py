@@ -44,14 +44,16 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(f"== comparison · {comp['family']} (accuracy % per length, effective length)")
         rows = {}
         for row in comp["table"]:
-            rec = {format_length(int(k)): _pct(v) for k, v in sorted(row["per_length"].items(), key=lambda kv: int(kv[0]))}
+            ordered = sorted(row["per_length"].items(), key=lambda kv: int(kv[0]))
+            rec = {format_length(int(k)): _pct(v) for k, v in ordered}
             rec["eff"] = format_length(row["effective_length"]) if row["effective_length"] else "none"
             rows[row["model"]] = rec
         lines.append(pd.DataFrame(rows).T.fillna("-").to_string())
         lines.append("")
     if summary["perplexity"]:
         lines.append("== perplexity")
-        frame = pd.DataFrame(summary["perplexity"])[["model", "task", "token_perplexity", "word_perplexity", "bits_per_byte"]]
+        columns = ["model", "task", "token_perplexity", "word_perplexity", "bits_per_byte"]
+        frame = pd.DataFrame(summary["perplexity"])[columns]
         lines.append(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         lines.append("")
     for label, items in (("problems", summary["problems"]), ("notes", summary["notes"])):

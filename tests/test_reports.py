@@ -529,3 +529,13 @@ def test_summary_json_is_strict_json(report):
     loaded = json.loads(text)
     assert loaded["threshold"] == summary["threshold"]
     assert not math.isnan(loaded["grids"][0]["stats"]["mean"])
+
+
+def test_a_second_report_in_the_same_folder_replaces_the_first_ones_figures(report, lm_eval_out, tmp_path):
+    out = tmp_path / "rep"
+    shutil.copytree(report[0], out)
+    before = {p.name for p in out.glob("*.png")}
+    summary = build_report([lm_eval_out["oracle"]], out)
+    referenced = {g[k]["file"] for g in summary["grids"] for k in ("heatmap", "depth_bars")}
+    after = {p.name for p in out.glob("*.png")}
+    assert after == referenced and after < before
