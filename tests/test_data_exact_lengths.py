@@ -11,12 +11,17 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from conftest import TOKENIZER_CORPUS
-from infini_bench.data import build_niah_sample, build_passkey_sample, tokenizer_view
+from infini_bench.data import CACHE_ENV, build_niah_sample, build_passkey_sample, tokenizer_view
 from infini_bench.data.haystack import FILLER
 from infini_bench.data.niah import NIAH_NEEDLE
 from infini_bench.data.passkey import PASSKEY_NEEDLE
 
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 CORPUS = TOKENIZER_CORPUS * 20 + [FILLER * 3, " ".join("0123456789" * 3)]
 
 
