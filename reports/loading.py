@@ -7,6 +7,7 @@ line) becomes a human-readable line in ``Loaded.problems`` and the rest of the i
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -461,10 +462,10 @@ def assign_labels(models: list[ModelRuns]) -> None:
         keys = sorted({k for m in same for k in m.model_args if k not in RUNTIME_ARGS and k != "pretrained"})
         for model in same:
             extras = [model.model_type] if len({m.model_type for m in same}) > 1 else []
-            extras += [
-                f"{k}={model.model_args.get(k, '-')}"
+            extras += [  # only the args this model sets: the one with the defaults keeps the bare name
+                f"{k}={model.model_args[k]}"
                 for k in keys
-                if len({m.model_args.get(k) for m in same}) > 1
+                if k in model.model_args and len({m.model_args.get(k) for m in same}) > 1
             ]
             model.label = f"{model.label} ({', '.join(extras)})" if extras else model.label
     seen: dict[str, int] = {}
@@ -479,10 +480,11 @@ def assign_labels(models: list[ModelRuns]) -> None:
 def apply_train_lengths(models: list[ModelRuns], given: dict[str, int], problems: list[str]) -> None:
     """``--train-length MODEL=N`` overrides what the files say; MODEL may be the label, full name or basename."""
     for key, length in given.items():
+        wanted = {key, os.path.normpath(key)}
         matched = [
             m
             for m in models
-            if key in (m.label, m.name, m.name.rstrip("/\\").split("/")[-1], m.name.rstrip("/\\").split("\\")[-1])
+            if wanted & {m.label, m.name, os.path.normpath(m.name), os.path.basename(os.path.normpath(m.name))}
         ]
         if not matched:
             known = ", ".join(m.label for m in models) or "none loaded"

@@ -103,6 +103,19 @@ def test_model_labels_separate_types_and_args():
     assert len(set(labels)) == 3
     assert all(label.startswith("tiny") for label in labels)
     assert "use_memory=False" in labels[1] and "hf" in labels[2]
+    assert labels[0] == "tiny (infini)"  # the model with default args keeps the bare name (plus its type)
+
+
+def test_train_length_flag_matches_label_path_or_folder_name():
+    from infini_bench.reports.loading import apply_train_lengths
+
+    models = [ModelRuns(key=("hf", ()), name="/ckpt/run1/", model_type="hf", model_args={}, label="run1"),
+              ModelRuns(key=("hf", (("x", "1"),)), name="org/other", model_type="hf", model_args={}, label="other")]
+    problems: list[str] = []
+    apply_train_lengths(models, {"/ckpt/run1": 2048, "org/other": 512, "nope": 1}, problems)
+    assert [m.train_length for m in models] == [2048, 512]
+    assert models[0].train_length_source == "--train-length"
+    assert len(problems) == 1 and "'nope'" in problems[0]
 
 
 def test_date_id_of_lm_eval_file_names():
