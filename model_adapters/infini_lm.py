@@ -218,6 +218,15 @@ class InfiniLM(TemplateLM):
     def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
 
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """`--apply_chat_template`: the tokenizer's own template (transformers says so when it has none)."""
+        return self.tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
     def _progress(self, total: int, desc: str, disable: bool) -> tqdm:
         return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=disable or self.rank != 0)
 

@@ -1,6 +1,8 @@
 """`--model infini` request methods against direct computations from the model (issue 4)."""
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
 import torch
 from lm_eval.api.instance import Instance
@@ -38,6 +40,20 @@ def _text_of_tokens(lm: InfiniLM, n: int) -> str:
 def test_registered_next_to_builtin_models() -> None:
     assert get_model("infini") is InfiniLM
     assert get_model("hf").__name__ == "HFLM"  # importing the adapter did not hide lm-eval's own models
+    from infini_bench.model_adapters.infini_lm import _register
+
+    _register()  # a second registration (an entry point loading the module again) is harmless
+    [entry] = [e for e in entry_points(group="lm_eval.models") if e.name == "infini"]
+    assert entry.load() is InfiniLM  # for lm-eval versions that read the entry-point group
+
+
+def test_chat_template_comes_from_the_tokenizer(lm: InfiniLM) -> None:
+    lm.tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    try:
+        chat = [{"role": "user", "content": "What is the pass key?"}]
+        assert lm.apply_chat_template(chat) == "<user>What is the pass key?"
+    finally:
+        lm.tokenizer.chat_template = None
 
 
 @pytest.mark.parametrize("n_tokens", [1, 5, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 7, 9 * SEGMENT])
