@@ -10,7 +10,7 @@ from __future__ import annotations
 KILO = 1024
 MEGA = 1024 * 1024
 
-CONTEXT_LENGTH_NAMES: tuple[str, ...] = ("1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1m")
+CONTEXT_LENGTH_NAMES: tuple[str, ...] = ("256", "512", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1m")
 NIAH_VARIANT_PREFIXES: dict[str, str] = {"single": "niah", "multikey": "niah_multikey", "multivalue": "niah_multivalue"}
 SUITE_PREFIX = "infinibench"
 

@@ -154,8 +154,8 @@ def test_perplexity_equals_the_models_own_loglikelihood(lm_eval_run, tiny_llama_
 
 def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tiny_tokenizer):
     results, samples, stderr = wrapper_run
-    passkey = {"passkey_1k", "passkey_2k", "passkey_4k"}
-    assert set(results["results"]) == passkey | {"niah_1k", "niah_2k", "infinibench_niah_upto_2k"}
+    passkey = {"passkey_256", "passkey_512", "passkey_1k", "passkey_2k", "passkey_4k"}
+    assert set(results["results"]) == passkey | {"niah_256", "niah_512", "niah_1k", "niah_2k", "infinibench_niah_upto_2k"}
     assert "passkey_with_librusec" not in json.dumps(results["configs"])
     assert "leaving out 8 task(s) longer than the model's max_length=4096" in stderr
     for row in samples["passkey_4k"]:
@@ -167,5 +167,5 @@ def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tin
 def test_suite_reports_an_aggregate(wrapper_run):
     results, _, _ = wrapper_run
     suite = results["groups"]["infinibench_niah_upto_2k"]
-    assert isinstance(suite["acc,none"], float) and suite["sample_len"] == 4
-    assert results["group_subtasks"]["infinibench_niah_upto_2k"] == ["niah_1k", "niah_2k"]
+    assert isinstance(suite["acc,none"], float) and suite["sample_len"] == 8
+    assert results["group_subtasks"]["infinibench_niah_upto_2k"] == ["niah_256", "niah_512", "niah_1k", "niah_2k"]

@@ -70,7 +70,7 @@ def test_every_family_has_every_length_and_suites_stop_at_their_limit():
         if info.kind == "group" and "_upto_" in name:
             limit = parse_length(name.rsplit("_", 1)[1])
             assert info.members and all(infos[m].context_length <= limit for m in info.members), name
-    assert infos["infinibench_passkey_upto_4k"].members == ("passkey_1k", "passkey_2k", "passkey_4k")
+    assert infos["infinibench_passkey_upto_4k"].members == ("passkey_256", "passkey_512", "passkey_1k", "passkey_2k", "passkey_4k")
     assert infos["infinibench_ppl"].members == ("ppl_stdlib",)
 
 
@@ -79,7 +79,7 @@ def test_globs_select_exactly_this_projects_tasks():
     passkey = expand_task_patterns(["passkey_*"])
     assert passkey == [f"passkey_{n}" for n in CONTEXT_LENGTH_NAMES]
     niah = expand_task_patterns(["niah_*"])
-    assert len(niah) == 33 and not any(n.startswith("niah_single") for n in niah) and "niah_multikey_1" not in niah
+    assert len(niah) == 39 and not any(n.startswith("niah_single") for n in niah) and "niah_multikey_1" not in niah
     assert expand_task_patterns(["ppl_*"]) == ["ppl_stdlib"]
     assert expand_task_patterns(["ppl_*"], {"files": ["a.txt"]}) == ["ppl_files", "ppl_stdlib"]
     assert expand_task_patterns(["ppl_pg19", "hellaswag", "passkey_1k,niah_2k"]) == [
@@ -97,7 +97,7 @@ def test_wrapper_rewrites_include_path_and_drops_tasks_too_long(tiny_llama_dir, 
         include_path=None,
     )
     prepare_run_args(args)
-    assert args.tasks == ["passkey_1k", "passkey_2k", "niah_1k"]
+    assert args.tasks == ["passkey_256", "passkey_512", "passkey_1k", "passkey_2k", "niah_1k"]
     assert args.include_path == TASKS_DIR
     err = capsys.readouterr().err
     assert "leaving out 9 task(s)" in err and "passkey_1m (1048576 tokens)" in err
@@ -110,7 +110,7 @@ def test_list_tasks_prints_names_and_include_path(capsys):
     assert list_tasks() == 0
     out = capsys.readouterr().out
     assert f"include path: {TASKS_DIR}" in out
-    assert "passkey_1m" in out and "infinibench_niah_upto_8k" in out and "47 tasks, 45 groups" in out
+    assert "passkey_1m" in out and "infinibench_niah_upto_8k" in out and "55 tasks, 53 groups" in out
 
 
 # -- building tasks the way lm-eval does -------------------------------------------------------------------------
