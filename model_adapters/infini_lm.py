@@ -100,7 +100,7 @@ class InfiniLM(TemplateLM):
         self._device = self.parallel.device
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
         self.pretrained = pretrained
-        self._model = self._load_model(pretrained, bool(convert_llama), overrides)
+        self._model = self._load_model(pretrained, options.boolean("convert_llama", convert_llama), overrides)
         self.tokenizer = self._load_tokenizer(tokenizer or pretrained)
         if self.tokenizer.eos_token_id is None and self.tokenizer.bos_token_id is None and prefix_token_id is None:
             raise options.InfiniArgumentError(
