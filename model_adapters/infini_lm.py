@@ -108,6 +108,7 @@ class InfiniLM(TemplateLM):
                 "pass prefix_token_id=<id> in --model_args"
             )
         self.batch_size_per_device = self._resolve_batch_size()
+        self._warned_long_prompt = False
 
     # --- loading -----------------------------------------------------------------------------------------------
     def _load_model(self, path: str, convert_llama: bool, overrides: dict[str, Any]) -> InfiniForCausalLM:
@@ -264,14 +265,16 @@ class InfiniLM(TemplateLM):
         """The exact log-likelihood of each whole document, conditioned on the prefix token: one stream through
         memory + local attention, no windows, logits one segment piece at a time."""
         strings = [req.args[0] for req in requests]
-        docs = [self.tok_encode(s) for s in strings]
+        # int32 tensors: 4 bytes a token, where a list of Python ints costs about 36
+        docs = [torch.tensor(self.tok_encode(s), dtype=torch.int32) for s in strings]
+        prefix = torch.tensor([self.prefix_token_id], dtype=torch.int32)
         results: list[float] = [0.0] * len(requests)
         order = Collator(list(range(len(docs))), sort_fn=lambda i: -len(docs[i]))
         bar = self._progress(sum(map(len, docs)), "Running loglikelihood_rolling requests", disable_tqdm)
         for batch in order.get_batched(n=self.batch_size_per_device):
-            batch = [i for i in batch if docs[i]]
+            batch = [i for i in batch if len(docs[i]) > 0]
             if batch:
-                inputs = [[self.prefix_token_id] + docs[i][:-1] for i in batch]
+                inputs = [torch.cat([prefix, docs[i][:-1]]) for i in batch]
                 answers = score(self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update)
                 for i, (logprob, _) in zip(batch, answers):
                     results[i] = logprob
@@ -281,25 +284,27 @@ class InfiniLM(TemplateLM):
         return results
 
     # --- generation --------------------------------------------------------------------------------------------
-    def _prompt_tokens(self, context: str) -> list[int]:
-        tokens = self.tok_encode(context)
-        return tokens if tokens else [self.prefix_token_id]
+    def _prompt_tokens(self, context: str) -> torch.Tensor:
+        tokens = self.tok_encode(context) or [self.prefix_token_id]
+        if len(tokens) > self.max_length and not self._warned_long_prompt:
+            logger.warning(
+                "a prompt of %d tokens exceeds max_length=%d: it is evaluated whole (never truncated)",
+                len(tokens), self.max_length,
+            )
+            self._warned_long_prompt = True
+        return torch.tensor(tokens, dtype=torch.int32)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Prefill every prompt (all but its last token) segment by segment, batched across prompts; prompts of
-        equal length then decode together with memory + local KV cache via `model.generate`."""
+        equal length then decode together with memory + local KV cache via `model.generate`.
+
+        Prompts are tokenised one batch at a time (longest text first): a passkey_1m task holds ~100 prompts of a
+        million tokens each."""
         args = [req.args for req in requests]
-        prompts = [self._prompt_tokens(context) for context, _ in args]
-        too_long = [len(p) for p in prompts if len(p) > self.max_length]
-        if too_long:
-            logger.warning(
-                "%d prompt(s) exceed max_length=%d (longest %d tokens): evaluated whole, never truncated",
-                len(too_long), self.max_length, max(too_long),
-            )
         results: list[str | None] = [None] * len(requests)
         groups = Collator(
             list(range(len(args))),
-            sort_fn=lambda i: (-len(prompts[i]), args[i][0]),
+            sort_fn=lambda i: (-len(args[i][0]), args[i][0]),
             group_fn=lambda i: args[i][1],
             group_by="gen_kwargs",
         )
@@ -312,20 +317,20 @@ class InfiniLM(TemplateLM):
             if "max_length" in gen_kwargs:
                 logger.warning("`max_length` in generation kwargs is ignored: use `max_gen_toks`")
                 gen_kwargs.pop("max_length")
-            for ended, state in prefill(self._model, [prompts[i][:-1] for i in batch], self._device):
-                rows = [batch[j] for j in ended]
-                texts = self._generate([prompts[i] for i in rows], state, until, max_new, dict(gen_kwargs))
-                for i, text in zip(rows, texts):
-                    results[i] = text
-                    self.cache_hook.add_partial("generate_until", args[i], text)
-                bar.update(len(rows))
+            prompts = [self._prompt_tokens(args[i][0]) for i in batch]
+            for ended, state in prefill(self._model, [p[:-1] for p in prompts], self._device):
+                texts = self._generate([prompts[j] for j in ended], state, until, max_new, dict(gen_kwargs))
+                for j, text in zip(ended, texts):
+                    results[batch[j]] = text
+                    self.cache_hook.add_partial("generate_until", args[batch[j]], text)
+                bar.update(len(ended))
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _generate(self, prompts: list[list[int]], state, until: list[str], max_new: int, kwargs: dict) -> list[str]:
+    def _generate(self, prompts: list[torch.Tensor], state, until: list[str], max_new: int, kwargs: dict) -> list[str]:
         """Decode equal-length prompts whose first len-1 tokens are already in `state`: `generate` then feeds
         only the last prompt token and the new ones (the model's `prepare_inputs_for_generation`)."""
-        ids = torch.tensor(prompts, dtype=torch.long, device=self._device)
+        ids = torch.stack([torch.as_tensor(p) for p in prompts]).to(device=self._device, dtype=torch.long)
         if not kwargs.get("do_sample"):
             kwargs.pop("temperature", None)  # greedy: a temperature would only trigger transformers warnings
         if state is not None:

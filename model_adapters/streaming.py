@@ -15,6 +15,7 @@ import torch
 from infini_bench.modeling import InfiniForCausalLM, InfiniState
 
 Progress = Callable[[int], None] | None
+Tokens = Sequence[int] | torch.Tensor  # a row of token ids: a list, or a 1-D tensor (4 bytes a token in int32)
 
 
 def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining: int) -> int:
@@ -23,8 +24,10 @@ def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining:
     return min(model.config.segment_length - position, remaining)
 
 
-def _rows_tensor(rows: Sequence[Sequence[int]], index: Sequence[int], start: int, n: int, device) -> torch.Tensor:
-    return torch.tensor([list(rows[i][start : start + n]) for i in index], dtype=torch.long, device=device)
+def _rows_tensor(rows: Sequence[Tokens], index: Sequence[int], start: int, n: int, device) -> torch.Tensor:
+    """Tokens [start, start + n) of the rows `index`, as one [len(index), n] batch of token ids."""
+    pieces = [torch.as_tensor(rows[i][start : start + n], dtype=torch.long) for i in index]
+    return torch.stack(pieces).to(device)
 
 
 def _keep(state: InfiniState, keep: Sequence[int]) -> InfiniState:
@@ -33,7 +36,7 @@ def _keep(state: InfiniState, keep: Sequence[int]) -> InfiniState:
 
 @torch.no_grad()
 def prefill(
-    model: InfiniForCausalLM, rows: Sequence[Sequence[int]], device: torch.device, progress: Progress = None
+    model: InfiniForCausalLM, rows: Sequence[Tokens], device: torch.device, progress: Progress = None
 ) -> Iterator[tuple[list[int], InfiniState | None]]:
     """Read every row into a fresh memory, batched, without computing logits.
 
@@ -66,8 +69,8 @@ def prefill(
 def score(
     model: InfiniForCausalLM,
     state: InfiniState | None,
-    inputs: Sequence[Sequence[int]],
-    targets: Sequence[Sequence[int]],
+    inputs: Sequence[Tokens],
+    targets: Sequence[Tokens],
     device: torch.device,
     progress: Progress = None,
 ) -> list[tuple[float, bool]]:
@@ -76,7 +79,7 @@ def score(
 
     Returns per row the summed log-probability of its targets (log-softmax in float32, summed in float64 so that
     a million tokens lose no precision) and whether every target was the model's argmax."""
-    if len(inputs) != len(targets) or any(len(x) != len(y) or not x for x, y in zip(inputs, targets)):
+    if len(inputs) != len(targets) or any(len(x) != len(y) or len(x) == 0 for x, y in zip(inputs, targets)):
         raise ValueError("score() needs non-empty rows with one target per input token")
     if state is not None and state.batch_size != len(inputs):
         raise ValueError(f"state holds {state.batch_size} rows for {len(inputs)} inputs")

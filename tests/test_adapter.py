@@ -169,3 +169,14 @@ def test_reports_a_large_max_length_and_honours_overrides(infini_dir, lm: Infini
     assert (other.max_length, other.max_gen_toks, other.model.config.segment_length) == (5000, 7, 8)
     info = other.get_model_info()
     assert info["segment_length"] == 8 and info["use_memory"] is True
+
+
+def test_prompts_longer_than_max_length_are_evaluated_whole(infini_dir, caplog) -> None:
+    short = InfiniLM(pretrained=str(infini_dir), device="cpu", max_length=40)
+    prompts = [passkey_prompt("48213", 6), passkey_prompt("90210", 6)]
+    with caplog.at_level("WARNING"):
+        got = short.generate_until(_gen(*[(p, {"until": [], "max_gen_toks": 5}) for p in prompts]), disable_tqdm=True)
+    for prompt, text in zip(prompts, got):
+        assert len(short.tok_encode(prompt)) > 40
+        assert text == short.tok_decode(greedy_by_recomputation(short.model, short.tok_encode(prompt), 5, short.eot_token_id))
+    assert sum("exceeds max_length=40" in r.getMessage() for r in caplog.records) == 1
