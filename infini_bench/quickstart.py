@@ -28,7 +28,7 @@ DEFAULT_MINUTES = 10.0
 # Shares of the training budget. Both models get the same recipe and the same number of minutes.
 SHARES = {"pretrain": 0.25, "finetune": 0.25}
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
-EVAL_METADATA = {"samples": 3, "n_depths": 11}
+DEFAULT_SAMPLES = 3  # per depth and length
 PPL_METADATA = {"doc_tokens": 4096, "min_doc_tokens": 4096, "max_docs": 3}
 
 
@@ -55,19 +55,27 @@ def _finetune_length(recipe_path: Path) -> int:
 
 
 def _length_name(tokens: int) -> str:
-    from .tasks.names import format_length
+    """The task-name suffix of a length; the quickstart only evaluates lengths that have tasks."""
+    from .tasks.names import CONTEXT_LENGTH_NAMES, format_length
 
-    return format_length(tokens)
+    name = format_length(tokens)
+    if name not in CONTEXT_LENGTH_NAMES:
+        raise QuickstartError(
+            f"evaluation length {tokens} (a multiple of the recipe's finetuning length) has no passkey/NIAH task; "
+            f"finetune at one of {', '.join(CONTEXT_LENGTH_NAMES[:5])} tokens"
+        )
+    return name
 
 
-def plan(out: Path, minutes: float, recipe: Path = RECIPE) -> list[Stage]:
+def plan(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT_SAMPLES) -> list[Stage]:
     """The stages, in order, with their exact commands."""
     length = _finetune_length(recipe)
     lengths = [length * m for m in LENGTH_MULTIPLES]
     infini, base = out / "infini", out / "baseline"
     pre_min = round(minutes * SHARES["pretrain"], 3)
     fin_min = round(minutes * SHARES["finetune"], 3)
-    baseline_model = [f"model.use_memory=false", f"model.segment_length={length}"]
+    # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory.
+    baseline_model = ["model.use_memory=false", f"model.segment_length={length}"]
     stages = [
         Stage("infini_pretrain", "Pretrain the Infini model on the offline corpus",
               _cli("train", "--config", str(recipe), f"run.output_dir={infini / 'pretrain'}", f"run.max_minutes={pre_min}")),
@@ -78,7 +86,7 @@ def plan(out: Path, minutes: float, recipe: Path = RECIPE) -> list[Stage]:
               _cli("train", "--config", str(recipe), *baseline_model, f"run.output_dir={base / 'pretrain'}",
                    f"run.max_minutes={pre_min}")),
         Stage("baseline_finetune", "Passkey-finetune the full-attention baseline",
-              _cli("finetune", "--config", str(recipe), *baseline_model, "--from", str(base / "pretrain" / "latest"),
+              _cli("finetune", "--config", str(recipe), "--from", str(base / "pretrain" / "latest"),
                    f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}")),
         Stage("baseline_export", "Export the baseline as a transformers Llama",
               action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2)),
@@ -90,16 +98,17 @@ def plan(out: Path, minutes: float, recipe: Path = RECIPE) -> list[Stage]:
         ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False"),
         ("llama", "hf", f"pretrained={base / 'llama'},dtype=float32"),
     ]
+    tasks = f"{retrieval},ppl_stdlib"
+    metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})
     for label, model, args in models:
-        for kind, tasks, metadata in (("grid", retrieval, EVAL_METADATA), ("ppl", "ppl_stdlib", PPL_METADATA)):
-            target = out / "eval" / f"{label}_{kind}"
-            stages.append(Stage(
-                f"eval_{label}_{kind}", f"lm-eval {kind}: {label}",
-                [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args,
-                 "--tasks", tasks, "--metadata", json.dumps(metadata), "--device", "cpu", "--batch_size", "1",
-                 "--output_path", str(target), "--log_samples"],
-                clear=target,
-            ))
+        target = out / "eval" / label
+        stages.append(Stage(
+            f"eval_{label}", f"lm-eval: {label} on passkey + NIAH at {', '.join(map(_length_name, lengths))} and ppl_stdlib",
+            [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args, "--tasks", tasks,
+             "--metadata", metadata, "--device", "cpu", "--batch_size", "4", "--output_path", str(target),
+             "--log_samples"],
+            clear=target,
+        ))
     stages.append(Stage(
         "report", "Write the report",
         _cli("report", str(out / "eval"), "-o", str(out / "report"), "--train-length", f"{checkpoint}={length}",
@@ -156,11 +165,15 @@ def _mark(out: Path, stage: Stage, seconds: float) -> None:
     os.replace(tmp, _state_file(out))
 
 
-def run(out: Path, minutes: float) -> int:
+def run(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT_SAMPLES) -> int:
     if not minutes > 0:
         raise QuickstartError(f"--minutes={minutes!r} is invalid: the training budget must be > 0 minutes")
+    if samples < 1:
+        raise QuickstartError(f"--samples={samples!r} is invalid: at least 1 sample per depth and length")
+    if not recipe.is_file():
+        raise QuickstartError(f"--recipe {str(recipe)!r} does not exist")
     check_out(out)
-    stages = plan(out, minutes)
+    stages = plan(out, minutes, recipe, samples)
     (out / "commands.sh").write_text(
         "#!/usr/bin/env bash\n# The commands `infini-bench quickstart` runs, in order.\nset -e\n"
         + "".join(f"# {s.title}\n{shlex.join(s.command)}\n" for s in stages if s.command)
@@ -196,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="quickstart", help="output folder (default ./quickstart); rerun to resume")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help=f"training budget in minutes for both models together (default {DEFAULT_MINUTES:g})")
+    parser.add_argument("--recipe", default=str(RECIPE), help="training recipe (default: recipes/quickstart-cpu.yaml)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help=f"evaluation samples per depth and length (default {DEFAULT_SAMPLES})")
     args = parser.parse_args(argv)
     try:
-        return run(Path(args.out).resolve(), args.minutes)
+        return run(Path(args.out).resolve(), args.minutes, Path(args.recipe).resolve(), args.samples)
     except QuickstartError as err:
         print(f"infini-bench quickstart: error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,109 @@
+"""`infini-bench quickstart` end to end with a tiny recipe and budget: every artefact exists and is well-formed
+(accuracy is not checked here; the README records a real run). Also its bad input and resume."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY_RECIPE = """
+model: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, segment_length: 64}
+data: {source: stdlib, sequence_length: 256, vocab_size: 512, max_tokens: 60000, tokenizer_train_chars: 300000}
+optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 1, batch_size: 2, micro_batch_size: 2}
+run: {max_steps: 3, save_every: 3, log_every: 1}
+finetune:
+  passkey: {num_examples: 8, lengths: [256], digits: 5}
+  optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 1, batch_size: 2, micro_batch_size: 2}
+  run: {max_steps: 3, save_every: 3, log_every: 1}
+"""
+
+
+def quickstart(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "infini_bench.cli", "quickstart", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quickstart")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    out = root / "out"
+    args = [sys.executable, "-m", "infini_bench.cli", "quickstart", "--out", str(out), "--minutes", "1",
+            "--recipe", str(recipe), "--samples", "1"]
+    # Ctrl-C once the first stage has finished: the next run must resume after it.
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stages = out / "quickstart_stages.json"
+    deadline = time.monotonic() + 300
+    while not stages.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
+    assert "interrupted; run the same command again to resume" in err
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[1/9] Pretrain the Infini model on the offline corpus: already done, skipped" in proc.stdout
+    return out, recipe, proc
+
+
+def test_every_artefact_exists_and_is_well_formed(finished_run):
+    out, _, proc = finished_run
+    from transformers import AutoConfig
+
+    import infini_bench  # noqa: F401  registers model_type "infini"
+
+    assert AutoConfig.from_pretrained(out / "infini" / "finetune" / "latest").model_type == "infini"
+    assert AutoConfig.from_pretrained(out / "baseline" / "llama").model_type == "llama"
+    for label in ("infini", "memory_off", "llama"):
+        results = list((out / "eval" / label).rglob("results_*.json"))
+        assert len(results) == 1, label
+        data = json.loads(results[0].read_text())
+        for task in ("passkey_256", "passkey_4k", "niah_1k", "ppl_stdlib"):
+            assert task in data["results"], (label, task)
+        assert "acc_d050,none" in data["results"]["passkey_256"]
+        assert list((out / "eval" / label).rglob("samples_passkey_4k_*.jsonl"))
+    report = out / "report"
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "http://" not in html and "https://" not in html
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary and list(report.glob("*.png"))
+    stages = json.loads((out / "quickstart_stages.json").read_text())
+    assert len(stages) == 9 and all(s["seconds"] >= 0 for s in stages.values())
+    commands = (out / "commands.sh").read_text()
+    assert commands.count("infini_bench.harness --model") == 3 and "use_memory=False" in commands
+    assert "report.html" in proc.stdout and "lm_eval" not in proc.stderr[-200:]
+
+
+def test_second_run_reuses_finished_stages(finished_run):
+    out, recipe, _ = finished_run
+    proc = quickstart("--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1")
+    assert proc.returncode == 0
+    assert proc.stdout.count("already done, skipped") == 9
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--minutes", "0"], "--minutes=0.0 is invalid"),
+        (["--minutes", "-2"], "--minutes=-2.0 is invalid"),
+        (["--samples", "0"], "--samples=0 is invalid"),
+    ],
+)
+def test_bad_budget(tmp_path, args, message):
+    proc = quickstart("--out", str(tmp_path / "o"), *args)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_that_is_a_file(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    proc = quickstart("--out", str(target))
+    assert proc.returncode == 1 and "is a file" in proc.stderr
+
+
+def test_out_that_is_not_writable():
+    proc = quickstart("--out", "/sys/infini-bench-quickstart")  # sysfs refuses new folders, even to root
+    assert proc.returncode == 1 and "not writable" in proc.stderr and "Traceback" not in proc.stderr
