@@ -93,6 +93,8 @@ def train(
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     set_seed(run.seed)
+    if run.cpu_threads is not None:
+        torch.set_num_threads(run.cpu_threads)
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)  # denormal floats in the memory make CPU training ~5x slower (DESIGN §4)
     setup = build(accelerator)

@@ -101,7 +101,9 @@ class PasskeyConfig:
     padding). `schedule`: "mix" cycles through `lengths` step by step; "ramp" adds the next length every
     `1/len(lengths)` of `max_steps` and then cycles through those unlocked (a curriculum over segments).
     `num_examples` examples are drawn per length and reused epoch after epoch.
-    `loss_on`: "answer" (the passkey digits only) or "all" (every token)."""
+    `loss_on`: "answer" (the passkey digits only) or "all" (every token).
+    `haystacks`: the builder's haystack sources ("filler", "stdlib" prose, ...), cycled over the examples; the
+    passkey tasks evaluate on "filler", other sources add variety to what the memory must learn to ignore."""
 
     num_examples: int = 2000
     lengths: list[int] = field(default_factory=lambda: [1024])
@@ -109,6 +111,7 @@ class PasskeyConfig:
     digits: int = 5
     seed: int = 0
     loss_on: str = "answer"
+    haystacks: list[str] = field(default_factory=lambda: ["filler"])
 
     def check(self, where: str) -> None:
         _positive(f"{where}.num_examples", self.num_examples)
@@ -119,6 +122,10 @@ class PasskeyConfig:
             raise RecipeError(f"{where}.lengths is empty: give at least one context length in tokens")
         for i, length in enumerate(self.lengths):
             _positive(f"{where}.lengths[{i}]", length)
+        if not self.haystacks:
+            raise RecipeError(f"{where}.haystacks is empty: give at least one haystack source (e.g. filler)")
+        if self.seed < 0:
+            raise RecipeError(f"{where}.seed={self.seed!r} must be >= 0")
 
 
 @dataclass
@@ -158,7 +165,9 @@ class RunConfig:
     """Where and how long: stop at `max_steps` or after `max_minutes` of training (whichever first, both counted
     across resumes); checkpoint every `save_every` steps and at the end; log every `log_every` steps.
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
-    keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all)."""
+    keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all).
+    cpu_threads: torch's CPU thread count per process (null: torch's default). Small models on a busy machine
+    often run several times faster with 1 thread than with threads that wait for each other."""
 
     output_dir: str = "runs/train"
     max_steps: int = 1000
@@ -168,8 +177,11 @@ class RunConfig:
     seed: int = 0
     precision: str = "auto"
     keep_checkpoints: int = 0
+    cpu_threads: int | None = None
 
     def check(self, where: str) -> None:
+        if self.cpu_threads is not None:
+            _positive(f"{where}.cpu_threads", self.cpu_threads)
         for name in ("max_steps", "save_every", "log_every"):
             _positive(f"{where}.{name}", getattr(self, name))
         if self.max_minutes is not None:

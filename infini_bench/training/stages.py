@@ -44,7 +44,7 @@ def pretraining(recipe: Recipe) -> Callable[[Accelerator], Setup]:
 def documents(data: DataConfig) -> Iterator[str]:
     """The corpus as an iterator of documents, in a fixed order."""
     if data.source == "stdlib":
-        from ..data.corpora import stdlib_files  # the train/eval split shared with the ppl_stdlib task
+        from ..data.corpus import stdlib_files  # the train/eval split shared with the ppl_stdlib task
 
         docs = text_corpus.iter_file_documents(stdlib_files(split="train"))
     elif data.source == "files":
@@ -118,7 +118,9 @@ def finetuning(recipe: FinetuneRecipe, checkpoint: str | Path) -> Callable[[Acce
         from .passkey_data import passkey_pools
 
         with accelerator.main_process_first():
-            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed)
+            data = passkey_pools(
+                recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, Path(recipe.run.output_dir) / "data"
+            )
         return Setup(model=model, tokenizer=tokenizer, data=data)
 
     return build

@@ -1,0 +1,74 @@
+"""Passkey finetuning data: the shared builder, training seeds only, answer-only loss, the length schedule, and a
+finetune run end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from infini_bench.data.passkey import build_passkey_docs
+from infini_bench.data.seeds import is_eval_seed
+from infini_bench.training.batches import Batch, PasskeyPools
+from infini_bench.training.commands import main as training_main
+from infini_bench.training.passkey_data import passkey_example, training_seed
+from infini_bench.training.recipe import PasskeyConfig
+
+from test_train_runs import corpus, log, overrides  # noqa: F401  (module fixture and helpers)
+
+
+def test_examples_are_exact_length_with_loss_on_the_answer_only(tiny_tokenizer):
+    cfg = PasskeyConfig(lengths=[192])
+    for index in range(4):
+        ids, labels, sample = passkey_example(tiny_tokenizer, cfg, 192, index)
+        assert len(ids) == len(labels) == 192
+        target = [t for t in labels if t != -100]
+        assert tiny_tokenizer.decode(target) == f" {sample['answer']}."  # the key, then where it ends
+        assert ids[-len(target):] == target and labels[: -len(target)] == [-100] * (192 - len(target))
+        assert sample["input_ids"] == ids[: -len(target)]
+        assert not is_eval_seed(sample["seed"]) and sample["seed"] == training_seed(0, 192, index)
+        assert f"The pass key is {sample['answer']}." in sample["prompt"]
+    ids, labels, _ = passkey_example(tiny_tokenizer, PasskeyConfig(loss_on="all"), 192, 0)
+    assert labels == ids
+
+
+def test_training_seeds_never_build_an_evaluation_document(tiny_tokenizer):
+    seeds = {training_seed(base, length, i) for base in (0, 1, 2**40) for length in (192, 1024) for i in range(500)}
+    assert len(seeds) == 3000 and not any(is_eval_seed(s) for s in seeds)
+    docs, _ = build_passkey_docs(tiny_tokenizer, 192, depths=[0, 50, 100], samples=2)
+    assert all(is_eval_seed(d["seed"]) for d in docs) and not seeds & {d["seed"] for d in docs}
+
+
+def pools(lengths, schedule, max_steps):
+    fake = {n: Batch(torch.full((4, n), n), torch.full((4, n), n)) for n in lengths}
+    return PasskeyPools(fake, schedule, max_steps, seed=0)
+
+
+def test_length_schedules():
+    mix = pools([128, 256, 512], "mix", 9)
+    assert [mix.length_at(s) for s in range(6)] == [128, 256, 512, 128, 256, 512]
+    ramp = pools([128, 256, 512], "ramp", 9)  # a curriculum: short sequences first, longer ones join the mix
+    assert [ramp.length_at(s) for s in range(9)] == [128, 128, 128, 256, 128, 256, 128, 256, 512]
+    cursors: dict[str, int] = {}
+    batch = mix.global_batch(1, 3, cursors)
+    assert batch.input_ids.shape == (3, 256) and cursors == {"256": 3}
+
+
+def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: F811
+    pre = tmp_path / "pre"
+    assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
+    ft = tmp_path / "ft"
+    args = [
+        "finetune", "--from", str(pre / "latest"),
+        f"finetune.run.output_dir={ft}", "finetune.passkey.lengths=[160,192]", "finetune.passkey.num_examples=8",
+        "finetune.optim.batch_size=2", "finetune.optim.micro_batch_size=1", "finetune.optim.warmup_steps=1",
+        "finetune.run.max_steps=4", "finetune.run.save_every=2", "finetune.run.log_every=1",
+        "finetune.passkey.schedule=mix",
+    ]
+    assert training_main(args) == 0
+    records = log(ft)
+    assert [r["seq_len"] for r in records] == [160, 192, 160, 192]
+    state = json.loads((ft / "latest" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["cursors"] == {"160": 4, "192": 4}
+    assert (ft / "latest" / "tokenizer.json").is_file()  # the tokenizer comes from --from
+    assert training_main([*args[:3], f"finetune.run.output_dir={tmp_path / 'x'}", "finetune.passkey.lengths=[8]"]) == 1
