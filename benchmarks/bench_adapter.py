@@ -11,6 +11,9 @@
    same weights as a full-attention Llama, and against regenerating with no cache (the whole prompt recomputed
    for every new token, as earlier Infini evaluation scripts do).
 
+Every measurement runs with one torch thread (`--threads`): on a shared 2-core machine, two OpenMP threads next to
+someone else's busy core spend most of their time waiting for each other (10x slower, and erratic).
+
 The model: 4 layers, d_model 256, 4 heads, SwiGLU 688, segment 2048, random weights (speed and memory do not
 depend on the weights), a 1024-token byte-level BPE trained on the Python standard library's sources.
 """
@@ -32,6 +35,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SEGMENT = 2048
+THREADS = 1  # set from --threads
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 
 
@@ -224,7 +228,7 @@ def child_passkey(infini_dir: Path, llama_dir: Path, which: str) -> dict:
 # --- parent ---------------------------------------------------------------------------------------------------------
 def in_child(*args: str, timeout: int = 3600) -> dict:
     """One measurement in a fresh process; the load average before it is kept (the machine may be shared)."""
-    cmd = [sys.executable, __file__, "--child", *args]
+    cmd = [sys.executable, __file__, "--child", *args, "--threads", str(THREADS)]
     load_before = os.getloadavg()[0]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -237,9 +241,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/infini_bench_adapter"))
     parser.add_argument("--skip-1m", action="store_true", help="leave out the 1M-token rolling run")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per measurement (default 1)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
         kind, *rest = args.child
         infini_dir = Path(rest[0])
         if kind == "rolling":
@@ -255,7 +265,7 @@ def main() -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     infini_dir, llama_dir = build_checkpoints(args.workdir)
-    figures: dict = {"machine": f"{os.cpu_count()} CPU threads, torch {torch.__version__}, {torch.get_num_threads()} torch threads"}
+    figures: dict = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch thread(s) per measurement"}
     print(f"# {figures['machine']}", flush=True)
 
     lengths = [4096, 16384, 65536, 262144] + ([] if args.skip_1m else [1_048_576])
