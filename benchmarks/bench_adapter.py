@@ -3,8 +3,8 @@
     python benchmarks/bench_adapter.py [--workdir DIR] [--skip-1m]
 
 1. Peak memory of `loglikelihood_rolling` at 4K, 16K, 64K, 256K (and 1M) tokens: every length in a fresh
-   subprocess; reported as the process's peak RSS (`ru_maxrss`) and as the peak RSS growth during the call (RSS
-   sampled every 2 ms by a thread, minus the RSS just before the call).
+   subprocess; reported as the process's peak RSS (`ru_maxrss`), and as the peak growth during the call (sampled
+   every 2 ms by a thread) of the RSS and of the live C heap (glibc `mallinfo2`, where torch's CPU tensors live).
 2. Time per generated token (64 new tokens, greedy, best of 3) after a 1K-, 32K- and 33K-token prompt (33K puts
    the decode at the same place inside its segment as 1K; 32K starts a fresh segment).
 3. A 16K-token passkey prompt, 15 new tokens: this adapter's `generate_until` against lm-eval's `hf` model on the
@@ -20,6 +20,7 @@ depend on the weights), a 1024-token byte-level BPE trained on the Python standa
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -98,12 +99,22 @@ def text_of_about(lm, n_tokens: int, source: str) -> str:
     return text
 
 
-class RssSampler:
-    """Peak resident memory of this process while a block runs (sampled from /proc every 2 ms)."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+class MemorySampler:
+    """Peak memory of this process while a block runs, sampled every 2 ms by a thread:
+    `rss` from /proc/self/statm, and `live` = bytes the C allocator has handed out and not yet taken back
+    (glibc `mallinfo2`: uordblks + hblkhd), which is where torch's CPU tensors live. RSS also counts memory the
+    allocator keeps after a free, so it depends on allocation history; `live` does not."""
 
     def __init__(self) -> None:
         self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = self.start = self.rss()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        self._mallinfo = libc.mallinfo2
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -111,20 +122,29 @@ class RssSampler:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * self.page
 
+    def live(self) -> int:
+        info = self._mallinfo()
+        return info.uordblks + info.hblkhd
+
+    def _sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.rss())
+        self.peak_live = max(self.peak_live, self.live())
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
+            self._sample()
             time.sleep(0.002)
 
-    def __enter__(self) -> "RssSampler":
-        self.start = self.peak = self.rss()
+    def __enter__(self) -> "MemorySampler":
+        self.start_rss = self.peak_rss = self.rss()
+        self.start_live = self.peak_live = self.live()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.rss())
+        self._sample()
 
 
 # --- children (one measurement each, in a fresh process) ------------------------------------------------------------
@@ -135,7 +155,7 @@ def child_rolling(infini_dir: Path, n_tokens: int) -> dict:
     text = text_of_about(lm, n_tokens, stdlib_text(min(60_000_000, 6 * n_tokens)))
     tokens = len(lm.tok_encode(text))
     request = [Instance("loglikelihood_rolling", {}, (text,), 0)]
-    with RssSampler() as rss:
+    with MemorySampler() as mem:
         start = time.perf_counter()
         [logprob] = lm.loglikelihood_rolling(request, disable_tqdm=True)
         seconds = time.perf_counter() - start
@@ -145,8 +165,9 @@ def child_rolling(infini_dir: Path, n_tokens: int) -> dict:
         "tokens_per_s": tokens / seconds,
         "nll_per_token": -logprob / tokens,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_call_mb": rss.start / 2**20,
-        "peak_growth_during_call_mb": (rss.peak - rss.start) / 2**20,
+        "rss_before_call_mb": mem.start_rss / 2**20,
+        "peak_rss_growth_during_call_mb": (mem.peak_rss - mem.start_rss) / 2**20,
+        "peak_live_heap_growth_during_call_mb": (mem.peak_live - mem.start_live) / 2**20,
     }
 
 
@@ -275,7 +296,8 @@ def main() -> None:
         print(json.dumps({"rolling": n, **figures["rolling"][n]}), flush=True)
     r4, r64 = figures["rolling"][4096], figures["rolling"][65536]
     figures["rolling_ratio_peak_rss"] = r64["peak_rss_mb"] / r4["peak_rss_mb"]
-    figures["rolling_ratio_growth"] = r64["peak_growth_during_call_mb"] / r4["peak_growth_during_call_mb"]
+    for key in ("peak_rss_growth_during_call_mb", "peak_live_heap_growth_during_call_mb"):
+        figures[f"rolling_ratio_{key.removesuffix('_during_call_mb')}"] = r64[key] / r4[key]
 
     decode = in_child("decode", str(infini_dir))
     figures["decode"] = decode["rows"]
