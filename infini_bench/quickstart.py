@@ -67,10 +67,16 @@ def _length_name(tokens: int) -> str:
     return name
 
 
-def plan(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT_SAMPLES) -> list[Stage]:
+def plan(
+    out: Path,
+    minutes: float,
+    recipe: Path = RECIPE,
+    samples: int = DEFAULT_SAMPLES,
+    multiples: tuple[int, ...] = LENGTH_MULTIPLES,
+) -> list[Stage]:
     """The stages, in order, with their exact commands."""
     length = _finetune_length(recipe)
-    lengths = [length * m for m in LENGTH_MULTIPLES]
+    lengths = [length * m for m in multiples]
     infini, base = out / "infini", out / "baseline"
     pre_min = round(minutes * SHARES["pretrain"], 3)
     fin_min = round(minutes * SHARES["finetune"], 3)
@@ -165,7 +171,13 @@ def _mark(out: Path, stage: Stage, seconds: float) -> None:
     os.replace(tmp, _state_file(out))
 
 
-def run(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT_SAMPLES) -> int:
+def run(
+    out: Path,
+    minutes: float,
+    recipe: Path = RECIPE,
+    samples: int = DEFAULT_SAMPLES,
+    multiples: tuple[int, ...] = LENGTH_MULTIPLES,
+) -> int:
     if not minutes > 0:
         raise QuickstartError(f"--minutes={minutes!r} is invalid: the training budget must be > 0 minutes")
     if samples < 1:
@@ -173,7 +185,7 @@ def run(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT
     if not recipe.is_file():
         raise QuickstartError(f"--recipe {str(recipe)!r} does not exist")
     check_out(out)
-    stages = plan(out, minutes, recipe, samples)
+    stages = plan(out, minutes, recipe, samples, multiples)
     (out / "commands.sh").write_text(
         "#!/usr/bin/env bash\n# The commands `infini-bench quickstart` runs, in order.\nset -e\n"
         + "".join(f"# {s.title}\n{shlex.join(s.command)}\n" for s in stages if s.command)
@@ -204,6 +216,16 @@ def run(out: Path, minutes: float, recipe: Path = RECIPE, samples: int = DEFAULT
     return 0
 
 
+def _multiples(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers, e.g. 1,2,4")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infini-bench quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="quickstart", help="output folder (default ./quickstart); rerun to resume")
@@ -212,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=str(RECIPE), help="training recipe (default: recipes/quickstart-cpu.yaml)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"evaluation samples per depth and length (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--multiples", type=_multiples, default=LENGTH_MULTIPLES,
+                        help="evaluation lengths as multiples of the finetuning length (default 1,2,4,8,16)")
     args = parser.parse_args(argv)
     try:
-        return run(Path(args.out).resolve(), args.minutes, Path(args.recipe).resolve(), args.samples)
+        return run(Path(args.out).resolve(), args.minutes, Path(args.recipe).resolve(), args.samples, args.multiples)
     except QuickstartError as err:
         print(f"infini-bench quickstart: error: {err}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory):
     recipe.write_text(TINY_RECIPE)
     out = root / "out"
     args = [sys.executable, "-m", "infini_bench.cli", "quickstart", "--out", str(out), "--minutes", "1",
-            "--recipe", str(recipe), "--samples", "1"]
+            "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]
     # Ctrl-C once the first stage has finished: the next run must resume after it.
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stages = out / "quickstart_stages.json"
@@ -61,10 +61,10 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
         results = list((out / "eval" / label).rglob("results_*.json"))
         assert len(results) == 1, label
         data = json.loads(results[0].read_text())
-        for task in ("passkey_256", "passkey_4k", "niah_1k", "ppl_stdlib"):
+        for task in ("passkey_256", "passkey_512", "niah_256", "niah_512", "ppl_stdlib"):
             assert task in data["results"], (label, task)
         assert "acc_d050,none" in data["results"]["passkey_256"]
-        assert list((out / "eval" / label).rglob("samples_passkey_4k_*.jsonl"))
+        assert list((out / "eval" / label).rglob("samples_passkey_512_*.jsonl"))
     report = out / "report"
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "http://" not in html and "https://" not in html
@@ -79,7 +79,7 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
 
 def test_second_run_reuses_finished_stages(finished_run):
     out, recipe, _ = finished_run
-    proc = quickstart("--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1")
+    proc = quickstart("--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2")
     assert proc.returncode == 0
     assert proc.stdout.count("already done, skipped") == 9
 
@@ -90,20 +90,35 @@ def test_second_run_reuses_finished_stages(finished_run):
         (["--minutes", "0"], "--minutes=0.0 is invalid"),
         (["--minutes", "-2"], "--minutes=-2.0 is invalid"),
         (["--samples", "0"], "--samples=0 is invalid"),
+        (["--recipe", "/no/such/recipe.yaml"], "--recipe '/no/such/recipe.yaml' does not exist"),
     ],
 )
-def test_bad_budget(tmp_path, args, message):
-    proc = quickstart("--out", str(tmp_path / "o"), *args)
-    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
+    from infini_bench.quickstart import main
+
+    assert main(["--out", str(tmp_path / "o"), *args]) == 1
+    assert message in capsys.readouterr().err
 
 
-def test_out_that_is_a_file(tmp_path):
+def test_bad_multiples(capsys):
+    from infini_bench.quickstart import main
+
+    with pytest.raises(SystemExit):
+        main(["--multiples", "1,x"])
+    assert "'1,x' is not a comma-separated list" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    from infini_bench.quickstart import main
+
     target = tmp_path / "file.txt"
     target.write_text("x")
-    proc = quickstart("--out", str(target))
-    assert proc.returncode == 1 and "is a file" in proc.stderr
+    assert main(["--out", str(target)]) == 1
+    assert "is a file" in capsys.readouterr().err
 
 
-def test_out_that_is_not_writable():
-    proc = quickstart("--out", "/sys/infini-bench-quickstart")  # sysfs refuses new folders, even to root
-    assert proc.returncode == 1 and "not writable" in proc.stderr and "Traceback" not in proc.stderr
+def test_out_that_is_not_writable(capsys):
+    from infini_bench.quickstart import main
+
+    assert main(["--out", "/sys/infini-bench-quickstart"]) == 1  # sysfs refuses new folders, even to root
+    assert "not writable" in capsys.readouterr().err
