@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from .recipes import RECIPES_DIR
 RECIPE = Path(RECIPES_DIR) / "quickstart-cpu.yaml"
 DEFAULT_MINUTES = 10.0
 # Shares of the training budget. Both models get the same recipe and the same number of minutes.
-SHARES = {"pretrain": 0.25, "finetune": 0.25}
+# The two models train side by side (one CPU thread each in the quickstart recipe), each for the whole budget.
+SHARES = {"pretrain": 0.2, "finetune": 0.8}
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 DEFAULT_SAMPLES = 3  # per depth and length
 PPL_METADATA = {"doc_tokens": 4096, "min_doc_tokens": 4096, "max_docs": 3}
@@ -43,6 +45,7 @@ class Stage:
     command: list[str] = field(default_factory=list)  # a subprocess argv, or empty for `action`
     action: object = None  # an in-process callable for the one step no command covers (Llama export)
     clear: Path | None = None  # output folder emptied before running, so a rerun never mixes two runs
+    background: bool = False  # runs beside the foreground stages (its output goes to DIR/logs/<name>.log)
 
 
 def _cli(*args: str) -> list[str]:
@@ -90,12 +93,14 @@ def plan(
                    f"finetune.run.output_dir={infini / 'finetune'}", f"finetune.run.max_minutes={fin_min}")),
         Stage("baseline_pretrain", "Pretrain the full-attention baseline (same recipe, one segment, no memory)",
               _cli("train", "--config", str(recipe), *baseline_model, f"run.output_dir={base / 'pretrain'}",
-                   f"run.max_minutes={pre_min}")),
+                   f"run.max_minutes={pre_min}"), background=True),
         Stage("baseline_finetune", "Passkey-finetune the full-attention baseline",
               _cli("finetune", "--config", str(recipe), "--from", str(base / "pretrain" / "latest"),
-                   f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}")),
+                   f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
+              background=True),
         Stage("baseline_export", "Export the baseline as a transformers Llama",
-              action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2)),
+              action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2),
+              background=True),
     ]
     retrieval = ",".join(f"{family}_{_length_name(n)}" for family in ("passkey", "niah") for n in lengths)
     checkpoint = infini / "finetune" / "latest"
@@ -164,11 +169,13 @@ def _finished(out: Path) -> dict:
 
 
 def _mark(out: Path, stage: Stage, seconds: float) -> None:
-    done = _finished(out)
-    done[stage.name] = {"command": shlex.join(stage.command) if stage.command else stage.title, "seconds": round(seconds, 1)}
-    tmp = _state_file(out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(done, indent=2))
-    os.replace(tmp, _state_file(out))
+    with _MARK_LOCK:
+        done = _finished(out)
+        done[stage.name] = {"command": shlex.join(stage.command) if stage.command else stage.title,
+                            "seconds": round(seconds, 1)}
+        tmp = _state_file(out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=2))
+        os.replace(tmp, _state_file(out))
 
 
 def run(
@@ -190,30 +197,80 @@ def run(
         "#!/usr/bin/env bash\n# The commands `infini-bench quickstart` runs, in order.\nset -e\n"
         + "".join(f"# {s.title}\n{shlex.join(s.command)}\n" for s in stages if s.command)
     )
-    done = _finished(out)
     started = time.monotonic()
-    for i, stage in enumerate(stages, 1):
-        head = f"[{i}/{len(stages)}] {stage.title}"
-        if stage.name in done:
-            print(f"{head}: already done, skipped", flush=True)
-            continue
-        print(f"\n{head}\n  $ {shlex.join(stage.command) if stage.command else '(in process)'}", flush=True)
-        t0 = time.monotonic()
-        if stage.clear is not None:
-            shutil.rmtree(stage.clear, ignore_errors=True)
-        if stage.command:
-            code = subprocess.call(stage.command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            if code != 0:
-                raise QuickstartError(f"stage {stage.name!r} failed (exit code {code}); fix the cause and run again to resume")
-        else:
-            stage.action()
-        _mark(out, stage, time.monotonic() - t0)
+    numbered = list(enumerate(stages, 1))
+    background = [(i, s) for i, s in numbered if s.background]
+    errors: list[BaseException] = []
+    lane = threading.Thread(target=_run_lane, args=(out, background, len(stages), errors), daemon=True)
+    lane.start()
+    try:
+        for i, stage in numbered:
+            if stage.background:
+                continue
+            if stage.name.startswith("eval_"):
+                lane.join()  # the evaluations need both models
+                if errors:
+                    raise errors[0]
+            _run_stage(out, stage, i, len(stages), log=None)
+    except BaseException:
+        _STOP.set()
+        for child in list(_CHILDREN):
+            child.terminate()
+        lane.join()
+        raise
     total = (time.monotonic() - started) / 60
     print(f"\nquickstart finished in {total:.1f} min (this run)")
     print(f"report:    {out / 'report' / 'report.html'}")
     print(f"summary:   {out / 'report' / 'summary.json'}")
     print(f"commands:  {out / 'commands.sh'} (every command above, to re-run any step by hand)")
     return 0
+
+
+_STOP = threading.Event()
+_MARK_LOCK = threading.Lock()
+_CHILDREN: list[subprocess.Popen] = []  # the background lane's running command, stopped with the foreground
+
+
+def _run_lane(out: Path, stages: list[tuple[int, Stage]], total: int, errors: list[BaseException]) -> None:
+    """The background lane: its stages in order, each logged to a file; the first failure stops the lane."""
+    (out / "logs").mkdir(exist_ok=True)
+    try:
+        for i, stage in stages:
+            if _STOP.is_set():
+                return
+            _run_stage(out, stage, i, total, log=out / "logs" / f"{stage.name}.log")
+    except BaseException as err:  # reported by the foreground when it needs this lane's results
+        errors.append(err)
+
+
+def _run_stage(out: Path, stage: Stage, i: int, total: int, log: Path | None) -> None:
+    head = f"[{i}/{total}] {stage.title}"
+    if stage.name in _finished(out):
+        print(f"{head}: already done, skipped", flush=True)
+        return
+    where = f"\n  (running alongside; output in {log})" if log else ""
+    print(f"\n{head}\n  $ {shlex.join(stage.command) if stage.command else '(in process)'}{where}", flush=True)
+    t0 = time.monotonic()
+    if stage.clear is not None:
+        shutil.rmtree(stage.clear, ignore_errors=True)
+    if stage.command:
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        if log is None:
+            code = subprocess.call(stage.command, env=env)
+        else:
+            with open(log, "w") as handle:
+                child = subprocess.Popen(stage.command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+                _CHILDREN.append(child)
+                code = child.wait()
+                _CHILDREN.remove(child)
+        if code != 0:
+            if code < 0 or code == 130 or _STOP.is_set():
+                raise KeyboardInterrupt
+            raise QuickstartError(f"stage {stage.name!r} failed (exit code {code}); fix the cause and run again to resume")
+    else:
+        stage.action()
+    _mark(out, stage, time.monotonic() - t0)
+    print(f"{head}: done in {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def _multiples(text: str) -> tuple[int, ...]:
