@@ -83,8 +83,9 @@ def plan(
     infini, base = out / "infini", out / "baseline"
     pre_min = round(minutes * SHARES["pretrain"], 3)
     fin_min = round(minutes * SHARES["finetune"], 3)
-    # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory.
-    baseline_model = ["model.use_memory=false", f"model.segment_length={length}"]
+    # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory
+    # (full attention). Its pretraining sequences are one such segment long.
+    baseline_model = ["model.use_memory=false", f"model.segment_length={length}", f"data.sequence_length={length}"]
     stages = [
         Stage("infini_pretrain", "Pretrain the Infini model on the offline corpus",
               _cli("train", "--config", str(recipe), f"run.output_dir={infini / 'pretrain'}", f"run.max_minutes={pre_min}")),
