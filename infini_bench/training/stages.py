@@ -110,7 +110,7 @@ def finetuning(recipe: FinetuneRecipe, checkpoint: str | Path) -> Callable[[Acce
         model = load_infini(checkpoint)
         segment = model.config.segment_length
         for length in recipe.passkey.lengths:
-            if length < segment:
+            if model.config.use_memory and length < segment:
                 raise RecipeError(
                     f"finetune.passkey.lengths has {length}, shorter than one segment (segment_length={segment} "
                     f"in {str(checkpoint)!r}): the memory would never be used"
