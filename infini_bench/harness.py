@@ -93,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         prepare_run_args(args)
     elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
         args.include_path = TASKS_DIR
-    cli.execute(args)
+    from infini_bench.model_adapters.options import InfiniArgumentError
+
+    try:
+        cli.execute(args)
+    except InfiniArgumentError as err:  # a bad --model_args value: the message names it; no traceback needed
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
