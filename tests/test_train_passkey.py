@@ -17,17 +17,22 @@ from infini_bench.training.recipe import PasskeyConfig
 from test_train_runs import corpus, log, overrides  # noqa: F401  (module fixture and helpers)
 
 
-def test_examples_are_exact_length_with_loss_on_the_answer_only(tiny_tokenizer):
+def test_examples_are_the_task_prompt_plus_the_key(tiny_tokenizer):
+    """Each example is exactly the prompt the passkey task feeds at that length (length - 16 answer tokens), then
+    the key and "."; the loss is on the key and "." only."""
     cfg = PasskeyConfig(lengths=[192])
+    assert cfg.answer_budget == 16  # the passkey tasks' default for 5 digits: max(16, digits + 8)
+    lengths = set()
     for index in range(4):
         ids, labels, sample = passkey_example(tiny_tokenizer, cfg, 192, index)
-        assert len(ids) == len(labels) == 192
+        assert sample["prompt_tokens"] == 192 - 16 and sample["input_ids"] == ids[: 192 - 16]
         target = [t for t in labels if t != -100]
         assert tiny_tokenizer.decode(target) == f" {sample['answer']}."  # the key, then where it ends
-        assert ids[-len(target):] == target and labels[: -len(target)] == [-100] * (192 - len(target))
-        assert sample["input_ids"] == ids[: -len(target)]
+        assert ids[192 - 16 :] == target and labels[: 192 - 16] == [-100] * (192 - 16)
         assert not is_eval_seed(sample["seed"]) and sample["seed"] == training_seed(0, 192, index)
         assert f"The pass key is {sample['answer']}." in sample["prompt"]
+        lengths.add(len(ids))
+    assert lengths == {192 - 16 + 7}  # equal lengths: batches need no padding
     ids, labels, _ = passkey_example(tiny_tokenizer, PasskeyConfig(loss_on="all"), 192, 0)
     assert labels == ids
 
@@ -67,7 +72,7 @@ def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: 
     ]
     assert training_main(args) == 0
     records = log(ft)
-    assert [r["seq_len"] for r in records] == [160, 192, 160, 192]
+    assert [r["seq_len"] for r in records] == [160 - 9, 192 - 9, 160 - 9, 192 - 9]  # prompt + key + "." 
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["cursors"] == {"160": 4, "192": 4}
     assert (ft / "latest" / "tokenizer.json").is_file()  # the tokenizer comes from --from

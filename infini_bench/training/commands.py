@@ -12,8 +12,13 @@ overrides (after the flags, or with --set): dotted recipe keys, values parsed as
   run.max_steps=200  run.output_dir=runs/x  optim.lr=1e-3  model.memory_update=delta  data.paths=[a.txt,b.jsonl]
 finetune overrides name the finetune section: finetune.optim.lr=1e-4  finetune.passkey.lengths=[256,512]
 
+resuming: by default a run continues from the newest checkpoint in its output folder (run.output_dir).
+
 many processes: accelerate launch [--multi_gpu | --config_file recipes/accelerate/fsdp.yaml] \\
                   -m infini_bench.cli train --config recipes/<recipe>.yaml
+  (the global batch, optim.batch_size, stays the same on any number of processes; on a machine without GPUs,
+  `accelerate launch --multi_gpu --num_processes 2` runs 2 CPU processes over gloo: accelerate 1.x's
+  `--cpu --num_processes 2` starts a single process unless mpirun is installed)
 """
 
 

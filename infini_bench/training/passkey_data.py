@@ -1,7 +1,7 @@
 """Passkey finetuning examples, built by the same builder the passkey tasks use (`infini_bench.data.passkey`).
 
-Each example is prompt + answer, exactly `length` tokens in the model's tokenizer, so one length makes a batch with
-no padding. Seeds come from the training namespace (`infini_bench.data.seeds`: below 2**62), so no example can
+Each example is the prompt the passkey task of that length feeds, then the key and "."; all examples of one
+length have the same number of tokens, so a batch needs no padding. Seeds come from the training namespace (`infini_bench.data.seeds`: below 2**62), so no example can
 reproduce an evaluation document; the needle depth is drawn uniformly in [0, 100] % from the same seed.
 """
 from __future__ import annotations
@@ -28,26 +28,33 @@ def training_seed(base_seed: int, length: int, index: int) -> int:
 
 
 def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> tuple[list[int], list[int], dict]:
-    """(input_ids, labels, sample) of one example: prompt + answer + ".", exactly `length` tokens.
+    """(input_ids, labels, sample) of one example: the prompt the passkey task feeds at `length` (length −
+    answer budget tokens), then the key and ".".
 
-    The "." after the key (as in the needle, "The pass key is 67732.") teaches the model where the key ends;
-    without it a model trained on the answer alone keeps emitting digits and the first number is wrong.
-    Labels are -100 outside answer and "." when `loss_on` is answer."""
+    Training on the evaluation layout matters: a model trained on prompts that end elsewhere in their last
+    segment learns that layout and fails on the task's. The "." after the key (as in the needle, "The pass key is
+    67732.") teaches the model where the key ends; without it the model keeps emitting digits and the first number
+    is wrong. Labels are -100 outside the key and "." when `loss_on` is answer."""
     seed = training_seed(cfg.seed, length, index)
     depth = round(random.Random(seed).uniform(0.0, 100.0), 2)
     haystack = cfg.haystacks[index % len(cfg.haystacks)]
-    build = lambda budget: build_passkey_sample(  # noqa: E731
-        tokenizer, length, depth, seed, n_digits=cfg.digits, answer_tokens=budget, haystack=haystack
+    sample = build_passkey_sample(
+        tokenizer, length, depth, seed, n_digits=cfg.digits, answer_tokens=cfg.answer_budget, haystack=haystack
     )
-    sample = build(None)
-    end = answer_terminator(tokenizer, sample)
-    sample = build(len(sample["answer_ids"]) + len(end))
-    target = list(sample["answer_ids"]) + end
+    target = list(sample["answer_ids"]) + answer_terminator(tokenizer, sample)
+    if len(target) > cfg.answer_budget:
+        raise ValueError(
+            f"the key and '.' take {len(target)} tokens, more than answer_tokens={cfg.answer_budget}: raise answer_tokens"
+        )
     ids = list(sample["input_ids"]) + target
-    if len(ids) != length:  # the builder promises exact lengths; a silent mismatch would break batching
-        raise ValueError(f"passkey builder gave {len(ids)} tokens for length {length} (seed {seed})")
     labels = [-100] * len(sample["input_ids"]) + target if cfg.loss_on == "answer" else list(ids)
     return ids, labels, sample
+
+
+def example_length(tokenizer, cfg: PasskeyConfig, length: int) -> int:
+    """Tokens in one training example for task length `length`: the prompt plus key and "." (the unused rest of
+    the answer budget is not trained on, so examples are a little shorter than `length`)."""
+    return len(passkey_example(tokenizer, cfg, length, 0)[0])
 
 
 def answer_terminator(tokenizer, sample: dict) -> list[int]:
@@ -65,7 +72,7 @@ def passkey_pools(cfg: PasskeyConfig, tokenizer, max_steps: int, seed: int, cach
     """`num_examples` examples per length (cached under `cache_dir`), served by the step schedule."""
     pools = {}
     for length in cfg.lengths:
-        key = text_corpus.cache_key({"passkey": vars(cfg) | {"lengths": None}, "length": length, "v": 2}, tokenizer)
+        key = text_corpus.cache_key({"passkey": vars(cfg) | {"lengths": None}, "length": length, "v": 3}, tokenizer)
         path = Path(cache_dir) / f"passkey-{key}.npz"
         if path.is_file():
             arrays = np.load(path)
@@ -75,6 +82,12 @@ def passkey_pools(cfg: PasskeyConfig, tokenizer, max_steps: int, seed: int, cach
                 rows = [passkey_example(tokenizer, cfg, length, i)[:2] for i in range(cfg.num_examples)]
             except ValueError as err:
                 raise ValueError(f"finetune.passkey.lengths has {length}, which the passkey builder refuses: {err}") from err
+            sizes = {len(r[0]) for r in rows}
+            if len(sizes) > 1:  # equal lengths are what lets a batch go without padding
+                raise ValueError(
+                    f"passkey examples for length {length} have different token counts {sorted(sizes)}: the tokenizer "
+                    "gives keys of different lengths (use one that splits digits one per token)"
+                )
             ids = np.asarray([r[0] for r in rows], dtype=np.int64)
             labels = np.asarray([r[1] for r in rows], dtype=np.int64)
             path.parent.mkdir(parents=True, exist_ok=True)

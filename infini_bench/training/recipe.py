@@ -103,7 +103,10 @@ class PasskeyConfig:
     `num_examples` examples are drawn per length and reused epoch after epoch.
     `loss_on`: "answer" (the passkey digits only) or "all" (every token).
     `haystacks`: the builder's haystack sources ("filler", "stdlib" prose, ...), cycled over the examples; the
-    passkey tasks evaluate on "filler", other sources add variety to what the memory must learn to ignore."""
+    passkey tasks evaluate on "filler", other sources add variety to what the memory must learn to ignore.
+    `answer_tokens`: the answer budget the passkey tasks reserve, so the prompt is exactly what lm-eval feeds at
+    that length (length − answer_tokens tokens); the example is that prompt + key + "." (null: the tasks' own
+    default, max(16, digits + 8))."""
 
     num_examples: int = 2000
     lengths: list[int] = field(default_factory=lambda: [1024])
@@ -112,6 +115,11 @@ class PasskeyConfig:
     seed: int = 0
     loss_on: str = "answer"
     haystacks: list[str] = field(default_factory=lambda: ["filler"])
+    answer_tokens: int | None = None
+
+    @property
+    def answer_budget(self) -> int:
+        return self.answer_tokens if self.answer_tokens is not None else max(16, self.digits + 8)
 
     def check(self, where: str) -> None:
         _positive(f"{where}.num_examples", self.num_examples)
@@ -122,6 +130,10 @@ class PasskeyConfig:
             raise RecipeError(f"{where}.lengths is empty: give at least one context length in tokens")
         for i, length in enumerate(self.lengths):
             _positive(f"{where}.lengths[{i}]", length)
+        if self.answer_tokens is not None and self.answer_tokens < self.digits + 2:
+            raise RecipeError(
+                f"{where}.answer_tokens={self.answer_tokens!r} cannot hold a space, {self.digits} digits and the '.'"
+            )
         if not self.haystacks:
             raise RecipeError(f"{where}.haystacks is empty: give at least one haystack source (e.g. filler)")
         if self.seed < 0:

@@ -59,7 +59,11 @@ def pretraining_tokenizer(recipe: Recipe, saved: Path):
     output folder, so a resume, or another process, reads the very same one)."""
     name = recipe.data.tokenizer or recipe.model.init_from
     if name:
-        return AutoTokenizer.from_pretrained(name)
+        try:
+            return AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as err:
+            key = "data.tokenizer" if recipe.data.tokenizer else "model.init_from"
+            raise FileNotFoundError(f"{key}={name!r}: no tokenizer can be loaded from it ({err})") from None
     if (saved / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(saved)
     tokenizer = train_bpe_tokenizer(_first_chars(documents(recipe.data), recipe.data.tokenizer_train_chars), recipe.data.vocab_size)
