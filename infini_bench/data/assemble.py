@@ -44,6 +44,19 @@ class AssembledPrompt:
     haystack_tokens: int
     method: str  # "stitched" or "retokenised"
 
+    def doc_fields(self, haystack: str, answer_tokens: int) -> dict:
+        """The fields every retrieval doc carries about its prompt (passkey and NIAH alike)."""
+        return {
+            "prompt": self.text,
+            "input_ids": self.input_ids.tolist(),
+            "prompt_tokens": len(self.input_ids),
+            "answer_tokens": answer_tokens,
+            "needle_depth_percent": self.needle_depths[0],
+            "haystack": haystack,
+            "haystack_tokens": self.haystack_tokens,
+            "build_method": self.method,
+        }
+
 
 @dataclass
 class _Piece:

@@ -124,8 +124,7 @@ def build_niah_sample(
             f"NIAH ({variant}) context_length={context_length} with answer_tokens={budget}: {err}"
         ) from err
     return {
-        "prompt": prompt.text,
-        "input_ids": prompt.input_ids.tolist(),
+        **prompt.doc_fields(hay.name, budget),
         "answer": ", ".join(answers),
         "answers": answers,
         "key": keys[0],
@@ -139,12 +138,6 @@ def build_niah_sample(
         "needle_values": values,
         "needle_depths_requested": [float(d) for d in depths],
         "needle_positions": prompt.needle_positions,
-        "needle_depth_percent": prompt.needle_depths[0],
-        "prompt_tokens": len(prompt.input_ids),
-        "answer_tokens": budget,
-        "haystack": hay.name,
-        "haystack_tokens": prompt.haystack_tokens,
-        "build_method": prompt.method,
     }
 
 

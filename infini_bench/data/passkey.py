@@ -75,21 +75,14 @@ def build_passkey_sample(
     except PromptTooShort as err:
         raise PromptTooShort(f"passkey context_length={context_length} with answer_tokens={budget}: {err}") from err
     return {
-        "prompt": prompt.text,
-        "input_ids": prompt.input_ids.tolist(),
+        **prompt.doc_fields(hay.name, budget),
         "answer": key,
         "answer_ids": answer_ids,
         "context_length": context_length,
         "depth_percent": float(depth),
         "seed": int(seed),
         "n_digits": int(n_digits),
-        "prompt_tokens": len(prompt.input_ids),
-        "answer_tokens": budget,
         "needle_position": prompt.needle_positions[0],
-        "needle_depth_percent": prompt.needle_depths[0],
-        "haystack": hay.name,
-        "haystack_tokens": prompt.haystack_tokens,
-        "build_method": prompt.method,
     }
 
 
