@@ -230,7 +230,7 @@ class Recipe:
         self.data.check("data")
         self.optim.check("optim")
         self.run.check("run")
-        if self.data.sequence_length < self.model.segment_length and self.model.init_from is None:
+        if self.model.use_memory and self.data.sequence_length < self.model.segment_length and self.model.init_from is None:
             raise RecipeError(
                 f"data.sequence_length={self.data.sequence_length} is shorter than one segment "
                 f"(model.segment_length={self.model.segment_length}): the memory would never be used"

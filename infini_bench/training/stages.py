@@ -31,7 +31,7 @@ def pretraining(recipe: Recipe) -> Callable[[Accelerator], Setup]:
             tokenizer = pretraining_tokenizer(recipe, out / "tokenizer")
             rows = packed_corpus(recipe.data, tokenizer, out / "data")
         model = initial_model(recipe.model, tokenizer, recipe.run.seed)
-        if recipe.data.sequence_length < model.config.segment_length:
+        if model.config.use_memory and recipe.data.sequence_length < model.config.segment_length:
             raise RecipeError(
                 f"data.sequence_length={recipe.data.sequence_length} is shorter than one segment "
                 f"(segment_length={model.config.segment_length} in {recipe.model.init_from!r})"
