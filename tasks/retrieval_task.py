@@ -1,8 +1,10 @@
 """Passkey and NIAH tasks: greedy generation, scored by the numbers in the answer, with per-depth metrics.
 
 Every document carries its grid cell (`context_length`, `depth_percent`, `seed`, ...). `process_results` returns
-`acc` and the document's own depth metric `acc_dNNN`; both aggregate with lm-eval's `mean`, so the results JSON
-holds the whole depth row with stderr (given at least two samples per depth).
+`acc` and every depth metric `acc_dNNN`: its score under its own depth, NaN under the others. lm-eval gathers
+data-parallel ranks by rank 0's metric names, so every document must carry them all; the depth metrics then
+aggregate with `mean_of_scored`, which skips the NaNs (lm-eval reports their stderr as N/A; the report computes
+Wilson intervals per cell from the samples).
 
 Options (``--metadata``; see tasks/README.md): ``context_length`` (overrides the task's length), ``depths`` /
 ``n_depths``, ``samples`` (per depth), ``seed``, ``n_digits``, ``answer_tokens``, ``haystack`` and
@@ -11,6 +13,7 @@ Options (``--metadata``; see tasks/README.md): ``context_length`` (overrides the
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from lm_eval.api.metrics import mean
@@ -27,6 +30,12 @@ from infini_bench.tasks.scoring import all_values_recalled, first_integer_matche
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 5
+
+
+def mean_of_scored(items: list[float]) -> float:
+    """Mean over the documents at this depth (the NaNs are the other depths' documents)."""
+    scored = [x for x in items if not math.isnan(x)]
+    return sum(scored) / len(scored) if scored else math.nan
 
 
 class RetrievalTask(InfiniBenchTask):
@@ -88,10 +97,11 @@ class RetrievalTask(InfiniBenchTask):
         if isinstance(response, (list, tuple)):
             response = response[0]
         score = 1.0 if self.is_correct(doc, str(response)) else 0.0
-        return {"acc": score, depth_metric(doc["depth_percent"]): score}
+        own = depth_metric(doc["depth_percent"])
+        return {"acc": score, **{name: score if name == own else math.nan for name in map(depth_metric, self.depths)}}
 
     def aggregation(self) -> dict[str, Any]:
-        return {"acc": mean, **{depth_metric(d): mean for d in self.depths}}
+        return {"acc": mean, **{depth_metric(d): mean_of_scored for d in self.depths}}
 
     def higher_is_better(self) -> dict[str, bool]:
         return {"acc": True, **{depth_metric(d): True for d in self.depths}}

@@ -26,6 +26,10 @@ def _sigma(x):
     return torch.where(x > 0, x + 1.0, torch.exp(x))  # ELU + 1
 
 
+def _unit(x):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True)).clamp_min(1e-6)
+
+
 def _gate(beta, kind):
     if kind == "sigmoid":
         return 1.0 / (1.0 + torch.exp(-beta))
@@ -50,6 +54,9 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
         k = (h @ sd[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, d)
         v = (h @ sd[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, d)
         g = _gate(sd[p + "self_attn.gate"], c.gate_activation)
+        if c.memory_update == "delta_l2":  # write strength β_t per token and kv head
+            w, bias = sd[p + "self_attn.write_strength.weight"], sd[p + "self_attn.write_strength.bias"]
+            write = 1.0 / (1.0 + torch.exp(-(h @ w.T + bias)))  # [B, T, Hkv]
         M = torch.zeros(B, Hkv, d, d, dtype=torch.float64)
         z = torch.zeros(B, Hkv, d, dtype=torch.float64)
         attn_out = torch.zeros(B, T, H, d, dtype=torch.float64)
@@ -65,7 +72,10 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                     scores = qr @ kr.T / math.sqrt(d)
                     scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
                     local = torch.softmax(scores, dim=-1) @ vs
-                    if c.use_memory:
+                    if c.use_memory and c.memory_update == "delta_l2":
+                        mem = _unit(qs) @ M[b, kv]
+                        local = g[head] * mem + (1 - g[head]) * local
+                    elif c.use_memory:
                         sq = _sigma(qs)
                         mem = (sq @ M[b, kv]) / ((sq @ z[b, kv])[:, None] + c.memory_eps)
                         local = g[head] * mem + (1 - g[head]) * local
@@ -73,6 +83,12 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
             if c.use_memory and s1 - s0 == L:  # a finished segment is written into memory
                 for b in range(B):
                     for kv in range(Hkv):
+                        if c.memory_update == "delta_l2":  # one token at a time: M += β k̂ᵀ(v − k̂M)
+                            for t in range(s0, s1):
+                                kt = _unit(k[b, t, kv])
+                                err = v[b, t, kv] - kt @ M[b, kv]
+                                M[b, kv] = M[b, kv] + write[b, t, kv] * torch.outer(kt, err)
+                            continue
                         sk, vs = _sigma(k[b, s0:s1, kv]), v[b, s0:s1, kv]
                         if c.memory_update == "delta":
                             vs = vs - (sk @ M[b, kv]) / ((sk @ z[b, kv])[:, None] + c.memory_eps)

@@ -15,7 +15,7 @@ from sqlitedict import SqliteDict
 from test_adapter_support import infini_dir  # noqa: F401
 
 TASKS = "passkey_1k,niah_1k,ppl_stdlib"
-METADATA = ["depths=[50]", "samples=2", "doc_tokens=300", "max_docs=2", "min_doc_tokens=0"]
+METADATA = ["depths=[25,75]", "samples=1", "doc_tokens=300", "max_docs=2", "min_doc_tokens=0"]
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -88,7 +88,8 @@ def test_cli_second_run_answers_from_the_cache(infini_dir, first_run) -> None:
 def test_cli_data_parallel_ranks_share_the_requests(infini_dir, first_run) -> None:
     tmp, _ = first_run
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    # per-depth metric keys must be the same on every rank for lm-eval's gather: one depth (METADATA) keeps them so
+    # two depths, one document each: each rank scores a different depth, and lm-eval's gather still finds every
+    # per-depth metric name on every rank
     cache = tmp / "dp_cache" / "run"
     args = _run_args(infini_dir, tmp / "out_dp", "passkey_1k,ppl_stdlib")
     done = _harness(tmp, *args, "--device", "cpu", "--use_cache", str(cache), launcher=launcher)
@@ -101,6 +102,9 @@ def test_cli_data_parallel_ranks_share_the_requests(infini_dir, first_run) -> No
     assert [s["resps"] for s in samples["passkey_1k"]] == [s["resps"] for s in single_samples["passkey_1k"]]
     scores = [float(s["resps"][0][0]) for s in samples["ppl_stdlib"]]  # the samples file holds them as strings
     assert scores == pytest.approx([float(s["resps"][0][0]) for s in single_samples["ppl_stdlib"]], rel=1e-6)
+    for sample in samples["passkey_1k"]:
+        depth = f"acc_d{int(sample['doc']['depth_percent']):03d},none"
+        assert results["results"]["passkey_1k"][depth] == sample["acc"]
     ppl = "token_perplexity,none"
     assert results["results"]["ppl_stdlib"][ppl] == pytest.approx(single["results"]["ppl_stdlib"][ppl], rel=1e-6)
 

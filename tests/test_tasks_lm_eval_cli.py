@@ -78,12 +78,13 @@ def wrapper_run(tiny_llama_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("task", ["passkey_1k", "niah_1k"])
-def test_results_json_holds_the_depth_row_with_stderr(lm_eval_run, task):
-    results, _, _ = lm_eval_run
+def test_results_json_holds_the_depth_row(lm_eval_run, task):
+    results, samples, _ = lm_eval_run
     metrics = results["results"][task]
-    for name in ("acc", "acc_d000", "acc_d050", "acc_d100"):
-        assert isinstance(metrics[f"{name},none"], float)
-        assert isinstance(metrics[f"{name}_stderr,none"], float), f"{name} has no stderr"
+    assert isinstance(metrics["acc_stderr,none"], float)
+    for depth in (0, 50, 100):
+        scores = [row["acc"] for row in samples[task] if row["doc"]["depth_percent"] == depth]
+        assert metrics[f"acc_d{depth:03d},none"] == sum(scores) / len(scores)
     assert metrics["sample_len"] == 6
     meta = results["configs"][task]["metadata"]
     assert meta["skipped_docs"] == 0 and meta["model_max_length"] == 4096 and meta["context_length"] == 1024
@@ -104,7 +105,8 @@ def test_every_sample_has_grid_fields_and_an_exact_length(lm_eval_run, tiny_toke
         assert gen_kwargs["max_gen_toks"] == doc["answer_tokens"]
         assert len(tiny_tokenizer(prompt)["input_ids"]) + doc["answer_tokens"] == 1024
         depth_key = f"acc_d{int(doc['depth_percent']):03d}"
-        assert set(row["metrics"]) == {"acc", depth_key} and row[depth_key] == row["acc"]
+        assert set(row["metrics"]) == {"acc", "acc_d000", "acc_d050", "acc_d100"} and row[depth_key] == row["acc"]
+        assert all(math.isnan(row[k]) for k in row["metrics"] if k not in ("acc", depth_key))  # other depths' slots
     assert per_depth == {0: 2, 50: 2, 100: 2}
 
 

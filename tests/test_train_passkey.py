@@ -77,3 +77,22 @@ def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: 
     assert state["step"] == 4 and state["cursors"] == {"160": 4, "192": 4}
     assert (ft / "latest" / "tokenizer.json").is_file()  # the tokenizer comes from --from
     assert training_main([*args[:3], f"finetune.run.output_dir={tmp_path / 'x'}", "finetune.passkey.lengths=[8]"]) == 1
+
+
+def test_finetune_mixes_corpus_text_in_every_kth_step(tmp_path, corpus):  # noqa: F811
+    pre = tmp_path / "pre"
+    assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
+    ft = tmp_path / "ft"
+    args = [
+        "finetune", "--from", str(pre / "latest"), *overrides(corpus, tmp_path / "unused"),
+        f"finetune.run.output_dir={ft}", "finetune.text_every=2", "finetune.passkey.lengths=[160]",
+        "finetune.passkey.num_examples=8", "finetune.optim.batch_size=2", "finetune.optim.micro_batch_size=1",
+        "finetune.optim.warmup_steps=1", "finetune.run.max_steps=4", "finetune.run.save_every=4",
+        "finetune.run.log_every=1",
+    ]
+    assert training_main(args) == 0
+    records = log(ft)
+    assert [r["source"] for r in records] == ["passkey", "text", "passkey", "text"]
+    assert [r["seq_len"] for r in records] == [160 - 9, 64, 160 - 9, 64]  # text rows: the recipe's data section
+    state = json.loads((ft / "latest" / "trainer_state.json").read_text())
+    assert state["cursors"] == {"160": 4, "text": 4}

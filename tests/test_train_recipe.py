@@ -85,6 +85,8 @@ def test_bad_values_are_named():
         load_recipe(None, ["optim.lr=1e-4", "optim.min_lr=1e-3"])
     with pytest.raises(RecipeError, match="not of the form"):
         load_recipe(None, ["run.max_steps"])
+    with pytest.raises(RecipeError, match="finetune.text_every=1 is invalid"):
+        load_recipe(None, ["finetune.text_every=1"])
 
 
 def test_overrides_are_parsed_as_yaml():

@@ -9,7 +9,7 @@ from torch import nn
 
 from .configuration_infini import InfiniConfig
 from .local_attention import local_causal_attention
-from .memory import LayerState, sigma
+from .memory import LayerState, sigma, unit
 from .rotary import apply_rotary
 
 
@@ -39,6 +39,8 @@ class InfiniAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.gate = nn.Parameter(torch.zeros(self.num_heads))  # β, one per query head
+        if config.memory_update == "delta_l2":  # per-token, per-kv-head write strength of the delta rule
+            self.write_strength = nn.Linear(config.hidden_size, self.num_kv_heads, bias=True)
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: LayerState) -> torch.Tensor:
         """`hidden` [B, n, D] lies inside one segment, after the `state.keys.shape[2]` tokens already cached.
@@ -54,17 +56,27 @@ class InfiniAttention(nn.Module):
         out = local_causal_attention(apply_rotary(q, cos, sin), state.keys, state.values, self.scale)
 
         if self.config.use_memory:
-            state.sigma_keys = torch.cat([state.sigma_keys, sigma(k)], dim=2)
-            retrieved = self._retrieve(sigma(q), state)
+            state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
+            retrieved = self._retrieve(q, state)
             g = gate_values(self.gate, self.config.gate_activation).view(1, -1, 1, 1)
             out = g * retrieved.to(out.dtype) + (1.0 - g) * out
         out = out.to(hidden.dtype).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
         return self.o_proj(out)
 
-    def _retrieve(self, sq: torch.Tensor, state: LayerState) -> torch.Tensor:
-        """A_mem = σ(Q) M / (σ(Q) z + eps), each query head reading its key/value group's memory (float32)."""
-        b, h, n, d = sq.shape
-        sq = sq.view(b, self.num_kv_heads, h // self.num_kv_heads, n, d)
+    def _memory_keys(self, hidden: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.config.memory_update != "delta_l2":
+            return sigma(k)
+        beta = torch.sigmoid(self.write_strength(hidden).float()).transpose(1, 2).unsqueeze(-1)  # [B, H_kv, n, 1]
+        return beta.sqrt() * unit(k)
+
+    def _retrieve(self, q: torch.Tensor, state: LayerState) -> torch.Tensor:
+        """A_mem = σ(Q) M / (σ(Q) z + eps), or Q/|Q| M for delta_l2 (no normaliser), each query head reading its
+        key/value group's memory (float32)."""
+        b, h, n, d = q.shape
+        groups = (b, self.num_kv_heads, h // self.num_kv_heads, n, d)
+        if self.config.memory_update == "delta_l2":
+            return (unit(q).view(groups) @ state.memory.unsqueeze(2)).view(b, h, n, -1)
+        sq = sigma(q).view(groups)
         num = sq @ state.memory.unsqueeze(2)
         den = sq @ state.norm[:, :, None, :, None] + self.config.memory_eps
         return (num / den).view(b, h, n, -1)

@@ -86,11 +86,17 @@ def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
     return InfiniConfig(**fields)
 
 
+def infini_only(name: str) -> bool:
+    """Parameters a Llama lacks: the gates β and delta_l2's write-strength projection."""
+    return name.endswith("self_attn.gate") or ".self_attn.write_strength." in name
+
+
 def llama_to_infini(llama: LlamaForCausalLM, **overrides) -> InfiniForCausalLM:
-    """Same weights by name, new gates initialised by `gate_init` (the paper's continued pre-training start)."""
+    """Same weights by name, new gates initialised by `gate_init` (the paper's continued pre-training start) and,
+    for delta_l2, a freshly initialised write-strength projection."""
     model = InfiniForCausalLM(infini_config_from_llama(llama.config, **overrides))
     missing, unexpected = model.load_state_dict(llama.state_dict(), strict=False)
-    missing = [k for k in missing if not k.endswith("self_attn.gate")]
+    missing = [k for k in missing if not infini_only(k)]
     if model.config.tie_word_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]
     unexpected = [k for k in unexpected if "rotary_emb" not in k]
@@ -123,7 +129,7 @@ def infini_to_llama(model: InfiniForCausalLM, max_position_embeddings: int | Non
             pad_token_id=c.pad_token_id,
         )
     )
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith("self_attn.gate")}
+    state = {k: v for k, v in model.state_dict().items() if not infini_only(k)}
     missing, unexpected = llama.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (c.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:

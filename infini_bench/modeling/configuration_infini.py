@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-MEMORY_UPDATES = ("linear", "delta")
+MEMORY_UPDATES = ("linear", "delta", "delta_l2")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh")
 GATE_INITS = ("zeros", "randn")
 
@@ -13,7 +13,10 @@ class InfiniConfig(PretrainedConfig):
 
     Infini fields:
         segment_length: tokens per segment; positions restart at 0 in every segment.
-        memory_update: "linear" (M += σ(K)ᵀV) or "delta" (M += σ(K)ᵀ(V − σ(K)M/(σ(K)z+eps))).
+        memory_update: "linear" (M += σ(K)ᵀV) or "delta" (M += σ(K)ᵀ(V − σ(K)M/(σ(K)z+eps))), the paper's rules;
+            or "delta_l2", a bounded variant: the delta rule token by token on unit keys with a learned write
+            strength β_t (M ← M + β_t k̂ᵀ(v − k̂M)) and reads Q/|Q|·M with no z, so a needle's share of a read
+            does not fade like 1/N as filler accumulates (DeltaNet: Schlag et al. 2021, Yang et al. 2024).
         use_memory: False gives the local-attention-only control (memory is never read nor written).
         gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.

@@ -12,9 +12,18 @@ import torch
 import torch.nn.functional as F
 
 
+# Rows of the exact in-segment delta-rule solve at a time: the unit-triangular system stays well conditioned.
+DELTA_CHUNK = 64
+
+
 def sigma(x: torch.Tensor) -> torch.Tensor:
-    """ELU + 1 in float32: the positive feature map of the memory."""
+    """ELU + 1 in float32: the paper's positive feature map of the memory."""
     return F.elu(x.float()) + 1.0
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """x / |x| over the head dimension, in float32: the delta_l2 variant's key and query features."""
+    return F.normalize(x.float(), dim=-1, eps=1e-6)
 
 
 @dataclass
@@ -23,21 +32,42 @@ class LayerState:
     norm: torch.Tensor  # z: [batch, kv_heads, head_dim], float32
     keys: torch.Tensor  # RoPE'd keys of the current segment so far: [batch, kv_heads, t, head_dim]
     values: torch.Tensor  # values of the current segment so far: [batch, kv_heads, t, head_dim]
-    sigma_keys: torch.Tensor  # σ(K) before RoPE, float32: [batch, kv_heads, t, head_dim]
+    # Memory features of the segment's keys (before RoPE), float32 [batch, kv_heads, t, head_dim]: σ(K) for the
+    # paper's updates; √β·K/|K| for delta_l2, whose write strength β is then the row's squared norm.
+    memory_keys: torch.Tensor
 
     def fold(self, update: str, eps: float, detach: bool, write: bool = True) -> None:
         """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
         control) and start an empty local cache."""
         if write:
-            sk, v = self.sigma_keys, self.values.float()
-            if update == "delta":
-                v = v - (sk @ self.memory) / ((sk @ self.norm.unsqueeze(-1)) + eps)
-            memory = self.memory + sk.transpose(-1, -2) @ v
-            norm = self.norm + sk.sum(dim=-2)
+            sk, v = self.memory_keys, self.values.float()
+            if update == "delta_l2":
+                memory, norm = delta_l2_write(self.memory, sk, v), self.norm
+            else:
+                if update == "delta":
+                    v = v - (sk @ self.memory) / ((sk @ self.norm.unsqueeze(-1)) + eps)
+                memory = self.memory + sk.transpose(-1, -2) @ v
+                norm = self.norm + sk.sum(dim=-2)
             if detach:
                 memory, norm = memory.detach(), norm.detach()
             self.memory, self.norm = memory, norm
-        self.keys, self.values, self.sigma_keys = self.keys[:, :, :0], self.values[:, :, :0], self.sigma_keys[:, :, :0]
+        self.keys, self.values, self.memory_keys = self.keys[:, :, :0], self.values[:, :, :0], self.memory_keys[:, :, :0]
+
+
+def delta_l2_write(memory: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """M after the token-by-token delta rule M ← M + β_t k̂_tᵀ(v_t − k̂_t M) over the segment, computed in chunks.
+
+    With k̃ = √β·k̂ (`keys`) and ṽ = √β·v, the sequential rule is M_new = M + K̃ᵀX, where X solves the unit lower
+    triangular system (I + tril(K̃K̃ᵀ, −1)) X = Ṽ − K̃M (the WY form of DeltaNet, Yang et al. 2024). Each step
+    is a contraction (|k̂| = 1, β ≤ 1), so M stays bounded however many tokens are written."""
+    for c0 in range(0, keys.shape[-2], DELTA_CHUNK):
+        k = keys[..., c0 : c0 + DELTA_CHUNK, :]
+        v = values[..., c0 : c0 + DELTA_CHUNK, :] * k.norm(dim=-1, keepdim=True)
+        n = k.shape[-2]
+        system = torch.eye(n, dtype=k.dtype, device=k.device) + (k @ k.transpose(-1, -2)).tril(-1)
+        x = torch.linalg.solve_triangular(system, v - k @ memory, upper=False, unitriangular=True)
+        memory = memory + k.transpose(-1, -2) @ x
+    return memory
 
 
 @dataclass
@@ -62,7 +92,7 @@ class InfiniState:
                 norm=torch.zeros(batch, kv_heads, head_dim, device=device, dtype=torch.float32),
                 keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=dtype),
                 values=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=dtype),
-                sigma_keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=torch.float32),
+                memory_keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=torch.float32),
             )
 
         return cls(layers=[layer() for _ in range(num_layers)])
@@ -75,7 +105,7 @@ class InfiniState:
         """A new state with `fn` applied to every tensor (the original is left as it was)."""
         return InfiniState(
             layers=[
-                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.sigma_keys))) for l in self.layers
+                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys))) for l in self.layers
             ],
             position=self.position,
             segments=self.segments,

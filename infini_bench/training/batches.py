@@ -16,6 +16,7 @@ import torch
 class Batch:
     input_ids: torch.Tensor  # [rows, length] token ids
     labels: torch.Tensor  # [rows, length]; -100 where no loss is taken (shifted inside the model)
+    source: str = "text"  # "text" (corpus, loss on every token) or "passkey"; logged with the loss
 
 
 class EpochOrder:
@@ -77,7 +78,25 @@ class PasskeyPools:
         index = torch.tensor([self.orders[length](start + i) for i in range(size)])
         cursors[key] = start + size
         pool = self.pools[length]
-        return Batch(pool.input_ids[index], pool.labels[index])
+        return Batch(pool.input_ids[index], pool.labels[index], "passkey")
+
+
+class WithText:
+    """Finetuning that keeps language modelling alive: every `every`-th step is a corpus batch, the others passkey.
+
+    The two sources keep separate cursors, so resume stays exact."""
+
+    def __init__(self, passkey: PasskeyPools, text: PackedText, every: int):
+        self.passkey, self.text, self.every = passkey, text, every
+
+    def _is_text(self, step: int) -> bool:
+        return step % self.every == self.every - 1
+
+    def length_at(self, step: int) -> int:
+        return (self.text if self._is_text(step) else self.passkey).length_at(step)
+
+    def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
+        return (self.text if self._is_text(step) else self.passkey).global_batch(step, size, cursors)
 
 
 def rank_micro_batches(batch: Batch, micro: int, world: int, rank: int) -> list[Batch]:
@@ -85,4 +104,4 @@ def rank_micro_batches(batch: Batch, micro: int, world: int, rank: int) -> list[
     rows = batch.input_ids.shape[0]
     accumulation = rows // (micro * world)
     pick = torch.arange(rows).view(accumulation, world, micro)[:, rank]
-    return [Batch(batch.input_ids[i], batch.labels[i]) for i in pick]
+    return [Batch(batch.input_ids[i], batch.labels[i], batch.source) for i in pick]

@@ -81,7 +81,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
         return 0
     _quiet_libraries()
     stage = recipe.finetune
-    build = finetuning(stage, args.checkpoint)
+    build = finetuning(recipe, args.checkpoint)
     accelerator = make_accelerator(stage.run)
     try:
         final = train(stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args), accelerator)

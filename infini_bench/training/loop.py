@@ -20,7 +20,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
-from .batches import PackedText, PasskeyPools, rank_micro_batches
+from .batches import PackedText, PasskeyPools, WithText, rank_micro_batches
 from .checkpoint import ACCELERATE_DIR, STATE_FILE, latest_checkpoint, list_checkpoints, save_atomically
 from .optim import build_optimizer, build_scheduler
 from .recipe import OptimConfig, RecipeError, RunConfig
@@ -35,7 +35,7 @@ class Setup:
 
     model: torch.nn.Module
     tokenizer: object
-    data: PackedText | PasskeyPools
+    data: PackedText | PasskeyPools | WithText
 
 
 @dataclass
@@ -170,6 +170,7 @@ def train(
             record = {
                 "step": progress.step,
                 "loss": loss,
+                "source": batch.source,
                 "lr": lrs.get("decay", lrs.get("no_decay")),
                 "gate_lr": lrs.get("gates"),
                 "grad_norm": float(grad_norm),

@@ -205,13 +205,22 @@ class RunConfig:
 
 @dataclass
 class FinetuneRecipe:
-    """The passkey finetuning stage: data from the passkey builder, the model and tokenizer from `--from`."""
+    """The passkey finetuning stage: data from the passkey builder, the model and tokenizer from `--from`.
+
+    `text_every`: every k-th optimizer step trains on a batch of the recipe's `data` corpus (causal LM loss on every
+    token) instead of passkey examples, so finetuning on answer digits does not erase language modelling (0: never).
+    """
 
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/finetune"))
+    text_every: int = 0
 
     def check(self, where: str) -> None:
+        if self.text_every < 0 or self.text_every == 1:
+            raise RecipeError(
+                f"{where}.text_every={self.text_every!r} is invalid: 0 (never) or k >= 2 (every k-th step is text)"
+            )
         self.passkey.check(f"{where}.passkey")
         self.optim.check(f"{where}.optim")
         self.run.check(f"{where}.run")

@@ -14,7 +14,7 @@ from ..data import text_corpus
 from ..modeling import InfiniConfig, InfiniForCausalLM, load_infini
 from ..modeling.checkpoint import check_checkpoint_dir
 from ..tokenizer import train_bpe_tokenizer
-from .batches import PackedText
+from .batches import PackedText, WithText
 from .loop import Setup
 from .recipe import DataConfig, FinetuneRecipe, ModelConfig, Recipe, RecipeError
 
@@ -106,8 +106,10 @@ def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
 # --- passkey finetuning ---------------------------------------------------------------------------------------
 
 
-def finetuning(recipe: FinetuneRecipe, checkpoint: str | Path) -> Callable[[Accelerator], Setup]:
+def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[Accelerator], Setup]:
+    """The recipe's `finetune` stage; its `data` section is the corpus that `finetune.text_every` mixes in."""
     check_finetune_source(checkpoint)
+    recipe: FinetuneRecipe = full.finetune
 
     def build(accelerator: Accelerator) -> Setup:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -121,10 +123,12 @@ def finetuning(recipe: FinetuneRecipe, checkpoint: str | Path) -> Callable[[Acce
                 )
         from .passkey_data import passkey_pools
 
+        cache = Path(recipe.run.output_dir) / "data"
         with accelerator.main_process_first():
-            data = passkey_pools(
-                recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, Path(recipe.run.output_dir) / "data"
-            )
+            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, cache)
+            if recipe.text_every:
+                text = PackedText(packed_corpus(full.data, tokenizer, cache), recipe.run.seed)
+                data = WithText(data, text, recipe.text_every)
         return Setup(model=model, tokenizer=tokenizer, data=data)
 
     return build
