@@ -123,8 +123,8 @@ def plan(
         ))
     stages.append(Stage(
         "report", "Write the report",
-        _cli("report", str(out / "eval"), "-o", str(out / "report"), "--train-length", f"{checkpoint}={length}",
-             "--train-length", f"{base / 'llama'}={length}"),
+        _cli("report", *(f"{label}={out / 'eval' / label}" for label, _, _ in models), "-o", str(out / "report"),
+             *(arg for label, _, _ in models for arg in ("--train-length", f"{label}={length}"))),
         clear=out / "report",
     ))
     return stages

@@ -38,7 +38,9 @@ def build_parser(prog: str = "infini-bench report") -> argparse.ArgumentParser:
         description="Turn lm-eval output (results_*.json + samples_*.jsonl) into heatmap PNGs, summary.json and "
         "one self-contained report.html.",
     )
-    parser.add_argument("inputs", nargs="+", help="lm-eval --output_path folders and/or results_*.json files")
+    parser.add_argument("inputs", nargs="+", metavar="[NAME=]PATH",
+                        help="lm-eval --output_path folders and/or results_*.json files; NAME= labels the model(s) "
+                        "found there (default: a label from the checkpoint path and model args)")
     parser.add_argument("-o", "--output", default="report", help="folder for the report (default: ./report)")
     parser.add_argument("--train-length", action="append", type=_train_length, default=[], metavar="MODEL=N",
                         help="training length of a model (label, name or folder name), e.g. tiny=2k; repeatable")

@@ -369,7 +369,16 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
     same task appears in more than one run of a model, the newest run wins and the older one is reported.
     """
     problems: list[str] = []
-    files = collect_results_files(inputs, problems)
+    files: list[Path] = []
+    seen: set[Path] = set()
+    given: dict[Path, str] = {}  # results file -> the label its input named
+    for label, raw in map(split_label, inputs):
+        for path in collect_results_files([raw], problems):
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
+            if label:
+                given[path.resolve()] = label
     models: dict[tuple, ModelRuns] = {}
     used_files: list[Path] = []
     parsed: list[tuple[str, Path, dict[str, Any]]] = []
@@ -427,8 +436,35 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
             model.tasks[task] = result
     ordered = list(models.values())
     assign_labels(ordered)
+    apply_given_labels(ordered, given)
     apply_train_lengths(ordered, train_lengths or {}, problems)
     return Loaded(models=ordered, problems=problems, results_files=used_files)
+
+
+def split_label(raw: str | Path) -> tuple[str | None, str | Path]:
+    """``NAME=PATH`` names the model(s) found under PATH; anything else (or an existing path holding "=") is a path."""
+    text = str(raw)
+    name, sep, path = text.partition("=")
+    if sep and name and path and "/" not in name and not Path(text).exists():
+        return name, path
+    return None, raw
+
+
+def apply_given_labels(models: list[ModelRuns], given: dict[Path, str]) -> None:
+    """Labels named on the command line win over the derived ones; a name given to several models keeps the
+    derived label beside it, so labels stay unique."""
+    named = {}
+    for model in models:
+        labels = {given.get(path.resolve()) for path in model.results_files}
+        if len(labels) == 1 and None not in labels:
+            named[id(model)] = labels.pop()
+    counts: dict[str, int] = {}
+    for label in named.values():
+        counts[label] = counts.get(label, 0) + 1
+    for model in models:
+        label = named.get(id(model))
+        if label:
+            model.label = label if counts[label] == 1 else f"{label} ({model.label})"
 
 
 def _short_names(names: list[str]) -> list[str]:

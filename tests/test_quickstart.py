@@ -9,11 +9,13 @@ import time
 import pytest
 
 TINY_RECIPE = """
-model: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, segment_length: 64}
+model: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, head_dim: 32,
+        segment_length: 64, memory_update: delta_l2}
 data: {source: stdlib, sequence_length: 256, vocab_size: 512, max_tokens: 60000, tokenizer_train_chars: 300000}
 optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 1, batch_size: 2, micro_batch_size: 2}
 run: {max_steps: 3, save_every: 3, log_every: 1}
 finetune:
+  text_every: 2
   passkey: {num_examples: 8, lengths: [256], digits: 5}
   optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 1, batch_size: 2, micro_batch_size: 2}
   run: {max_steps: 3, save_every: 3, log_every: 1}

@@ -539,3 +539,14 @@ def test_a_second_report_in_the_same_folder_replaces_the_first_ones_figures(repo
     referenced = {g[k]["file"] for g in summary["grids"] for k in ("heatmap", "depth_bars")}
     after = {p.name for p in out.glob("*.png")}
     assert after == referenced and after < before
+
+
+def test_name_equals_path_labels_the_models_found_there(lm_eval_out, tmp_path):
+    summary = build_report([f"baseline={lm_eval_out['hf']}", f"oracle={lm_eval_out['oracle']}"], tmp_path / "rep",
+                           train_lengths={"oracle": ORACLE_RECALL})
+    assert sorted(m["label"] for m in summary["models"]) == ["baseline", "oracle"]
+    assert {g["model"] for g in summary["grids"]} == {"baseline", "oracle"}
+    # the same name for two models keeps them apart with their derived labels
+    twice = build_report([f"x={lm_eval_out['hf']}", f"x={lm_eval_out['oracle']}"], tmp_path / "rep2", html=False)
+    labels = sorted(m["label"] for m in twice["models"])
+    assert len(set(labels)) == 2 and all(label.startswith("x (") for label in labels)
