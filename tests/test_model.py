@@ -231,3 +231,17 @@ def test_single_segment_model_without_memory_exports_as_llama():
     with torch.no_grad():
         torch.testing.assert_close(llama(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
     assert llama.config.max_position_embeddings == 4096
+
+
+@pytest.mark.parametrize("memory_update", ["delta", "delta_l2"])
+def test_memory_accumulates_in_float32_under_bf16_autocast(memory_update):
+    """Training on CUDA runs under bf16 autocast: M and z stay float32 and close to the float32 computation."""
+    model = tiny_model(memory_update=memory_update)
+    ids = torch.randint(0, 97, (1, 8 * 4))
+    with torch.no_grad():
+        exact = model(ids).memory
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(ids).memory
+    for a, b in zip(mixed.layers, exact.layers):
+        assert a.memory.dtype == torch.float32 and a.norm.dtype == torch.float32
+        assert relative_error(a.memory, b.memory) < 5e-2  # only the bf16 projections differ

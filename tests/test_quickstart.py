@@ -36,7 +36,10 @@ def finished_run(tmp_path_factory):
     args = [sys.executable, "-m", "infini_bench.cli", "quickstart", "--out", str(out), "--minutes", "1",
             "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]
     # Ctrl-C once the first stage has finished: the next run must resume after it.
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a test runner started in the background (`cmd &`) ignores SIGINT,
+    # children inherit that, and Python then never raises KeyboardInterrupt
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stages = out / "quickstart_stages.json"
     deadline = time.monotonic() + 300
     while not stages.exists() and first.poll() is None and time.monotonic() < deadline:

@@ -40,18 +40,20 @@ class LayerState:
         """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
         control) and start an empty local cache."""
         if write:
-            sk, v = self.memory_keys, self.values.float()
-            if update == "delta_l2":
-                memory, norm = delta_l2_write(self.memory, sk, v), self.norm
-            else:
-                if update == "delta":
-                    v = v - (sk @ self.memory) / ((sk @ self.norm.unsqueeze(-1)) + eps)
-                memory = self.memory + sk.transpose(-1, -2) @ v
-                norm = self.norm + sk.sum(dim=-2)
+            with torch.autocast(self.memory.device.type, enabled=False):  # the memory accumulates in float32
+                memory, norm = self._written(update, eps)
             if detach:
                 memory, norm = memory.detach(), norm.detach()
             self.memory, self.norm = memory, norm
         self.keys, self.values, self.memory_keys = self.keys[:, :, :0], self.values[:, :, :0], self.memory_keys[:, :, :0]
+
+    def _written(self, update: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        sk, v = self.memory_keys, self.values.float()
+        if update == "delta_l2":
+            return delta_l2_write(self.memory, sk, v), self.norm
+        if update == "delta":
+            v = v - (sk @ self.memory) / ((sk @ self.norm.unsqueeze(-1)) + eps)
+        return self.memory + sk.transpose(-1, -2) @ v, self.norm + sk.sum(dim=-2)
 
 
 def delta_l2_write(memory: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
