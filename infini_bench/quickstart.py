@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infini-bench quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="quickstart", help="output folder (default ./quickstart); rerun to resume")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                        help=f"training budget in minutes for both models together (default {DEFAULT_MINUTES:g})")
+                        help="training budget in minutes; the Infini model and the baseline train side by side, "
+                        f"each within it (default {DEFAULT_MINUTES:g})")
     parser.add_argument("--recipe", default=str(RECIPE), help="training recipe (default: recipes/quickstart-cpu.yaml)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"evaluation samples per depth and length (default {DEFAULT_SAMPLES})")
