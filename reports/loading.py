@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -458,9 +459,7 @@ def apply_given_labels(models: list[ModelRuns], given: dict[Path, str]) -> None:
         labels = {given.get(path.resolve()) for path in model.results_files}
         if len(labels) == 1 and None not in labels:
             named[id(model)] = labels.pop()
-    counts: dict[str, int] = {}
-    for label in named.values():
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(named.values())
     for model in models:
         label = named.get(id(model))
         if label:

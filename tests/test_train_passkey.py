@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from infini_bench.data.passkey import build_passkey_docs
@@ -59,17 +58,23 @@ def test_length_schedules():
     assert batch.input_ids.shape == (3, 256) and cursors == {"256": 3}
 
 
-def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: F811
+def pretrain_then_finetune_args(tmp_path, corpus, lengths: str, *extra: str) -> list[str]:  # noqa: F811
+    """Pretrain 2 steps into tmp_path/pre; return a 4-step finetune command (batch 2) writing tmp_path/ft."""
     pre = tmp_path / "pre"
     assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
-    ft = tmp_path / "ft"
-    args = [
-        "finetune", "--from", str(pre / "latest"),
-        f"finetune.run.output_dir={ft}", "finetune.passkey.lengths=[160,192]", "finetune.passkey.num_examples=8",
-        "finetune.optim.batch_size=2", "finetune.optim.micro_batch_size=1", "finetune.optim.warmup_steps=1",
-        "finetune.run.max_steps=4", "finetune.run.save_every=2", "finetune.run.log_every=1",
-        "finetune.passkey.schedule=mix",
+    return [
+        "finetune", "--from", str(pre / "latest"), f"finetune.run.output_dir={tmp_path / 'ft'}",
+        f"finetune.passkey.lengths={lengths}", "finetune.passkey.num_examples=8", "finetune.optim.batch_size=2",
+        "finetune.optim.micro_batch_size=1", "finetune.optim.warmup_steps=1", "finetune.run.max_steps=4",
+        "finetune.run.log_every=1", *extra,
     ]
+
+
+def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: F811
+    ft = tmp_path / "ft"
+    args = pretrain_then_finetune_args(
+        tmp_path, corpus, "[160,192]", "finetune.run.save_every=2", "finetune.passkey.schedule=mix"
+    )
     assert training_main(args) == 0
     records = log(ft)
     assert [r["seq_len"] for r in records] == [160 - 9, 192 - 9, 160 - 9, 192 - 9]  # prompt + key + "." 
@@ -80,16 +85,12 @@ def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: 
 
 
 def test_finetune_mixes_corpus_text_in_every_kth_step(tmp_path, corpus):  # noqa: F811
-    pre = tmp_path / "pre"
-    assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
     ft = tmp_path / "ft"
-    args = [
-        "finetune", "--from", str(pre / "latest"), *overrides(corpus, tmp_path / "unused"),
-        f"finetune.run.output_dir={ft}", "finetune.text_every=2", "finetune.passkey.lengths=[160]",
-        "finetune.passkey.num_examples=8", "finetune.optim.batch_size=2", "finetune.optim.micro_batch_size=1",
-        "finetune.optim.warmup_steps=1", "finetune.run.max_steps=4", "finetune.run.save_every=4",
-        "finetune.run.log_every=1",
-    ]
+    # the recipe's data section (the corpus the text steps read) comes from the same overrides as pretraining's
+    args = pretrain_then_finetune_args(
+        tmp_path, corpus, "[160]", *overrides(corpus, tmp_path / "unused"), "finetune.text_every=2",
+        "finetune.run.save_every=4",
+    )
     assert training_main(args) == 0
     records = log(ft)
     assert [r["source"] for r in records] == ["passkey", "text", "passkey", "text"]

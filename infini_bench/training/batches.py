@@ -40,10 +40,6 @@ class PackedText:
     def __init__(self, rows: np.ndarray, seed: int):
         self.rows = rows
         self.order = EpochOrder(len(rows), seed)
-        self.sequence_length = rows.shape[1]
-
-    def length_at(self, step: int) -> int:
-        return self.sequence_length
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
         start = cursors.get("text", 0)
@@ -91,9 +87,6 @@ class WithText:
 
     def _is_text(self, step: int) -> bool:
         return step % self.every == self.every - 1
-
-    def length_at(self, step: int) -> int:
-        return (self.text if self._is_text(step) else self.passkey).length_at(step)
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
         return (self.text if self._is_text(step) else self.passkey).global_batch(step, size, cursors)

@@ -51,12 +51,6 @@ def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> t
     return ids, labels, sample
 
 
-def example_length(tokenizer, cfg: PasskeyConfig, length: int) -> int:
-    """Tokens in one training example for task length `length`: the prompt plus key and "." (the unused rest of
-    the answer budget is not trained on, so examples are a little shorter than `length`)."""
-    return len(passkey_example(tokenizer, cfg, length, 0)[0])
-
-
 def answer_terminator(tokenizer, sample: dict) -> list[int]:
     """Token ids of the "." that follows the key in context (EOS if this tokenizer merges it with the digits)."""
     answer = list(sample["answer_ids"])
