@@ -3,13 +3,16 @@ from a compressive memory of all earlier segments. The maths is DESIGN.md §4.""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .configuration_infini import InfiniConfig
+from .fla_ops import resolve_kernel
 from .local_attention import local_causal_attention
-from .memory import LayerState, sigma, unit
+from .memory import LayerState
+from .memory_ops import memory_read, memory_scan, sigma, unit
 from .rotary import apply_rotary
 
 
@@ -43,40 +46,74 @@ class InfiniAttention(nn.Module):
             self.write_strength = nn.Linear(config.hidden_size, self.num_kv_heads, bias=True)
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: LayerState) -> torch.Tensor:
-        """`hidden` [B, n, D] lies inside one segment, after the `state.keys.shape[2]` tokens already cached.
+        """The segment-by-segment form (decoding, partial segments, the reference): `hidden` [B, n, D] lies inside
+        one segment, after the `state.keys.shape[2]` tokens already cached.
 
         Updates `state` (the caller's copy): appends this piece's keys/values to the segment cache."""
+        b, n, _ = hidden.shape
+        q, k, v = self._project(hidden)
+        state.keys = torch.cat([state.keys, apply_rotary(k, cos, sin)], dim=2)
+        state.values = torch.cat([state.values, v], dim=2)
+        out = self._local(apply_rotary(q, cos, sin), state.keys, state.values)
+        if self.config.use_memory:
+            state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
+            groups = (b, self.num_kv_heads, self.num_heads // self.num_kv_heads, n, self.head_dim)
+            retrieved = memory_read(
+                self.config.memory_update, q.view(groups), state.memory[:, :, None], state.norm[:, :, None],
+                self.config.memory_eps,
+            )
+            out = self._mix(retrieved.view_as(q), out)
+        return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+    def forward_segments(
+        self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: LayerState, detach_after: Sequence[bool]
+    ) -> torch.Tensor:
+        """The parallel form (training, prefill): `hidden` [B, S·L, D] is S whole segments of L tokens, starting on
+        a segment boundary (the local cache in `state` is empty). Local attention runs as one batched call with the
+        segments in the batch, the memory before every segment comes from one scan, all retrievals are one
+        batched matmul. Leaves the memory after the last segment in `state`."""
+        b, total, _ = hidden.shape
+        seg = cos.shape[0]
+        s = total // seg
+        q, k, v = self._project(hidden)  # [B, H, S·L, d]
+
+        def by_segment(x: torch.Tensor) -> torch.Tensor:  # [B, H, S·L, d] -> [B·S, H, L, d]
+            return x.unflatten(2, (s, seg)).transpose(1, 2).flatten(0, 1)
+
+        out = self._local(by_segment(apply_rotary(q, cos.repeat(s, 1), sin.repeat(s, 1))),
+                          by_segment(apply_rotary(k, cos.repeat(s, 1), sin.repeat(s, 1))), by_segment(v))
+        out = out.unflatten(0, (b, s)).transpose(1, 2).flatten(2, 3)  # [B, H, S·L, d]
+        if self.config.use_memory:
+            c = self.config
+            kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
+            keys = self._memory_keys(hidden, k).unflatten(2, (s, seg))  # [B, H_kv, S, L, d]
+            with torch.autocast(hidden.device.type, enabled=False):  # the memory accumulates in float32
+                memories, norms, state.memory, state.norm = memory_scan(
+                    c.memory_update, state.memory, state.norm, keys, v.unflatten(2, (s, seg)), c.memory_eps,
+                    detach_after=detach_after, kernel=kernel,
+                )
+            groups = (b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
+            retrieved = memory_read(c.memory_update, q.view(groups), memories[:, :, None], norms[:, :, None], c.memory_eps)
+            out = self._mix(retrieved.view_as(q), out)
+        return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, total, self.num_heads * self.head_dim))
+
+    def _project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = hidden.shape
         q = self.q_proj(hidden).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
 
-        state.keys = torch.cat([state.keys, apply_rotary(k, cos, sin)], dim=2)
-        state.values = torch.cat([state.values, v], dim=2)
-        out = local_causal_attention(apply_rotary(q, cos, sin), state.keys, state.values, self.scale)
+    def _local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return local_causal_attention(q, k, v, self.scale, self.config._attn_implementation or "sdpa")
 
-        if self.config.use_memory:
-            state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
-            retrieved = self._retrieve(q, state)
-            g = gate_values(self.gate, self.config.gate_activation).view(1, -1, 1, 1)
-            out = g * retrieved.to(out.dtype) + (1.0 - g) * out
-        out = out.to(hidden.dtype).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
-        return self.o_proj(out)
+    def _mix(self, retrieved: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        """A = g·A_mem + (1 − g)·A_local, g = act(β) per query head."""
+        g = gate_values(self.gate, self.config.gate_activation).view(1, -1, *([1] * (local.dim() - 2)))
+        return g * retrieved.to(local.dtype) + (1.0 - g) * local
 
     def _memory_keys(self, hidden: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.config.memory_update != "delta_l2":
             return sigma(k)
         beta = torch.sigmoid(self.write_strength(hidden).float()).transpose(1, 2).unsqueeze(-1)  # [B, H_kv, n, 1]
         return beta.sqrt() * unit(k)
-
-    def _retrieve(self, q: torch.Tensor, state: LayerState) -> torch.Tensor:
-        """A_mem = σ(Q) M / (σ(Q) z + eps), or Q/|Q| M for delta_l2 (no normaliser), each query head reading its
-        key/value group's memory (float32)."""
-        b, h, n, d = q.shape
-        groups = (b, self.num_kv_heads, h // self.num_kv_heads, n, d)
-        if self.config.memory_update == "delta_l2":
-            return (unit(q).view(groups) @ state.memory.unsqueeze(2)).view(b, h, n, -1)
-        sq = sigma(q).view(groups)
-        num = sq @ state.memory.unsqueeze(2)
-        den = sq @ state.norm[:, :, None, :, None] + self.config.memory_eps
-        return (num / den).view(b, h, n, -1)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from .fla_ops import KERNELS as MEMORY_KERNELS
+
 MEMORY_UPDATES = ("linear", "delta", "delta_l2")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh")
 GATE_INITS = ("zeros", "randn")
@@ -22,6 +24,10 @@ class InfiniConfig(PretrainedConfig):
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
         memory_eps: the eps in the retrieval denominator σ(Q)z + eps.
         detach_every: stop gradients through the memory every k segments (0: never).
+        memory_kernel: how the delta_l2 update runs: "auto" (fla-core's Triton kernel on CUDA in bf16/fp16 when it
+            is installed, else the float32 torch path), "torch" or "fla". The paper's rules always use torch.
+        The local attention's backend is transformers' own `attn_implementation` ("sdpa" by default,
+        "flash_attention_2", "eager"), given to `from_pretrained` or `load_infini`.
     """
 
     model_type = "infini"
@@ -51,6 +57,7 @@ class InfiniConfig(PretrainedConfig):
         gate_init: str | float = "zeros",
         memory_eps: float = 1e-6,
         detach_every: int = 0,
+        memory_kernel: str = "auto",
         pad_token_id: int | None = None,
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
@@ -68,6 +75,7 @@ class InfiniConfig(PretrainedConfig):
             head_dim=head_dim,
             detach_every=detach_every,
             hidden_act=hidden_act,
+            memory_kernel=memory_kernel,
         )
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -90,6 +98,7 @@ class InfiniConfig(PretrainedConfig):
         self.gate_init = gate_init
         self.memory_eps = memory_eps
         self.detach_every = detach_every
+        self.memory_kernel = memory_kernel
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
             pad_token_id=pad_token_id,
@@ -110,6 +119,7 @@ def _validate(
     head_dim,
     detach_every,
     hidden_act,
+    memory_kernel,
 ) -> None:
     """Reject bad values here, with their names, rather than deep inside torch later."""
     if isinstance(segment_length, bool) or not isinstance(segment_length, int) or segment_length < 1:
@@ -128,5 +138,7 @@ def _validate(
         raise ValueError(f"head_dim={head_dim!r} must be >= 1")
     if isinstance(detach_every, bool) or not isinstance(detach_every, int) or detach_every < 0:
         raise ValueError(f"detach_every={detach_every!r} is invalid: it must be an integer >= 0 (0 = never)")
+    if memory_kernel not in MEMORY_KERNELS:
+        raise ValueError(f"memory_kernel={memory_kernel!r} is unknown: choose one of {MEMORY_KERNELS}")
     if hidden_act != "silu":
         raise ValueError(f"hidden_act={hidden_act!r} is not supported: the SwiGLU MLP uses 'silu'")

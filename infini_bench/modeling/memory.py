@@ -9,21 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-
-# Rows of the exact in-segment delta-rule solve at a time: the unit-triangular system stays well conditioned.
-DELTA_CHUNK = 64
-
-
-def sigma(x: torch.Tensor) -> torch.Tensor:
-    """ELU + 1 in float32: the paper's positive feature map of the memory."""
-    return F.elu(x.float()) + 1.0
-
-
-def unit(x: torch.Tensor) -> torch.Tensor:
-    """x / |x| over the head dimension, in float32: the delta_l2 variant's key and query features."""
-    return F.normalize(x.float(), dim=-1, eps=1e-6)
+from .memory_ops import DELTA_CHUNK, memory_scan, sigma, unit  # noqa: F401  (re-exported: the state's features)
 
 
 @dataclass
@@ -36,40 +23,16 @@ class LayerState:
     # paper's updates; √β·K/|K| for delta_l2, whose write strength β is then the row's squared norm.
     memory_keys: torch.Tensor
 
-    def fold(self, update: str, eps: float, detach: bool, write: bool = True) -> None:
+    def fold(self, update: str, eps: float, detach: bool, write: bool = True, kernel: str = "torch") -> None:
         """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
         control) and start an empty local cache."""
         if write:
             with torch.autocast(self.memory.device.type, enabled=False):  # the memory accumulates in float32
-                memory, norm = self._written(update, eps)
-            if detach:
-                memory, norm = memory.detach(), norm.detach()
-            self.memory, self.norm = memory, norm
+                _, _, self.memory, self.norm = memory_scan(
+                    update, self.memory, self.norm, self.memory_keys.unsqueeze(2), self.values.unsqueeze(2),
+                    eps, detach_after=[detach], kernel=kernel,
+                )
         self.keys, self.values, self.memory_keys = self.keys[:, :, :0], self.values[:, :, :0], self.memory_keys[:, :, :0]
-
-    def _written(self, update: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        sk, v = self.memory_keys, self.values.float()
-        if update == "delta_l2":
-            return delta_l2_write(self.memory, sk, v), self.norm
-        if update == "delta":
-            v = v - (sk @ self.memory) / ((sk @ self.norm.unsqueeze(-1)) + eps)
-        return self.memory + sk.transpose(-1, -2) @ v, self.norm + sk.sum(dim=-2)
-
-
-def delta_l2_write(memory: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """M after the token-by-token delta rule M ← M + β_t k̂_tᵀ(v_t − k̂_t M) over the segment, computed in chunks.
-
-    With k̃ = √β·k̂ (`keys`) and ṽ = √β·v, the sequential rule is M_new = M + K̃ᵀX, where X solves the unit lower
-    triangular system (I + tril(K̃K̃ᵀ, −1)) X = Ṽ − K̃M (the WY form of DeltaNet, Yang et al. 2024). Each step
-    is a contraction (|k̂| = 1, β ≤ 1), so M stays bounded however many tokens are written."""
-    for c0 in range(0, keys.shape[-2], DELTA_CHUNK):
-        k = keys[..., c0 : c0 + DELTA_CHUNK, :]
-        v = values[..., c0 : c0 + DELTA_CHUNK, :] * k.norm(dim=-1, keepdim=True)
-        n = k.shape[-2]
-        system = torch.eye(n, dtype=k.dtype, device=k.device) + (k @ k.transpose(-1, -2)).tril(-1)
-        x = torch.linalg.solve_triangular(system, v - k @ memory, upper=False, unitriangular=True)
-        memory = memory + k.transpose(-1, -2) @ x
-    return memory
 
 
 @dataclass

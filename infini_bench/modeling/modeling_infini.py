@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover
 
 from .attention import InfiniAttention
 from .configuration_infini import InfiniConfig
+from .fla_ops import resolve_kernel
 from .memory import InfiniState
 from .rotary import rotary_cos_sin
 
@@ -65,6 +66,10 @@ class InfiniDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, state)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def forward_segments(self, x, cos, sin, state, detach_after):
+        x = x + self.self_attn.forward_segments(self.input_layernorm(x), cos, sin, state, detach_after)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
 
 class InfiniPreTrainedModel(PreTrainedModel):
     config_class = InfiniConfig
@@ -104,42 +109,67 @@ class InfiniModel(InfiniPreTrainedModel):
         memory: InfiniState | None = None,
         detach_every: int | None = None,
         keep_last: int = 0,
+        parallel: bool = True,
     ) -> tuple[torch.Tensor, InfiniState]:
-        """Continue the stream in `memory` with `input_ids`, one segment piece at a time through all layers.
+        """Continue the stream in `memory` with `input_ids`.
 
+        Whole segments that start on a segment boundary run in the parallel form (layer by layer over all of them
+        at once); a partial segment at either end, or everything when `parallel=False`, runs segment piece by
+        piece through all layers (the decode path and the reference). Both give the same numbers.
         Returns the final hidden states (only the last `keep_last` positions when > 0) and the new state."""
         c = self.config
         seg = c.segment_length
         detach_every = c.detach_every if detach_every is None else detach_every
         state = self.empty_state(input_ids.shape[0]) if memory is None else memory.copy()
         hidden = self.embed_tokens(input_ids)
+        kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
         total = input_ids.shape[1]
         outputs: list[torch.Tensor] = []
         kept = 0
         start = 0
         while start < total:
-            n = min(seg - state.position, total - start)
-            cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, state.position, n, hidden.device, hidden.dtype)
-            x = hidden[:, start : start + n]
-            for layer, layer_state in zip(self.layers, state.layers):
-                x = layer(x, cos, sin, layer_state)
+            whole = (total - start) // seg * seg if parallel and state.position == 0 else 0
+            if whole:
+                x = self._whole_segments(hidden[:, start : start + whole], state, detach_every)
+            else:
+                x = self._segment_piece(hidden[:, start : start + seg - state.position], state, detach_every, kernel)
             outputs.append(x)
-            kept += n
+            kept += x.shape[1]
             if keep_last and kept - outputs[0].shape[1] >= keep_last:
                 kept -= outputs.pop(0).shape[1]
-            start += n
-            state.position += n
-            if state.position == seg:
-                state.segments += 1
-                detach = bool(detach_every) and state.segments % detach_every == 0
-                for layer_state in state.layers:
-                    layer_state.fold(c.memory_update, c.memory_eps, detach, write=c.use_memory)
-                state.position = 0
+            start += x.shape[1]
         state.seen_tokens += total
         out = torch.cat(outputs, dim=1)
         if keep_last:
             out = out[:, -keep_last:]
         return self.norm(out), state
+
+    def _segment_piece(self, x: torch.Tensor, state: InfiniState, detach_every: int, kernel: str) -> torch.Tensor:
+        """Tokens inside one segment through every layer; folds the segment into memory when it is full."""
+        c = self.config
+        n = x.shape[1]
+        cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, state.position, n, x.device, x.dtype)
+        for layer, layer_state in zip(self.layers, state.layers):
+            x = layer(x, cos, sin, layer_state)
+        state.position += n
+        if state.position == c.segment_length:
+            state.segments += 1
+            detach = bool(detach_every) and state.segments % detach_every == 0
+            for layer_state in state.layers:
+                layer_state.fold(c.memory_update, c.memory_eps, detach, write=c.use_memory, kernel=kernel)
+            state.position = 0
+        return x
+
+    def _whole_segments(self, x: torch.Tensor, state: InfiniState, detach_every: int) -> torch.Tensor:
+        """S whole segments from a segment boundary, layer by layer (the parallel form)."""
+        c = self.config
+        count = x.shape[1] // c.segment_length
+        cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, 0, c.segment_length, x.device, x.dtype)
+        detach_after = [bool(detach_every) and (state.segments + s + 1) % detach_every == 0 for s in range(count)]
+        for layer, layer_state in zip(self.layers, state.layers):
+            x = layer.forward_segments(x, cos, sin, layer_state, detach_after)
+        state.segments += count
+        return x
 
 
 class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
@@ -167,14 +197,18 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
         detach_every: int | None = None,
         logits_to_keep: int = 0,
         inputs_embeds: torch.Tensor | None = None,
+        parallel: bool = True,
         **kwargs,
     ) -> InfiniCausalLMOutput:
         """`out = model(input_ids, memory=state)`: logits for `input_ids` and the state after them.
 
         `labels` (shifted inside, -100 ignored) gives the causal LM loss over this call's tokens.
-        `logits_to_keep=k` computes logits for the last k positions only (generation's prefill)."""
+        `logits_to_keep=k` computes logits for the last k positions only (generation's prefill).
+        `parallel=False` runs every segment piece by piece (the reference the parallel form is tested against)."""
         self._check_inputs(input_ids, memory, attention_mask, inputs_embeds)
-        hidden, state = self.model(input_ids, memory=memory, detach_every=detach_every, keep_last=logits_to_keep)
+        hidden, state = self.model(
+            input_ids, memory=memory, detach_every=detach_every, keep_last=logits_to_keep, parallel=parallel
+        )
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:

@@ -1,0 +1,129 @@
+"""The memory-update op: from the state before a run of whole segments and their key/value features, the state
+before every segment and after the last one. One signature, two implementations, as flash-linear-attention
+arranges its ops: this pure-torch one (the CPU path and the reference) and fla-core's Triton kernel on CUDA
+(`fla_ops.py`, delta_l2 only; the paper's rules are a cumulative sum and one matmul per segment already).
+
+Shapes: memory [B, H, d, d] and norm [B, H, d] in float32; keys, values [B, H, S, L, d] for S segments of L tokens.
+Keys are the memory features: σ(K) for the paper's rules, √β·K/|K| for delta_l2 (so β is the row's squared norm).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Rows of the exact in-segment delta-rule solve at a time: the unit-triangular system stays well conditioned.
+DELTA_CHUNK = 64
+
+Scan = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def sigma(x: torch.Tensor) -> torch.Tensor:
+    """ELU + 1 in float32: the paper's positive feature map of the memory."""
+    return F.elu(x.float()) + 1.0
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """x / |x| over the head dimension, in float32: the delta_l2 variant's key and query features."""
+    return F.normalize(x.float(), dim=-1, eps=1e-6)
+
+
+def memory_scan(
+    update: str,
+    memory: torch.Tensor,
+    norm: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    eps: float,
+    detach_after: Sequence[bool] = (),
+    kernel: str = "torch",
+) -> Scan:
+    """Write S whole segments into memory one after another (DESIGN §4).
+
+    Returns (memory before each segment [B, H, S, d, d], norm before each [B, H, S, d], final memory, final norm).
+    `detach_after[s]` cuts the gradient through the state written by segment s (truncated backpropagation);
+    `kernel="fla"` runs delta_l2 through fla-core (bf16 inputs, float32 state)."""
+    values = values.float()
+    detach = list(detach_after) or [False] * keys.shape[2]
+    if update == "linear":
+        return _linear_scan(memory, norm, keys, values, detach)
+    if update == "delta":
+        return _delta_scan(memory, norm, keys, values, eps, detach)
+    if update == "delta_l2":
+        if kernel == "fla":
+            from .fla_ops import fla_delta_l2_scan
+
+            befores, final = fla_delta_l2_scan(memory, keys, values, detach)
+        else:
+            befores, final = _delta_l2_scan(memory, keys, values, detach)
+        return befores, norm.unsqueeze(2).expand(-1, -1, keys.shape[2], -1), final, norm
+    raise ValueError(f"memory_update={update!r} is unknown")
+
+
+def _linear_scan(memory, norm, keys, values, detach: list[bool]) -> Scan:
+    """M += σ(K)ᵀV, z += Σσ(K): exclusive cumulative sums, restarted (detached) after each cut."""
+    writes = keys.transpose(-1, -2) @ values  # [B, H, S, d, d]
+    norm_writes = keys.sum(dim=-2)  # [B, H, S, d]
+    mem_before, norm_before = [], []
+    start = 0
+    for end in [s + 1 for s, cut in enumerate(detach) if cut] + [len(detach)]:
+        if end <= start:
+            continue
+        m = torch.cumsum(writes[:, :, start:end], dim=2)
+        z = torch.cumsum(norm_writes[:, :, start:end], dim=2)
+        mem_before.append(torch.cat([memory.unsqueeze(2), memory.unsqueeze(2) + m[:, :, :-1]], dim=2))
+        norm_before.append(torch.cat([norm.unsqueeze(2), norm.unsqueeze(2) + z[:, :, :-1]], dim=2))
+        memory, norm = memory + m[:, :, -1], norm + z[:, :, -1]
+        if detach[end - 1]:
+            memory, norm = memory.detach(), norm.detach()
+        start = end
+    return torch.cat(mem_before, dim=2), torch.cat(norm_before, dim=2), memory, norm
+
+
+def _delta_scan(memory, norm, keys, values, eps: float, detach: list[bool]) -> Scan:
+    """The paper's delta rule, segment by segment: M += σ(K)ᵀ(V − σ(K)M/(σ(K)z + eps)), z += Σσ(K)."""
+    mem_before, norm_before = [], []
+    for s, cut in enumerate(detach):
+        mem_before.append(memory)
+        norm_before.append(norm)
+        sk = keys[:, :, s]
+        v = values[:, :, s] - (sk @ memory) / ((sk @ norm.unsqueeze(-1)) + eps)
+        memory, norm = memory + sk.transpose(-1, -2) @ v, norm + sk.sum(dim=-2)
+        if cut:
+            memory, norm = memory.detach(), norm.detach()
+    return torch.stack(mem_before, dim=2), torch.stack(norm_before, dim=2), memory, norm
+
+
+def _delta_l2_scan(memory, keys, values, detach: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token-by-token delta rule M ← M + β_t k̂_tᵀ(v_t − k̂_t M), in the chunked WY form of DeltaNet
+    (Yang et al. 2024): with k̃ = √β·k̂ and ṽ = √β·v, a chunk of rows gives M_new = M + K̃ᵀ(U − W M), where
+    W = A⁻¹K̃, U = A⁻¹Ṽ and A = I + tril(K̃K̃ᵀ, −1) is unit lower triangular. The solves of every chunk of every
+    segment run as one batch; only the two small matmuls per chunk are sequential. Each step is a contraction
+    (|k̂| = 1, β ≤ 1), so M stays bounded however many tokens are written."""
+    seg_len = keys.shape[-2]
+    chunks = []  # per chunk offset: (K̃, W, U), each [B, H, S, n, d], solved for all segments at once
+    for c0 in range(0, seg_len, DELTA_CHUNK):
+        k = keys[..., c0 : c0 + DELTA_CHUNK, :]
+        v = values[..., c0 : c0 + DELTA_CHUNK, :] * k.norm(dim=-1, keepdim=True)
+        n = k.shape[-2]
+        system = torch.eye(n, dtype=k.dtype, device=k.device) + (k @ k.transpose(-1, -2)).tril(-1)
+        wu = torch.linalg.solve_triangular(system, torch.cat([k, v], dim=-1), upper=False, unitriangular=True)
+        chunks.append((k, wu[..., : k.shape[-1]], wu[..., k.shape[-1] :]))
+    befores = []
+    for s, cut in enumerate(detach):
+        befores.append(memory)
+        for k, w, u in chunks:
+            memory = memory + k[:, :, s].transpose(-1, -2) @ (u[:, :, s] - w[:, :, s] @ memory)
+        if cut:
+            memory = memory.detach()
+    return torch.stack(befores, dim=2), memory
+
+
+def memory_read(update: str, q: torch.Tensor, memory: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
+    """A_mem for queries q [B, H_kv, G, ..., n, d] (G query heads per key/value head) from memory
+    [B, H_kv, 1, ..., d, d]: σ(Q)M / (σ(Q)z + eps), or Q/|Q|·M for delta_l2 (no normaliser), in float32."""
+    if update == "delta_l2":
+        return unit(q) @ memory
+    sq = sigma(q)
+    return (sq @ memory) / (sq @ norm.unsqueeze(-1) + eps)
