@@ -29,11 +29,13 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from infini_bench.modeling import InfiniForCausalLM, load_infini
+from infini_bench.modeling.fla_ops import KERNELS as MEMORY_KERNELS
+from infini_bench.modeling.local_attention import ATTN_IMPLEMENTATIONS
 
 from . import options
 from .auto_batch import probe_batch_size
 from .parallel import setup_data_parallel
-from .streaming import prefill, score
+from .streaming import DEFAULT_CHUNK_TOKENS, prefill, score
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ class InfiniLM(TemplateLM):
     """lm-eval model for Infini checkpoints: `--model infini --model_args pretrained=DIR[,...]`.
 
     Model args: `pretrained` (an Infini checkpoint folder, or a Llama one with `convert_llama=true`), `tokenizer`
-    (defaults to `pretrained`), `dtype` (float32 | bfloat16 | float16 | auto), `segment_length` and `use_memory`
-    (override the checkpoint's config), `max_length` (reported to tasks; default the config's
+    (defaults to `pretrained`), `dtype` (float32 | bfloat16 | float16 | auto), `segment_length`, `use_memory` and
+    `memory_kernel` (override the checkpoint's config), `attn_implementation` (sdpa | flash_attention_2 | eager,
+    as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384: peak memory is
+    set by it, not by the document's length), `max_length` (reported to tasks; default the config's
     `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`.
     `--device`, `--batch_size` (integer or auto) and `--max_batch_size` come from lm-eval's own flags.
     """
@@ -62,6 +66,9 @@ class InfiniLM(TemplateLM):
         dtype: str | torch.dtype = "float32",
         segment_length: int | None = None,
         use_memory: bool | None = None,
+        memory_kernel: str | None = None,
+        attn_implementation: str | None = None,
+        prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         convert_llama: bool = False,
         max_length: int | None = None,
         max_gen_toks: int = 256,
@@ -76,8 +83,9 @@ class InfiniLM(TemplateLM):
         if unknown:
             raise options.InfiniArgumentError(
                 f"unknown model_args for --model infini: {', '.join(f'{k}={v!r}' for k, v in unknown.items())}. "
-                "Accepted: pretrained, tokenizer, dtype, segment_length, use_memory, convert_llama, max_length, "
-                "max_gen_toks, add_bos_token, prefix_token_id"
+                "Accepted: pretrained, tokenizer, dtype, segment_length, use_memory, memory_kernel, "
+                "attn_implementation, prefill_chunk_tokens, convert_llama, max_length, max_gen_toks, add_bos_token, "
+                "prefix_token_id"
             )
         if not pretrained or not isinstance(pretrained, str):
             raise options.InfiniArgumentError(
@@ -88,6 +96,13 @@ class InfiniLM(TemplateLM):
             overrides["segment_length"] = options.positive_int("segment_length", segment_length)
         if use_memory is not None:
             overrides["use_memory"] = options.boolean("use_memory", use_memory)
+        if memory_kernel is not None:
+            overrides["memory_kernel"] = options.choice("memory_kernel", memory_kernel, MEMORY_KERNELS)
+        self._attn_implementation = (
+            None if attn_implementation is None
+            else options.choice("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
+        )
+        self._chunk_tokens = options.positive_int("prefill_chunk_tokens", prefill_chunk_tokens)
         self._dtype = options.dtype_name(dtype)
         self._max_length = options.optional_positive_int("max_length", max_length)
         self._max_gen_toks = options.positive_int("max_gen_toks", max_gen_toks)
@@ -113,8 +128,11 @@ class InfiniLM(TemplateLM):
     # --- loading -----------------------------------------------------------------------------------------------
     def _load_model(self, path: str, convert_llama: bool, overrides: dict[str, Any]) -> InfiniForCausalLM:
         try:
-            model = load_infini(path, dtype=self._dtype, convert_llama=convert_llama, **overrides)
-        except (FileNotFoundError, ValueError, OSError) as err:
+            model = load_infini(
+                path, dtype=self._dtype, convert_llama=convert_llama, attn_implementation=self._attn_implementation,
+                **overrides,
+            )
+        except (FileNotFoundError, ValueError, OSError, ImportError) as err:
             raise options.InfiniArgumentError(f"pretrained={path!r} cannot be evaluated: {err}") from None
         return model.eval().to(self._device)
 
@@ -133,7 +151,7 @@ class InfiniLM(TemplateLM):
             logger.info("batch_size=auto on the CPU: using 1 (an out-of-memory probe is unsafe on host memory)")
             found = 1
         else:
-            found = probe_batch_size(self._model, self._device, self._max_batch_size)
+            found = probe_batch_size(self._model, self._device, self._max_batch_size, self._chunk_tokens)
         if self.world_size > 1:
             found = int(self.all_gather(torch.tensor([found], device=self._device)).min().item())
         logger.info("batch_size=auto resolved to %d", found)
@@ -199,6 +217,9 @@ class InfiniLM(TemplateLM):
             "model_dtype": str(self._model.dtype),
             "segment_length": c.segment_length,
             "use_memory": c.use_memory,
+            "attn_implementation": c._attn_implementation,
+            "memory_kernel": c.memory_kernel,
+            "prefill_chunk_tokens": self._chunk_tokens,
             "memory_update": c.memory_update,
             "gate_activation": c.gate_activation,
         }
@@ -248,14 +269,18 @@ class InfiniLM(TemplateLM):
         total = sum(len(c) - 1 for c in contexts) + sum(len(requests[i][2]) for ids in by_context.values() for i in ids)
         bar = self._progress(total, "Running loglikelihood requests", disable_tqdm)
         for batch in _batches(contexts, self.batch_size_per_device):
-            for ended, state in prefill(self._model, [c[:-1] for c in batch], self._device, bar.update):
+            for ended, state in prefill(
+                self._model, [c[:-1] for c in batch], self._device, bar.update, self._chunk_tokens
+            ):
                 # (row of `state`, request) for every continuation of the contexts that just ended
                 rows = [(row, i) for row, j in enumerate(ended) for i in by_context[batch[j]]]
                 for part in _batches(rows, self.batch_size_per_device):
                     part_state = None if state is None else state.select(torch.tensor([row for row, _ in part]))
                     inputs = [list(requests[i][1][-1:]) + requests[i][2][:-1] for _, i in part]
                     targets = [requests[i][2] for _, i in part]
-                    for (_, i), answer in zip(part, score(self._model, part_state, inputs, targets, self._device, bar.update)):
+                    for (_, i), answer in zip(part, score(
+                        self._model, part_state, inputs, targets, self._device, bar.update, self._chunk_tokens
+                    )):
                         results[i] = answer
                         self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
         bar.close()
@@ -275,7 +300,9 @@ class InfiniLM(TemplateLM):
             batch = [i for i in batch if len(docs[i]) > 0]
             if batch:
                 inputs = [torch.cat([prefix, docs[i][:-1]]) for i in batch]
-                answers = score(self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update)
+                answers = score(
+                    self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update, self._chunk_tokens
+                )
                 for i, (logprob, _) in zip(batch, answers):
                     results[i] = logprob
         bar.close()
@@ -318,7 +345,7 @@ class InfiniLM(TemplateLM):
                 logger.warning("`max_length` in generation kwargs is ignored: use `max_gen_toks`")
                 gen_kwargs.pop("max_length")
             prompts = [self._prompt_tokens(args[i][0]) for i in batch]
-            for ended, state in prefill(self._model, [p[:-1] for p in prompts], self._device):
+            for ended, state in prefill(self._model, [p[:-1] for p in prompts], self._device, chunk_tokens=self._chunk_tokens):
                 texts = self._generate([prompts[j] for j in ended], state, until, max_new, dict(gen_kwargs))
                 for j, text in zip(ended, texts):
                     results[batch[j]] = text

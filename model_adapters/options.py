@@ -36,6 +36,12 @@ def optional_positive_int(name: str, value: object) -> int | None:
     return None if value is None else positive_int(name, value)
 
 
+def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InfiniArgumentError(f"{name}={value!r} is unknown: choose one of {', '.join(allowed)}")
+    return value  # type: ignore[return-value]
+
+
 def boolean(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InfiniArgumentError(f"{name}={value!r} is invalid: use true or false")

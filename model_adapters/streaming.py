@@ -1,10 +1,12 @@
-"""Streaming token rows through an Infini model side by side, one segment piece at a time, never padding.
+"""Streaming token rows through an Infini model side by side, one chunk of whole segments at a time, never
+padding.
 
 An Infini model folds every token it reads into its memory, so a pad token would corrupt the state. Rows are
 therefore batched in lockstep: all rows of a batch have read the same number of tokens, each step feeds every
-active row its next piece (never longer than what is left of the current segment, nor of the shortest row), and a
-row leaves the batch the moment it ends. Each step holds one segment of activations and logits per row, so memory
-does not grow with the length of the rows.
+active row its next piece (up to `chunk_tokens`, ending on a segment boundary where it can, and no longer than
+what is left of the shortest row), and a row leaves the batch the moment it ends. A piece of whole segments runs
+in the model's parallel form; each step holds one chunk of activations per row and logits for at most
+`LOGITS_SLICE` positions, so memory does not grow with the length of the rows.
 """
 from __future__ import annotations
 
@@ -17,11 +19,18 @@ from infini_bench.modeling import InfiniForCausalLM, InfiniState
 Progress = Callable[[int], None] | None
 Tokens = Sequence[int] | torch.Tensor  # a row of token ids: a list, or a 1-D tensor (4 bytes a token in int32)
 
+DEFAULT_CHUNK_TOKENS = 16_384  # the adapter's `prefill_chunk_tokens` default
+LOGITS_SLICE = 2_048  # positions per float32 log-softmax: [rows, LOGITS_SLICE, vocab] at a time
 
-def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining: int) -> int:
-    """Tokens to feed next: up to the end of the current segment, and no more than the shortest row has left."""
+
+def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining: int, chunk_tokens: int) -> int:
+    """Tokens to feed next: the rest of the current segment plus as many whole segments as fit in `chunk_tokens`
+    (at least the rest of the segment), and no more than the shortest row has left."""
+    seg = model.config.segment_length
     position = 0 if state is None else state.position
-    return min(model.config.segment_length - position, remaining)
+    to_boundary = seg - position
+    whole = max(0, (chunk_tokens - to_boundary) // seg) * seg
+    return min(to_boundary + whole, remaining)
 
 
 def _rows_tensor(rows: Sequence[Tokens], index: Sequence[int], start: int, n: int, device) -> torch.Tensor:
@@ -36,7 +45,11 @@ def _keep(state: InfiniState, keep: Sequence[int]) -> InfiniState:
 
 @torch.no_grad()
 def prefill(
-    model: InfiniForCausalLM, rows: Sequence[Tokens], device: torch.device, progress: Progress = None
+    model: InfiniForCausalLM,
+    rows: Sequence[Tokens],
+    device: torch.device,
+    progress: Progress = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> Iterator[tuple[list[int], InfiniState | None]]:
     """Read every row into a fresh memory, batched, without computing logits.
 
@@ -50,8 +63,8 @@ def prefill(
     state: InfiniState | None = None
     done = 0
     while active:
-        n = piece_length(model, state, min(len(rows[i]) for i in active) - done)
-        state = model(_rows_tensor(rows, active, done, n, device), memory=state, logits_to_keep=1).memory
+        n = piece_length(model, state, min(len(rows[i]) for i in active) - done, chunk_tokens)
+        _, state = model.model(_rows_tensor(rows, active, done, n, device), memory=state, keep_last=1)
         done += n
         if progress is not None:
             progress(n * len(active))
@@ -73,6 +86,7 @@ def score(
     targets: Sequence[Tokens],
     device: torch.device,
     progress: Progress = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> list[tuple[float, bool]]:
     """Continue `state` (one row per input, all at one position; None for fresh memories) with each row's
     `inputs`, where `targets[i][t]` is the token that follows `inputs[i][t]`.
@@ -88,18 +102,14 @@ def score(
     active = list(range(len(inputs)))
     done = 0
     while active:
-        n = piece_length(model, state, min(len(inputs[i]) for i in active) - done)
-        out = model(_rows_tensor(inputs, active, done, n, device), memory=state)
-        logits = out.logits.float()  # [rows, n, vocab]: one segment piece per row at most
+        n = piece_length(model, state, min(len(inputs[i]) for i in active) - done, chunk_tokens)
+        hidden, state = model.model(_rows_tensor(inputs, active, done, n, device), memory=state)
         wanted = _rows_tensor(targets, active, done, n, device)
-        logprobs = logits.gather(-1, wanted.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        sums = logprobs.double().sum(dim=-1).tolist()
-        hits = (logits.argmax(dim=-1) == wanted).all(dim=-1).tolist()
+        sums, hits = _logprob_sums(model, hidden, wanted)
+        del hidden
         for j, i in enumerate(active):
             totals[i] += sums[j]
-            greedy[i] = greedy[i] and bool(hits[j])
-        state = out.memory
-        del out, logits, logprobs
+            greedy[i] = greedy[i] and hits[j]
         done += n
         if progress is not None:
             progress(n * len(active))
@@ -108,3 +118,17 @@ def score(
             state = _keep(state, left)
         active = [active[j] for j in left]
     return list(zip(totals, greedy))
+
+
+def _logprob_sums(model: InfiniForCausalLM, hidden: torch.Tensor, wanted: torch.Tensor) -> tuple[list[float], list[bool]]:
+    """Per row: the summed log-probability of `wanted` under the logits of `hidden` (float32 log-softmax, float64
+    sums) and whether every wanted token was the argmax, computed `LOGITS_SLICE` positions at a time."""
+    sums = torch.zeros(hidden.shape[0], dtype=torch.float64, device=hidden.device)
+    hits = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+    for a in range(0, hidden.shape[1], LOGITS_SLICE):
+        logits = model.lm_head(hidden[:, a : a + LOGITS_SLICE]).float()
+        target = wanted[:, a : a + LOGITS_SLICE]
+        logprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        sums += logprobs.double().sum(dim=-1)
+        hits &= (logits.argmax(dim=-1) == target).all(dim=-1)
+    return sums.tolist(), hits.tolist()

@@ -65,6 +65,17 @@ def test_rolling_equals_direct_loglikelihood(lm: InfiniLM, n_tokens: int) -> Non
     assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [1, SEGMENT, 2 * SEGMENT + 5])
+def test_rolling_in_small_prefill_chunks_equals_direct(infini_dir, chunk: int) -> None:
+    """`prefill_chunk_tokens` bounds each parallel step; the numbers stay the reference's whatever it is (a chunk
+    below one segment still advances by the rest of the segment)."""
+    lm = InfiniLM(pretrained=str(infini_dir), device="cpu", prefill_chunk_tokens=chunk, batch_size=2)
+    texts = [_text_of_tokens(lm, n) for n in (5 * SEGMENT + 3, 2 * SEGMENT)]
+    got = lm.loglikelihood_rolling(_rolling(*texts), disable_tqdm=True)
+    want = [direct_logprob(lm.model, [lm.prefix_token_id], lm.tok_encode(t))[0] for t in texts]
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
+
+
 def test_rolling_batched_rows_of_different_lengths_match_one_by_one(infini_dir, lm: InfiniLM) -> None:
     texts = [_text_of_tokens(lm, n) for n in (70, 3, SEGMENT * 2, 41, 70)]
     one_by_one = lm.loglikelihood_rolling(_rolling(*texts), disable_tqdm=True)

@@ -65,6 +65,25 @@ def test_segment_length_must_be_a_positive_integer(infini_dir, value: str, shown
         _build(f"pretrained={infini_dir},segment_length={value}")
 
 
+@pytest.mark.parametrize(
+    "arg, shown",
+    [
+        ("prefill_chunk_tokens=0", "prefill_chunk_tokens=0 is invalid"),
+        ("attn_implementation=flash", "attn_implementation='flash' is unknown"),
+        ("memory_kernel=cuda", "memory_kernel='cuda' is unknown"),
+    ],
+)
+def test_speed_options_are_checked(infini_dir, arg: str, shown: str) -> None:
+    with pytest.raises(InfiniArgumentError, match=shown):
+        _build(f"pretrained={infini_dir},{arg}")
+
+
+def test_eager_attention_and_torch_kernel_load(infini_dir) -> None:
+    lm = _build(f"pretrained={infini_dir},attn_implementation=eager,memory_kernel=torch,prefill_chunk_tokens=64")
+    assert lm.model.config._attn_implementation == "eager" and lm.model.config.memory_kernel == "torch"
+    assert lm.get_model_info()["prefill_chunk_tokens"] == 64
+
+
 def test_unknown_model_arg_is_named(infini_dir) -> None:
     with pytest.raises(InfiniArgumentError, match="segment_lenght=8"):
         _build(f"pretrained={infini_dir},segment_lenght=8")
@@ -80,7 +99,7 @@ def test_batch_size_integer_and_auto(infini_dir) -> None:
     assert _build(f"pretrained={infini_dir}", batch_size="3").batch_size_per_device == 3
     auto = _build(f"pretrained={infini_dir}", batch_size="auto")
     assert auto.batch_size == "auto" and auto.batch_size_per_device == 1  # CPU: no out-of-memory probe
-    assert probe_batch_size(auto.model, torch.device("cpu"), max_batch_size=4) == 4
+    assert probe_batch_size(auto.model, torch.device("cpu"), max_batch_size=4, chunk_tokens=64) == 4
 
 
 def test_default_cuda_device_falls_back_to_cpu_with_one_warning(infini_dir, caplog) -> None:

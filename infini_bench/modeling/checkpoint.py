@@ -43,20 +43,28 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 
 def load_infini(
-    path: str | Path, dtype: str | torch.dtype = "float32", convert_llama: bool = False, **overrides
+    path: str | Path,
+    dtype: str | torch.dtype = "float32",
+    convert_llama: bool = False,
+    attn_implementation: str | None = None,
+    **overrides,
 ) -> InfiniForCausalLM:
     """Load an Infini checkpoint (or, with `convert_llama`, a Llama one converted on the fly).
 
-    `overrides` replace config fields (e.g. `segment_length`, `use_memory=False` for the memory-off control)."""
+    `attn_implementation` is transformers' own choice of local-attention backend ("sdpa" by default,
+    "flash_attention_2", "eager"). `overrides` replace config fields (e.g. `segment_length`, `use_memory=False`
+    for the memory-off control)."""
     torch_dtype = resolve_dtype(dtype)
     model_type = check_checkpoint_dir(path)
     if model_type == "llama":
         if not convert_llama:
             raise ValueError(f"checkpoint {str(path)!r} is a Llama model: pass convert_llama=True to convert it on the fly")
         model = llama_to_infini(LlamaForCausalLM.from_pretrained(path, dtype=torch.float32), **overrides)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
         return model.to(torch.float32 if torch_dtype == "auto" else torch_dtype)
     config = InfiniConfig.from_pretrained(path, **overrides)
-    return InfiniForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype)
+    return InfiniForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, attn_implementation=attn_implementation)
 
 
 def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
