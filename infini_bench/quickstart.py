@@ -4,11 +4,14 @@ train a tiny Infini model (pretraining, then passkey finetuning) → the same re
 (one segment, no memory, exported as a transformers Llama) → lm-eval on the passkey / NIAH grid at 1×–16× the
 finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control and the Llama (`--model hf`) →
 the report. Every stage is an ordinary command a user could type; the commands are printed, saved to
-`commands.sh`, and a finished stage is recorded so a second run (or one after Ctrl-C) picks up where it stopped.
+`commands.sh`, and a finished stage is recorded with its inputs (options, recipe contents, upstream outputs), so a
+second run (or one after Ctrl-C) picks up where it stopped and reruns exactly the stages whose inputs changed.
+The quickstart empties only folders it marked as its own; a non-empty `--out` it did not make is refused.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -32,6 +35,8 @@ SHARES = {"pretrain": 0.2, "finetune": 0.8}
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 DEFAULT_SAMPLES = 3  # per depth and length
 PPL_METADATA = {"doc_tokens": 4096, "min_doc_tokens": 4096, "max_docs": 3}
+MIN_MINUTES = 0.01  # below this a stage's budget rounds to nothing
+MARKER = ".infini-bench-quickstart"  # in every folder the quickstart made (and so may empty)
 
 
 class QuickstartError(ValueError):
@@ -44,8 +49,13 @@ class Stage:
     title: str
     command: list[str] = field(default_factory=list)  # a subprocess argv, or empty for `action`
     action: object = None  # an in-process callable for the one step no command covers (Llama export)
-    clear: Path | None = None  # output folder emptied before running, so a rerun never mixes two runs
+    folder: Path | None = None  # the folder this stage writes (marked as the quickstart's own, see `_claim`)
+    outputs: tuple[Path, ...] = ()  # what must exist for the stage to count as done (folders: non-empty)
+    depends: tuple[str, ...] = ()  # upstream stages: when one of them runs again, this one does too
+    resumable: bool = False  # an interrupted run continues in its folder (training) instead of starting over
     background: bool = False  # runs beside the foreground stages (its output goes to DIR/logs/<name>.log)
+    files: tuple[Path, ...] = ()  # input files whose contents are part of the stage's inputs (the recipe)
+    params: str = ""  # further inputs of a stage that has no command line (the Llama export)
 
 
 def _cli(*args: str) -> list[str]:
@@ -77,85 +87,224 @@ def plan(
     samples: int = DEFAULT_SAMPLES,
     multiples: tuple[int, ...] = LENGTH_MULTIPLES,
 ) -> list[Stage]:
-    """The stages, in order, with their exact commands."""
+    """The stages, in order, with their exact commands, folders, outputs and upstream stages."""
     length = _finetune_length(recipe)
     lengths = [length * m for m in multiples]
     infini, base = out / "infini", out / "baseline"
-    pre_min = round(minutes * SHARES["pretrain"], 3)
-    fin_min = round(minutes * SHARES["finetune"], 3)
+    pre_min, fin_min = _budgets(minutes)
     # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory
     # (full attention). Its pretraining sequences are one such segment long.
     baseline_model = ["model.use_memory=false", f"model.segment_length={length}", f"data.sequence_length={length}"]
+
+    def training(name: str, title: str, command: list[str], folder: Path, depends=(), background=False) -> Stage:
+        return Stage(name, title, command, folder=folder, outputs=(folder / "latest",), depends=depends,
+                     resumable=True, files=(recipe,), background=background)
+
     stages = [
-        Stage("infini_pretrain", "Pretrain the Infini model on the offline corpus",
-              _cli("train", "--config", str(recipe), f"run.output_dir={infini / 'pretrain'}", f"run.max_minutes={pre_min}")),
-        Stage("infini_finetune", "Passkey-finetune the Infini model",
-              _cli("finetune", "--config", str(recipe), "--from", str(infini / "pretrain" / "latest"),
-                   f"finetune.run.output_dir={infini / 'finetune'}", f"finetune.run.max_minutes={fin_min}")),
-        Stage("baseline_pretrain", "Pretrain the full-attention baseline (same recipe, one segment, no memory)",
-              _cli("train", "--config", str(recipe), *baseline_model, f"run.output_dir={base / 'pretrain'}",
-                   f"run.max_minutes={pre_min}"), background=True),
-        Stage("baseline_finetune", "Passkey-finetune the full-attention baseline",
-              _cli("finetune", "--config", str(recipe), "--from", str(base / "pretrain" / "latest"),
-                   f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
-              background=True),
+        training("infini_pretrain", "Pretrain the Infini model on the offline corpus",
+                 _cli("train", "--config", str(recipe), f"run.output_dir={infini / 'pretrain'}",
+                      f"run.max_minutes={pre_min}"), infini / "pretrain"),
+        training("infini_finetune", "Passkey-finetune the Infini model",
+                 _cli("finetune", "--config", str(recipe), "--from", str(infini / "pretrain" / "latest"),
+                      f"finetune.run.output_dir={infini / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
+                 infini / "finetune", depends=("infini_pretrain",)),
+        training("baseline_pretrain", "Pretrain the full-attention baseline (same recipe, one segment, no memory)",
+                 _cli("train", "--config", str(recipe), *baseline_model, f"run.output_dir={base / 'pretrain'}",
+                      f"run.max_minutes={pre_min}"), base / "pretrain", background=True),
+        training("baseline_finetune", "Passkey-finetune the full-attention baseline",
+                 _cli("finetune", "--config", str(recipe), "--from", str(base / "pretrain" / "latest"),
+                      f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
+                 base / "finetune", depends=("baseline_pretrain",), background=True),
         Stage("baseline_export", "Export the baseline as a transformers Llama",
               action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2),
-              background=True),
+              folder=base / "llama", outputs=(base / "llama" / "config.json",), depends=("baseline_finetune",),
+              params=f"max_position_embeddings={max(lengths) * 2}", background=True),
     ]
     retrieval = ",".join(f"{family}_{_length_name(n)}" for family in ("passkey", "niah") for n in lengths)
     checkpoint = infini / "finetune" / "latest"
     models = [
-        ("infini", "infini", f"pretrained={checkpoint}"),
-        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False"),
-        ("llama", "hf", f"pretrained={base / 'llama'},dtype=float32"),
+        ("infini", "infini", f"pretrained={checkpoint}", "infini_finetune"),
+        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False", "infini_finetune"),
+        ("llama", "hf", f"pretrained={base / 'llama'},dtype=float32", "baseline_export"),
     ]
     tasks = f"{retrieval},ppl_stdlib"
     metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})
-    for label, model, args in models:
+    for label, model, args, upstream in models:
         target = out / "eval" / label
         stages.append(Stage(
             f"eval_{label}", f"lm-eval: {label} on passkey + NIAH at {', '.join(map(_length_name, lengths))} and ppl_stdlib",
             [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args, "--tasks", tasks,
              "--metadata", metadata, "--device", "cpu", "--batch_size", "4", "--output_path", str(target),
              "--log_samples"],
-            clear=target,
+            folder=target, outputs=(target,), depends=(upstream,),
         ))
+    report = out / "report"
     stages.append(Stage(
         "report", "Write the report",
-        _cli("report", *(f"{label}={out / 'eval' / label}" for label, _, _ in models), "-o", str(out / "report"),
-             *(arg for label, _, _ in models for arg in ("--train-length", f"{label}={length}"))),
-        clear=out / "report",
+        _cli("report", *(f"{label}={out / 'eval' / label}" for label, *_ in models), "-o", str(report),
+             *(arg for label, *_ in models for arg in ("--train-length", f"{label}={length}"))),
+        folder=report, outputs=(report / "report.html", report / "summary.json"),
+        depends=tuple(f"eval_{label}" for label, *_ in models),
     ))
     return stages
 
 
+def _budgets(minutes: float) -> tuple[float, float]:
+    """The pretraining and finetuning budgets in minutes (recipes take them to 3 decimals)."""
+    return round(minutes * SHARES["pretrain"], 3), round(minutes * SHARES["finetune"], 3)
+
+
 def export_llama(checkpoint: Path, target: Path, max_positions: int) -> None:
     """The baseline was trained as a one-segment, memory-off Infini model, which is exactly a Llama: save it as one
-    so lm-eval's own `hf` model evaluates it."""
+    so lm-eval's own `hf` model evaluates it. (`target` is the stage's own folder, emptied and marked before.)"""
     from transformers import AutoTokenizer
 
     from .modeling import infini_to_llama, load_infini
 
     llama = infini_to_llama(load_infini(checkpoint), max_position_embeddings=max_positions)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    llama.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    llama.save_pretrained(target)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(target)
+
+
+# --- what belongs to the quickstart -----------------------------------------------------------------------------
+# The quickstart deletes only folders that carry its marker file: `--out` itself (marked when the quickstart creates
+# it, or finds it empty) and each stage's folder (marked with the inputs that the folder's contents were made from).
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_marker(folder: Path, **fields) -> None:
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"written_by": "infini-bench quickstart", **fields}, indent=1))
+    os.replace(tmp, folder / MARKER)
+
+
+def _some_entries(folder: Path, n: int = 3) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def check_out(out: Path) -> None:
+    """`--out` must be new, empty, or an earlier quickstart's folder: anything else is refused untouched."""
     if out.exists() and not out.is_dir():
         raise QuickstartError(f"--out {str(out)!r} is a file: give a folder (new or from an earlier quickstart run)")
+    if out.is_dir() and _read_marker(out) is None and any(out.iterdir()):
+        older = " (it looks like an older quickstart run, which did not mark its folders)" if _state_file(out).exists() else ""
+        raise QuickstartError(
+            f"--out {str(out)!r} already holds files the quickstart did not write ({_some_entries(out)}){older}: "
+            f"give a new or empty folder, e.g. --out {str(out / 'quickstart')!r}; nothing was changed"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
+        if _read_marker(out) is None:
+            _write_marker(out, kind="quickstart output folder")
     except OSError as err:
         raise QuickstartError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from None
+
+
+def _claim(stage: Stage, inputs: dict) -> bool:
+    """Make `stage.folder` the stage's, for these inputs. Returns True when an interrupted run of the same inputs
+    is continued there. A folder the quickstart did not mark is never deleted: that is an error."""
+    folder = stage.folder
+    resumed = False
+    if folder.is_symlink() or folder.exists():
+        marker = _read_marker(folder) if folder.is_dir() and not folder.is_symlink() else None
+        if marker is None or marker.get("stage") != stage.name:
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                pass  # an empty folder holds nothing to lose
+            else:
+                raise QuickstartError(
+                    f"{str(folder)!r} holds files the quickstart did not write (no {MARKER} marker of stage "
+                    f"{stage.name!r} in it): move it elsewhere, or choose another --out; nothing was deleted"
+                )
+        elif stage.resumable and marker.get("inputs") == inputs:
+            resumed = True
+        else:
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_marker(folder, stage=stage.name, inputs=inputs)
+    return resumed
+
+
+# --- what a finished stage was made from --------------------------------------------------------------------------
+
+
+def _digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
+
+
+def _inputs(stage: Stage, done: dict) -> dict:
+    """The stage's inputs as named parts: its command (every option; the interpreter's path left out), the contents
+    of its input files, and the recorded output of each upstream stage."""
+    command = shlex.join(stage.command[1:]) if stage.command else f"{stage.title} {stage.params}"
+    parts = {"command": _digest(command)}
+    for path in stage.files:
+        parts[f"file {path.name}"] = _digest(path.read_bytes())
+    for name in stage.depends:
+        parts[f"upstream {name}"] = (done.get(name) or {}).get("output")
+    return parts
+
+
+def _files(path: Path) -> list[Path]:
+    """The files an output path stands for (a folder's, markers left out; a link followed); [] when absent."""
+    path = path.resolve() if path.is_symlink() else path
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(MARKER))
+    return []
+
+
+def _missing(stage: Stage) -> str | None:
+    """The first of the stage's outputs that is absent (or an empty folder), else None."""
+    return next((str(p) for p in stage.outputs if not _files(p)), None)
+
+
+def _output_identity(stage: Stage) -> str | None:
+    """A fingerprint of the stage's outputs (every file's path, size and modification time); None when one is
+    missing or empty. `latest` links are followed, so a checkpoint that changes changes it."""
+    h = hashlib.sha256()
+    for path in stage.outputs:
+        files = _files(path)
+        if not files:
+            return None
+        for file in files:
+            stat = file.stat()
+            h.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _stale_reason(stage: Stage, record: dict, inputs: dict) -> str | None:
+    """Why a stage recorded as done must run again, or None when its record still holds."""
+    recorded = record.get("inputs")
+    if not isinstance(recorded, dict):
+        return "its record has no inputs to compare"
+    if recorded.get("command") != inputs["command"]:
+        return "its options differ from the recorded run's"
+    for key in inputs:
+        if key.startswith("file ") and recorded.get(key) != inputs[key]:
+            return f"the contents of {key[5:]} changed"
+    for key in inputs:
+        if key.startswith("upstream ") and recorded.get(key) != inputs[key]:
+            return f"{key[9:]}, whose output it uses, was made again"
+    if recorded != inputs:
+        return "its inputs differ from the recorded run's"
+    missing = _missing(stage)
+    if missing:
+        return f"its output {missing} is missing"
+    if _output_identity(stage) != record.get("output"):
+        return "its output changed since it was recorded"
+    return None
 
 
 def _state_file(out: Path) -> Path:
@@ -169,14 +318,39 @@ def _finished(out: Path) -> dict:
         return {}
 
 
-def _mark(out: Path, stage: Stage, seconds: float) -> None:
+def _write_state(out: Path, done: dict) -> None:
+    tmp = _state_file(out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(done, indent=2))
+    os.replace(tmp, _state_file(out))
+
+
+def _mark(out: Path, stage: Stage, inputs: dict, seconds: float) -> None:
     with _MARK_LOCK:
         done = _finished(out)
         done[stage.name] = {"command": shlex.join(stage.command) if stage.command else stage.title,
-                            "seconds": round(seconds, 1)}
-        tmp = _state_file(out).with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=2))
-        os.replace(tmp, _state_file(out))
+                            "seconds": round(seconds, 1), "inputs": inputs, "output": _output_identity(stage)}
+        _write_state(out, done)
+
+
+def _unmark(out: Path, stage: Stage) -> None:
+    with _MARK_LOCK:
+        done = _finished(out)
+        if done.pop(stage.name, None) is not None:
+            _write_state(out, done)
+
+
+def check_options(minutes: float, samples: int, recipe: Path) -> None:
+    if not minutes > 0:
+        raise QuickstartError(f"--minutes={minutes!r} is invalid: the training budget must be > 0 minutes")
+    if minutes < MIN_MINUTES or min(_budgets(minutes)) <= 0:
+        raise QuickstartError(
+            f"--minutes={minutes!r} is too small: pretraining gets {SHARES['pretrain']:.0%} of it and finetuning "
+            f"{SHARES['finetune']:.0%}, in steps of 0.001 minutes; give --minutes {MIN_MINUTES:g} or more"
+        )
+    if samples < 1:
+        raise QuickstartError(f"--samples={samples!r} is invalid: at least 1 sample per depth and length")
+    if not recipe.is_file():
+        raise QuickstartError(f"--recipe {str(recipe)!r} does not exist")
 
 
 def run(
@@ -186,18 +360,14 @@ def run(
     samples: int = DEFAULT_SAMPLES,
     multiples: tuple[int, ...] = LENGTH_MULTIPLES,
 ) -> int:
-    if not minutes > 0:
-        raise QuickstartError(f"--minutes={minutes!r} is invalid: the training budget must be > 0 minutes")
-    if samples < 1:
-        raise QuickstartError(f"--samples={samples!r} is invalid: at least 1 sample per depth and length")
-    if not recipe.is_file():
-        raise QuickstartError(f"--recipe {str(recipe)!r} does not exist")
+    check_options(minutes, samples, recipe)
+    stages = plan(out, minutes, recipe, samples, multiples)  # before check_out: a bad recipe leaves --out alone
     check_out(out)
-    stages = plan(out, minutes, recipe, samples, multiples)
     (out / "commands.sh").write_text(
         "#!/usr/bin/env bash\n# The commands `infini-bench quickstart` runs, in order.\nset -e\n"
         + "".join(f"# {s.title}\n{shlex.join(s.command)}\n" for s in stages if s.command)
     )
+    _STOP.clear()
     started = time.monotonic()
     numbered = list(enumerate(stages, 1))
     background = [(i, s) for i, s in numbered if s.background]
@@ -221,8 +391,10 @@ def run(
         raise
     total = (time.monotonic() - started) / 60
     print(f"\nquickstart finished in {total:.1f} min (this run)")
-    print(f"report:    {out / 'report' / 'report.html'}")
-    print(f"summary:   {out / 'report' / 'summary.json'}")
+    for name, path in (("report", out / "report" / "report.html"), ("summary", out / "report" / "summary.json")):
+        if not path.is_file():  # every stage checked its outputs: this would be a bug, so say it rather than print
+            raise QuickstartError(f"{path} is missing although every stage finished; run the same command again")
+        print(f"{name + ':':<10} {path}")
     print(f"commands:  {out / 'commands.sh'} (every command above, to re-run any step by hand)")
     return 0
 
@@ -246,32 +418,49 @@ def _run_lane(out: Path, stages: list[tuple[int, Stage]], total: int, errors: li
 
 def _run_stage(out: Path, stage: Stage, i: int, total: int, log: Path | None) -> None:
     head = f"[{i}/{total}] {stage.title}"
-    if stage.name in _finished(out):
-        print(f"{head}: already done, skipped", flush=True)
-        return
+    with _MARK_LOCK:
+        record = _finished(out).get(stage.name)
+        inputs = _inputs(stage, _finished(out))
+    why = None
+    if record is not None:
+        why = _stale_reason(stage, record, inputs)
+        if why is None:
+            print(f"{head}: already done, skipped", flush=True)
+            return
+        _unmark(out, stage)  # until it has run again, it is not done
+    resumed = _claim(stage, inputs)
+    note = f"\n  recorded as done, but {why}: running it again" if why else ""
+    note += f"\n  continuing the interrupted run in {stage.folder}" if resumed else ""
     where = f"\n  (running alongside; output in {log})" if log else ""
-    print(f"\n{head}\n  $ {shlex.join(stage.command) if stage.command else '(in process)'}{where}", flush=True)
+    print(f"\n{head}{note}\n  $ {shlex.join(stage.command) if stage.command else '(in process)'}{where}", flush=True)
     t0 = time.monotonic()
-    if stage.clear is not None:
-        shutil.rmtree(stage.clear, ignore_errors=True)
-    if stage.command:
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        if log is None:
-            code = subprocess.call(stage.command, env=env)
-        else:
-            with open(log, "w") as handle:
-                child = subprocess.Popen(stage.command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-                _CHILDREN.append(child)
-                code = child.wait()
-                _CHILDREN.remove(child)
-        if code != 0:
-            if code < 0 or code == 130 or _STOP.is_set():
-                raise KeyboardInterrupt
-            raise QuickstartError(f"stage {stage.name!r} failed (exit code {code}); fix the cause and run again to resume")
-    else:
-        stage.action()
-    _mark(out, stage, time.monotonic() - t0)
+    code = _execute(stage, log)
+    if code != 0:
+        if code < 0 or code == 130 or _STOP.is_set():
+            raise KeyboardInterrupt
+        raise QuickstartError(f"stage {stage.name!r} failed (exit code {code}); fix the cause and run again to resume")
+    missing = _missing(stage)
+    if missing:
+        raise QuickstartError(f"stage {stage.name!r} ended without writing {missing}; see its output above")
+    _mark(out, stage, inputs, time.monotonic() - t0)
     print(f"{head}: done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _execute(stage: Stage, log: Path | None) -> int:
+    """Run the stage's command (its exit code) or in-process action (0)."""
+    if not stage.command:
+        stage.action()
+        return 0
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if log is None:
+        return subprocess.call(stage.command, env=env)
+    with open(log, "w") as handle:
+        child = subprocess.Popen(stage.command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        _CHILDREN.append(child)
+        try:
+            return child.wait()
+        finally:
+            _CHILDREN.remove(child)
 
 
 def _multiples(text: str) -> tuple[int, ...]:
@@ -286,10 +475,12 @@ def _multiples(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infini-bench quickstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="quickstart", help="output folder (default ./quickstart); rerun to resume")
+    parser.add_argument("--out", default="quickstart",
+                        help="output folder (default ./quickstart): new, empty, or an earlier quickstart's; rerun to "
+                        "resume")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help="training budget in minutes; the Infini model and the baseline train side by side, "
-                        f"each within it (default {DEFAULT_MINUTES:g})")
+                        f"each within it (default {DEFAULT_MINUTES:g}, at least {MIN_MINUTES:g})")
     parser.add_argument("--recipe", default=str(RECIPE), help="training recipe (default: recipes/quickstart-cpu.yaml)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"evaluation samples per depth and length (default {DEFAULT_SAMPLES})")

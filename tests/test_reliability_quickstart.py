@@ -1,0 +1,141 @@
+"""The quickstart keeps what it did not write, reruns exactly the stages whose inputs changed, and refuses a budget
+too small to train (issue 14, cases 1, 2 and 9). The stages' commands are replaced by a fake that writes what each
+stage must leave behind, so the bookkeeping is tested in seconds; test_quickstart.py runs the real commands."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from infini_bench import quickstart
+from test_quickstart import TINY_RECIPE
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Replace every stage's work by writing its outputs; returns the names of the stages that ran, in order."""
+    ran: list[str] = []
+
+    def execute(stage, log):
+        ran.append(stage.name)
+        folder = stage.folder
+        stamp = str(time.time_ns())
+        if stage.resumable:  # a training run: a checkpoint and `latest`
+            checkpoint = folder / "checkpoint-000001"
+            checkpoint.mkdir(exist_ok=True)
+            (checkpoint / "model.safetensors").write_text(stamp)
+            if not (folder / "latest").is_symlink():
+                (folder / "latest").symlink_to(checkpoint.name)
+        elif stage.name.startswith("eval_"):
+            (folder / "model").mkdir(exist_ok=True)
+            (folder / "model" / "results_1.json").write_text(stamp)
+        else:
+            for path in stage.outputs:
+                path.write_text(stamp)
+        return 0
+
+    monkeypatch.setattr(quickstart, "_execute", execute)
+    return ran
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+def qs(out: Path, recipe: Path, *extra: str) -> int:
+    return quickstart.main(["--out", str(out), "--minutes", "1", "--recipe", str(recipe), *extra])
+
+
+ALL = ["infini_pretrain", "infini_finetune", "eval_infini", "eval_memory_off", "eval_llama", "report"]
+LANE = ["baseline_pretrain", "baseline_finetune", "baseline_export"]
+
+
+def test_case1_never_deletes_or_writes_into_what_it_did_not_create(tmp_path, recipe, fake_stages, capsys):
+    # `--out .` in a folder that holds a report made earlier with `infini-bench report` (default ./report)
+    here = tmp_path / "here"
+    (here / "report").mkdir(parents=True)
+    (here / "report" / "report.html").write_text("my earlier report")
+    (here / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(here) for p in here.rglob("*"))
+    assert qs(here, recipe, "--samples", "1", "--multiples", "1,2") == 1
+    err = capsys.readouterr().err
+    assert f"--out '{here}' already holds files the quickstart did not write (notes.txt, report/)" in err
+    assert "give a new or empty folder" in err and "nothing was changed" in err
+    assert sorted(p.relative_to(here) for p in here.rglob("*")) == before  # not even a marker was added
+    assert (here / "report" / "report.html").read_text() == "my earlier report"
+    assert fake_stages == []
+
+    # An empty folder is fine (and from then on the quickstart's own).
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert qs(out, recipe, "--samples", "1", "--multiples", "1,2") == 0
+    assert (out / quickstart.MARKER).is_file() and (out / "report" / quickstart.MARKER).is_file()
+
+    # Inside its own folder, a stage folder someone else wrote is not emptied either: the report must run again
+    # (its output is gone), finds a folder without its marker, and stops with the user's file intact.
+    for path in (out / "report").iterdir():
+        path.unlink()
+    (out / "report" / "mine.html").write_text("hand-made")
+    capsys.readouterr()
+    assert qs(out, recipe, "--samples", "1", "--multiples", "1,2") == 1
+    err = capsys.readouterr().err
+    assert f"'{out / 'report'}' holds files the quickstart did not write" in err and "nothing was deleted" in err
+    assert (out / "report" / "mine.html").read_text() == "hand-made"
+
+
+def test_case2_stages_rerun_when_their_inputs_change(tmp_path, recipe, fake_stages, capsys):
+    out = tmp_path / "out"
+    assert qs(out, recipe, "--samples", "1", "--multiples", "1,2") == 0
+    assert sorted(fake_stages) == sorted(ALL + LANE)
+
+    fake_stages.clear()
+    capsys.readouterr()
+    assert qs(out, recipe, "--samples", "1", "--multiples", "1,2") == 0  # same options: nothing runs
+    assert fake_stages == [] and capsys.readouterr().out.count("already done, skipped") == 9
+
+    # Other evaluation options: the three evaluations, the Llama export (its position table covers the longest
+    # length) and the report run again; the training does not.
+    assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
+    assert sorted(fake_stages) == sorted(["baseline_export", "eval_infini", "eval_memory_off", "eval_llama", "report"])
+    printed = capsys.readouterr().out
+    assert printed.count("recorded as done, but its options differ from the recorded run's: running it again") == 4
+    assert "recorded as done, but eval_infini, whose output it uses, was made again: running it again" in printed
+    assert "passkey_1k" in (out / "commands.sh").read_text()
+
+    # A deleted output: that stage runs again, and every path printed at the end exists.
+    fake_stages.clear()
+    (out / "report" / "report.html").unlink()
+    assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
+    assert fake_stages == ["report"]
+    printed = capsys.readouterr().out
+    assert f"its output {out / 'report' / 'report.html'} is missing" in printed
+    paths = [line.split()[1] for line in printed.splitlines() if line.split()[:1] in (["report:"], ["summary:"])]
+    assert len(paths) == 2 and all(Path(p).is_file() for p in paths)
+
+    # Other recipe contents: everything runs again, and each training starts over in an emptied folder.
+    fake_stages.clear()
+    (out / "infini" / "pretrain" / "stale.txt").write_text("from the old run")
+    recipe.write_text(TINY_RECIPE.replace("max_steps: 3, save_every: 3", "max_steps: 4, save_every: 4", 1))
+    assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
+    assert sorted(fake_stages) == sorted(ALL + LANE)
+    assert "the contents of tiny.yaml changed" in capsys.readouterr().out
+    assert not (out / "infini" / "pretrain" / "stale.txt").exists()
+
+    # A changed upstream checkpoint (retrained by hand): what uses it runs again.
+    fake_stages.clear()
+    (out / "baseline" / "finetune" / "checkpoint-000001" / "model.safetensors").write_text("retrained by hand!")
+    assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
+    assert fake_stages == ["baseline_finetune", "baseline_export", "eval_llama", "report"]
+    assert "recorded as done, but its output changed since it was recorded" in capsys.readouterr().out
+
+
+def test_case9_a_budget_too_small_is_refused_up_front(tmp_path, recipe, fake_stages, capsys):
+    fresh = tmp_path / "fresh"
+    assert quickstart.main(["--out", str(fresh), "--minutes", "0.001", "--recipe", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert "--minutes=0.001 is too small" in err and "give --minutes 0.01 or more" in err
+    assert not fresh.exists()
