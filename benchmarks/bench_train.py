@@ -60,7 +60,9 @@ def bench_trainer(args: argparse.Namespace, segments: int, use_memory: bool = Tr
     """Tokens/s of `infini_bench.training.loop.train` itself, read from its JSONL log (the step's batch assembly,
     forward, backward, clipping, AdamW and schedule; the logging every `--warmup` steps is outside the timing)."""
     rows = random_rows(args)
-    config = InfiniConfig(**dims(args), segment_length=args.seq // segments, use_memory=use_memory)
+    config = InfiniConfig(
+        **dims(args), segment_length=args.seq // segments, use_memory=use_memory, memory_update=args.memory_update
+    )
     torch.manual_seed(0)
     model = InfiniForCausalLM(config)
     with tempfile.TemporaryDirectory() as out:
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--memory-update", default="linear", choices=["linear", "delta", "delta_l2"])
     args = parser.parse_args(argv)
     if args.precision == "auto":
         args.precision = "bf16" if torch.cuda.is_available() else "fp32"
