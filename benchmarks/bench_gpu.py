@@ -9,8 +9,8 @@
     234M shape (d1024, 18 layers, segment 2048);
 (c) `generate_until` at 32K and 128K tokens against lm-eval's `hf` on the same weights as a full-attention Llama:
     seconds and peak memory;
-(d) the memory-update op (delta_l2) against its float32 torch reference: time and relative error, and what the
-    bf16 fla path costs in logits against the float32 model.
+(d) the delta_l2 memory op (every segment's retrieval and the final memory) against its float32 torch reference:
+    time and relative error, and what the bf16 fla path costs in logits against the float32 model.
 Random weights throughout: these rows measure speed and memory, not quality. Prints Markdown tables.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import bench_train  # noqa: E402  (the trainer and Llama loops, shared with the 
 from infini_bench import InfiniConfig, InfiniForCausalLM  # noqa: E402
 from infini_bench.modeling import infini_to_llama  # noqa: E402
 from infini_bench.modeling.fla_ops import HAS_FLA  # noqa: E402
-from infini_bench.modeling.memory_ops import memory_scan, unit  # noqa: E402
+from infini_bench.modeling.memory_ops import segment_retrievals, unit  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -143,23 +143,27 @@ class EvalModels:
 
 
 def bench_rolling(models: EvalModels, small: bool) -> list[dict]:
+    """The adapter's default `prefill_chunk_tokens` at every length, then a 4× larger chunk at the longest."""
     from lm_eval.api.instance import Instance
+
+    from infini_bench.model_adapters import InfiniLM
 
     lengths = (2048, 8192, 32768) if small else (32768, 131072, 1048576)
     rows = []
-    for i, n in enumerate((lengths[0],) + lengths):  # the first call warms up (and compiles) the kernels
+    big_chunk = InfiniLM(pretrained=str(models.infini_dir), device=DEVICE, dtype=models.dtype, prefill_chunk_tokens=65536)
+    for i, (n, lm) in enumerate([(lengths[0], models.lm)] + [(n, models.lm) for n in lengths] + [(lengths[-1], big_chunk)]):
         text = models.text_of(n)
         start = time.perf_counter()
         tokens = len(models.lm.tok_encode(text))
         encode_s = time.perf_counter() - start
         reset_peak()
         start = time.perf_counter()
-        [logprob] = models.lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
+        [logprob] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
         sync()
         seconds = time.perf_counter() - start
         if i == 0:
             continue
-        rows.append({"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "encode_s": encode_s,
+        rows.append({"tokens": tokens, "chunk": lm.get_model_info()["prefill_chunk_tokens"], "seconds": seconds, "tok_s": tokens / seconds, "encode_s": encode_s,
                      "peak_gb": peak_gb(), "nll_per_token": -logprob / tokens})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -201,29 +205,38 @@ def bench_generate(models: EvalModels, small: bool) -> list[dict]:
 
 # --- (d) the memory-update op ------------------------------------------------------------------------------------
 def bench_op(small: bool) -> list[dict]:
+    """`segment_retrievals` for delta_l2 (every segment's read of the memory before it, and the final memory):
+    evaluation (forward) and training (forward + backward), torch against fla-core."""
     heads, dim = (4, 16) if small else (16, 64)
     rows = []
-    for tokens, seg in ((256, 256), (512, 128)) if small else ((2048, 2048), (8192, 2048), (32768, 2048)):
+    for tokens, seg in ((256, 256), (512, 128)) if small else ((2048, 2048), (8192, 2048), (32768, 2048), (32768, 1024)):
         torch.manual_seed(0)
         s = tokens // seg
         keys = unit(torch.randn(1, heads, s, seg, dim, device=DEVICE)) * torch.rand(1, heads, s, seg, 1, device=DEVICE).sqrt()
         values = torch.randn(1, heads, s, seg, dim, device=DEVICE)
-        memory, norm = torch.zeros(1, heads, dim, dim, device=DEVICE), torch.zeros(1, heads, dim, device=DEVICE)
+        queries = torch.randn(1, heads, 1, s, seg, dim, device=DEVICE)
+        memory = torch.randn(1, heads, dim, dim, device=DEVICE) * 0.1
+        norm = torch.zeros(1, heads, dim, device=DEVICE)
+        leaves = [x.clone().requires_grad_() for x in (keys, values, queries)]
 
-        def scan(kernel: str):
-            return memory_scan("delta_l2", memory, norm, keys, values, 1e-6, kernel=kernel)
+        def read(kernel: str, inputs=(keys, values, queries)):
+            return segment_retrievals("delta_l2", memory, norm, inputs[0], inputs[1], inputs[2], 1e-6, kernel=kernel)
 
+        def train(kernel: str) -> None:
+            retrieved, final, _ = read(kernel, leaves)
+            torch.autograd.grad(retrieved.sum() + final.sum(), leaves)
+
+        kernels = ("torch", "fla") if CUDA and HAS_FLA else ("torch",)
+        row = {"tokens": tokens, "segments": s}
         with torch.no_grad():
-            row = {"tokens": tokens, "segments": s, "torch_ms": timed(lambda: scan("torch"))}
-            ref = scan("torch")
-            if CUDA and HAS_FLA:
-                row["fla_eval_ms"] = timed(lambda: scan("fla"))  # one pass over all segments
-                row["fla_eval_rel_err"] = rel(scan("fla")[0], ref[0])
-        if CUDA and HAS_FLA:
-            with torch.enable_grad():  # training: one kernel call per segment, float32 boundary states
-                row["fla_train_ms"] = timed(lambda: scan("fla"))
-                row["fla_train_rel_err"] = rel(scan("fla")[0].detach(), ref[0])
-            row["speedup_eval"] = row["torch_ms"] / row["fla_eval_ms"]
+            ref = read("torch")
+            for kernel in kernels:
+                row[f"{kernel}_eval_ms"] = timed(lambda: read(kernel))
+            if "fla" in kernels:
+                got = read("fla")
+                row["fla_read_rel_err"], row["fla_state_rel_err"] = rel(got[0], ref[0]), rel(got[1], ref[1])
+        for kernel in kernels:
+            row[f"{kernel}_train_ms"] = timed(lambda: train(kernel))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -260,12 +273,13 @@ def markdown(results: dict) -> str:
                   for r in results["training"]]
     if "rolling" in results:
         lines += [f"\n### (b) `loglikelihood_rolling` through `--model infini` ({results['eval_params'] / 1e6:.0f}M "
-                  f"parameters, {results['eval_dims']}, prefill_chunk_tokens 16384)\n",
-                  "| tokens | seconds | tokens/s | peak GPU GB | vs the first row's peak | of which tokenising (s) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  f"parameters, {results['eval_dims']}, bf16)\n",
+                  "| tokens | prefill_chunk_tokens | seconds | tokens/s | peak GPU GB | vs the first row's peak | "
+                  "of which tokenising (s) | tokens/s without tokenising |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         first = results["rolling"][0]["peak_gb"]
-        lines += [f"| {r['tokens']:,} | {r['seconds']:.2f} | {r['tok_s']:,.0f} | {r['peak_gb']:.2f} | "
-                  f"{r['peak_gb'] / first:.2f}× | {r['encode_s']:.2f} |" for r in results["rolling"]]
+        lines += [f"| {r['tokens']:,} | {r['chunk']} | {r['seconds']:.2f} | {r['tok_s']:,.0f} | {r['peak_gb']:.2f} | "
+                  f"{r['peak_gb'] / first:.2f}× | {r['encode_s']:.2f} | {r['tokens'] / (r['seconds'] - r['encode_s']):,.0f} |"
+                  for r in results["rolling"]]
     if "generate" in results:
         lines += ["\n### (c) `generate_until`, 16 new tokens: `--model infini` against lm-eval `hf` (same weights as a "
                   "full-attention Llama)\n",
@@ -274,14 +288,14 @@ def markdown(results: dict) -> str:
         lines += [f"| {r['prompt_tokens']:,} | {r['infini_s']:.2f} | {r['hf_s']:.2f} | {r['speedup']:.1f}× | "
                   f"{r['infini_peak_gb']:.2f} | {r['hf_peak_gb']:.2f} | {r['memory_ratio']:.2f} |" for r in results["generate"]]
     if "op" in results:
-        lines += ["\n### (d) delta_l2 memory update: fla-core against the float32 torch reference (state at every "
-                  "segment start)\n",
-                  "| tokens | segments | torch ms | fla eval ms (one pass) | speed-up | rel. error | fla train ms "
-                  "(per segment) | rel. error |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["\n### (d) delta_l2 memory op (`segment_retrievals`: every segment's read of the memory before it, "
+                  "and the final memory), 16 heads × 64, fla-core against the float32 torch reference\n",
+                  "| tokens | segments | torch eval ms | fla eval ms | torch train ms | fla train ms | fla read rel. error "
+                  "| fla state rel. error |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results["op"]:
-            fla = [f"{r[k]:.3g}" if k in r else "–" for k in ("fla_eval_ms", "speedup_eval", "fla_eval_rel_err",
-                                                                "fla_train_ms", "fla_train_rel_err")]
-            lines.append(f"| {r['tokens']} | {r['segments']} | {r['torch_ms']:.3g} | " + " | ".join(fla) + " |")
+            cells = [f"{r[k]:.3g}" if k in r else "–" for k in ("torch_eval_ms", "fla_eval_ms", "torch_train_ms",
+                                                               "fla_train_ms", "fla_read_rel_err", "fla_state_rel_err")]
+            lines.append(f"| {r['tokens']} | {r['segments']} | " + " | ".join(cells) + " |")
     if "logits" in results:
         r = results["logits"]
         lines.append(f"\nLogits of a bf16 model against the same weights in float32 ({r['tokens']} tokens, 8 segments): "

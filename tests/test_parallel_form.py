@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from infini_bench.modeling import fla_ops
-from infini_bench.modeling.memory_ops import memory_scan, sigma, unit
+from infini_bench.modeling.memory_ops import memory_scan, segment_retrievals, sigma, unit
 
 from test_model import relative_error, tiny_model
 
@@ -72,6 +72,40 @@ def test_memory_scan_states_equal_one_segment_at_a_time(memory_update):
     assert relative_error(final, m) <= 1e-5 and relative_error(final_norm, z) <= 1e-5
 
 
+def delta_rule_kernel(q, k, v, beta, scale, initial_state, output_final_state):
+    """fla's chunk_delta_rule as its documentation defines it, token by token in float32 ([B, T, H, d] layout):
+    S_t = S_{t-1} + β_t k_tᵀ(v_t − k_t S_{t-1}), o_t = scale · q_t S_t."""
+    state, outputs = initial_state.clone(), []
+    for t in range(q.shape[1]):
+        kt, vt, bt = k[:, t], v[:, t], beta[:, t, :, None]
+        state = state + kt.unsqueeze(-1) * (bt * (vt - (kt.unsqueeze(-1) * state).sum(-2))).unsqueeze(-2)
+        outputs.append(scale * (q[:, t].unsqueeze(-2) @ state).squeeze(-2))
+    return torch.stack(outputs, dim=1), state
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_fla_layout_reads_each_segment_before_its_writes(groups):
+    """The single-call layout (each segment's reads as β = 0 tokens ahead of its writes) gives the torch path's
+    retrievals and final memory, with gradients, when the kernel is exact (float32 here; fla's is bf16)."""
+    from infini_bench.modeling.fla_ops import fla_delta_l2_read
+
+    torch.manual_seed(0)
+    b, h, s, seg, d = 2, 2, 3, 5, 8
+    keys = (unit(torch.randn(b, h, s, seg, d)) * torch.rand(b, h, s, seg, 1).sqrt()).requires_grad_()
+    values = torch.randn(b, h, s, seg, d, requires_grad=True)
+    queries = torch.randn(b, h, groups, s, seg, d, requires_grad=True)
+    memory, norm = torch.randn(b, h, d, d) * 0.1, torch.zeros(b, h, d)
+    ref, ref_memory, _ = segment_retrievals("delta_l2", memory, norm, keys, values, queries, 1e-6)
+    got, got_memory = fla_delta_l2_read(memory, keys, values, queries, kernel=delta_rule_kernel, dtype=torch.float32)
+    assert relative_error(got.detach(), ref.detach()) <= 1e-5
+    assert relative_error(got_memory.detach(), ref_memory.detach()) <= 1e-5
+    weights = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad((ref * weights).sum() + ref_memory.sum(), (keys, values, queries))
+    got_grads = torch.autograd.grad((got * weights).sum() + got_memory.sum(), (keys, values, queries))
+    for a, b_ in zip(got_grads, ref_grads):
+        assert relative_error(a, b_) <= 1e-4
+
+
 def test_fla_kernel_is_refused_where_it_cannot_run():
     with pytest.raises(ValueError, match="memory_kernel='fla' needs fla-core"):
         fla_ops.resolve_kernel("fla", "delta_l2", torch.device("cpu"), torch.float32)
@@ -96,9 +130,14 @@ def test_fla_scan_matches_the_torch_reference_on_cuda():
     ref = memory_scan("delta_l2", memory, norm, keys, values, 1e-6, kernel="torch")
     fla = memory_scan("delta_l2", memory, norm, keys, values, 1e-6, kernel="fla")
     assert relative_error(fla[0], ref[0]) <= 2e-2 and relative_error(fla[2], ref[2]) <= 2e-2  # bf16 inputs
-    with torch.no_grad():  # evaluation: one pass of fla's forward kernels over all segments
-        one_pass = memory_scan("delta_l2", memory, norm, keys, values, 1e-6, kernel="fla")
-    assert relative_error(one_pass[0], ref[0].detach()) <= 2e-2 and relative_error(one_pass[2], ref[2].detach()) <= 2e-2
+    queries = torch.randn(b, h, 1, s, seg, d, device="cuda", requires_grad=True)
+    read_ref = segment_retrievals("delta_l2", memory, norm, keys, values, queries, 1e-6, kernel="torch")
+    read_fla = segment_retrievals("delta_l2", memory, norm, keys, values, queries, 1e-6, kernel="fla")
+    assert relative_error(read_fla[0].detach(), read_ref[0].detach()) <= 2e-2
+    assert relative_error(read_fla[1].detach(), read_ref[1].detach()) <= 2e-2
+    grads = [torch.autograd.grad(out[0].sum() + out[1].sum(), (keys, values, queries)) for out in (read_ref, read_fla)]
+    for a, b_ in zip(grads[1], grads[0]):
+        assert relative_error(a, b_) <= 5e-2
     (ref_grads, fla_grads) = (torch.autograd.grad(out[0].sum() + out[2].sum(), (keys, values)) for out in (ref, fla))
     for a, b_ in zip(fla_grads, ref_grads):
         assert relative_error(a, b_) <= 5e-2

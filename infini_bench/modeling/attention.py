@@ -12,7 +12,7 @@ from .configuration_infini import InfiniConfig
 from .fla_ops import resolve_kernel
 from .local_attention import local_causal_attention
 from .memory import LayerState
-from .memory_ops import memory_read, memory_scan, sigma, unit
+from .memory_ops import memory_read, segment_retrievals, sigma, unit
 from .rotary import apply_rotary
 
 
@@ -70,8 +70,9 @@ class InfiniAttention(nn.Module):
     ) -> torch.Tensor:
         """The parallel form (training, prefill): `hidden` [B, S·L, D] is S whole segments of L tokens, starting on
         a segment boundary (the local cache in `state` is empty). Local attention runs as one batched call with the
-        segments in the batch, the memory before every segment comes from one scan, all retrievals are one
-        batched matmul. Leaves the memory after the last segment in `state`."""
+        segments in the batch; every segment's retrieval from the memory as it was before it, and the memory after
+        the last one (left in `state`), come from one op (`segment_retrievals`: a scan and one batched read, or a
+        single fla-core kernel call)."""
         b, total, _ = hidden.shape
         seg = cos.shape[0]
         s = total // seg
@@ -87,14 +88,13 @@ class InfiniAttention(nn.Module):
             c = self.config
             kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
             keys = self._memory_keys(hidden, k).unflatten(2, (s, seg))  # [B, H_kv, S, L, d]
+            queries = q.view(b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
             with torch.autocast(hidden.device.type, enabled=False):  # the memory accumulates in float32
-                memories, norms, state.memory, state.norm = memory_scan(
-                    c.memory_update, state.memory, state.norm, keys, v.unflatten(2, (s, seg)), c.memory_eps,
-                    detach_after=detach_after, kernel=kernel,
+                retrieved, state.memory, state.norm = segment_retrievals(
+                    c.memory_update, state.memory, state.norm, keys, v.unflatten(2, (s, seg)), queries,
+                    c.memory_eps, detach_after=detach_after, kernel=kernel,
                 )
-            groups = (b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
-            retrieved = memory_read(c.memory_update, q.view(groups), memories[:, :, None], norms[:, :, None], c.memory_eps)
-            out = self._mix(retrieved.view_as(q), out)
+            out = self._mix(retrieved.reshape(q.shape), out)
         return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, total, self.num_heads * self.head_dim))
 
     def _project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,6 +15,60 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
+class DamagedCheckpointError(ValueError):
+    """A weight file that is cut short or garbled; the message names the file and says what to do."""
+
+
+def check_safetensors_file(path: str | Path) -> None:
+    """Raise `DamagedCheckpointError` unless `path` is a whole safetensors file: its header must parse and the
+    tensors it describes must end exactly at the end of the file (a copy or save cut short by a full disk or a
+    kill ends early). Reads only the header."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise ValueError(f"the file is {size} bytes, too short for a header")
+            header_size = int.from_bytes(head, "little")
+            if header_size > size - 8:
+                raise ValueError(f"the file is {size} bytes, shorter than its own {header_size}-byte header")
+            header = json.loads(handle.read(header_size))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:  # JSONDecodeError is a ValueError
+        detail = str(err) if "bytes" in str(err) else f"its header is unreadable: {err}"
+        raise DamagedCheckpointError(_damaged(path, detail)) from None
+    expected = 8 + header_size + max(ends, default=0)
+    if expected != size:
+        state = "cut short" if size < expected else "longer than its header says"
+        raise DamagedCheckpointError(_damaged(path, f"the file is {size} bytes, its header describes {expected}: {state}"))
+
+
+def _damaged(path: Path, detail: str) -> str:
+    return (
+        f"{str(path)!r} is damaged ({detail}), e.g. by a full disk or an interrupted copy or save: copy or save the "
+        "checkpoint again"
+    )
+
+
+def check_weight_files(path: str | Path) -> None:
+    """Check every safetensors weight file of a checkpoint folder (a single file or the shards of an index)."""
+    path = Path(path)
+    single = path / "model.safetensors"
+    if single.is_file():
+        check_safetensors_file(single)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise DamagedCheckpointError(_damaged(index, f"unreadable: {err}")) from None
+        for shard in shards:
+            if not (path / shard).is_file():
+                raise DamagedCheckpointError(_damaged(index, f"its shard {shard} is missing"))
+            check_safetensors_file(path / shard)
+
+
 def check_checkpoint_dir(path: str | Path, model_types: tuple[str, ...] = ("infini", "llama")) -> str:
     """Return the checkpoint's `model_type` after checking the folder holds a config and weights."""
     path = Path(path)
@@ -31,6 +85,7 @@ def check_checkpoint_dir(path: str | Path, model_types: tuple[str, ...] = ("infi
         raise ValueError(f"checkpoint {str(path)!r} has model_type={model_type!r}; expected one of {model_types}")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise FileNotFoundError(f"checkpoint folder {str(path)!r} has no weights (looked for {', '.join(WEIGHT_FILES)})")
+    check_weight_files(path)
     return model_type
 
 

@@ -1,25 +1,27 @@
 """fla-core (flash-linear-attention's Triton kernels, `pip install 'infini-bench[gpu]'`) as the CUDA implementation
-of the delta_l2 memory update; `memory_ops._delta_l2_scan` is its float32 torch reference.
+of the delta_l2 memory; `memory_ops` holds its float32 torch reference.
 
-fla's `chunk_delta_rule` runs M ← M + β_t k_tᵀ(v_t − k_t M) over a sequence from an initial state and returns the
-final state, with gradients for keys, values, β and the initial state. With gradients, one call per segment chains
-the segments and yields the state at every boundary (float32), which is what each segment's retrieval reads.
-Without gradients (evaluation, prefill) one pass of fla's forward kernels over all segments yields the state at
-every 64-token chunk start, boundaries included (stored in bf16 by the kernel; the final state in float32), when
-the segment length is a multiple of 64. The kernels take bf16/fp16 inputs only (they refuse float32).
+fla's `chunk_delta_rule` runs S_t = S_{t-1} + β_t k_tᵀ(v_t − k_t S_{t-1}) over a sequence from an initial state,
+reads o_t = scale·q_t S_t at every token, and returns the final state, with gradients for all of them. A segment's
+retrieval must read the memory as it was *before* the segment, so every segment's reads go into the sequence as
+extra tokens placed ahead of its writes, with β = 0 (they leave the state as it is): one kernel call then yields
+every retrieval and the final state, forward and backward. Where gradients must be cut at segment boundaries
+(`detach_every`), and for folding a single segment while decoding, one call per segment chains the states instead.
+The kernels take bf16/fp16 inputs only (they refuse float32) and keep the state in float32.
 """
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .memory_ops import unit
+
 HAS_FLA = importlib.util.find_spec("fla") is not None
 
 KERNELS = ("auto", "torch", "fla")
-FLA_CHUNK = 64  # fla's chunk size: states exist at multiples of it
 
 
 def resolve_kernel(requested: str, update: str, device: torch.device, compute_dtype: torch.dtype) -> str:
@@ -52,8 +54,6 @@ def fla_delta_l2_scan(
     # fla's layout is [B, T, H, d]: per segment s, [B, L, H, d]
     k_hat, values = (x.permute(0, 2, 3, 1, 4).to(dtype) for x in (k_hat, values))
     beta = beta.permute(0, 2, 3, 1).to(dtype)
-    if not torch.is_grad_enabled() and keys.shape[3] % FLA_CHUNK == 0 and not any(detach_after):
-        return _boundary_states_one_pass(memory, k_hat, values, beta)
     query = torch.zeros_like(k_hat[:, 0])  # the kernel's own read is not used: retrieval reads segment starts
     befores = []
     for s, cut in enumerate(detach_after):
@@ -67,20 +67,36 @@ def fla_delta_l2_scan(
     return torch.stack(befores, dim=2), memory
 
 
-def _boundary_states_one_pass(
-    memory: torch.Tensor, k_hat: torch.Tensor, values: torch.Tensor, beta: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward half of fla's chunk_delta_rule (WY representation, then the chunk-state recurrence) over all
-    segments at once, keeping the state at each segment start: inputs [B, S, L, H, d] and [B, S, L, H]."""
-    from fla.ops.common.chunk_delta_h import chunk_gated_delta_rule_fwd_h
-    from fla.ops.delta_rule.wy_fast import prepare_wy_repr_fwd
 
-    b, s, seg, h, d = k_hat.shape
-    k, v, bt = k_hat.flatten(1, 2).contiguous(), values.flatten(1, 2).contiguous(), beta.flatten(1, 2).contiguous()
-    w, u, _ = prepare_wy_repr_fwd(k=k, v=v, beta=bt, cu_seqlens=None, chunk_size=FLA_CHUNK)
-    states, _, final = chunk_gated_delta_rule_fwd_h(
-        k=k, w=w, u=u, initial_state=memory.float().contiguous(), output_final_state=True, chunk_size=FLA_CHUNK,
-        save_new_value=False,
-    )  # states [B, chunks, H, d, d]: the state at the start of every chunk
-    befores = states[:, :: seg // FLA_CHUNK].float().transpose(1, 2)  # [B, H, S, d, d]
-    return befores, final.float()
+def fla_delta_l2_read(
+    memory: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    queries: torch.Tensor,
+    kernel: Callable | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every segment's retrieval Q/|Q|·M_s ([B, H, G, S, L, d], float32) and the memory after the last segment,
+    from one call of `kernel` (fla's `chunk_delta_rule`, or any function with its signature and semantics).
+
+    memory [B, H, d, d]; keys (√β·k̂), values [B, H, S, L, d]; queries [B, H, G, S, L, d] (G query heads per key/value
+    head). Per segment the sequence holds G·L reads (q = Q/|Q|, k = v = 0, β = 0), then L writes (q = 0)."""
+    if kernel is None:
+        from fla.ops.delta_rule import chunk_delta_rule as kernel
+    b, h, g, s, seg, d = queries.shape
+
+    def per_segment(x: torch.Tensor) -> torch.Tensor:  # [B, H, S, L, ...] -> [B, S, 1, L, H, ...]
+        return x.movedim(1, 3).unsqueeze(2)
+
+    reads_q = unit(queries).permute(0, 3, 2, 4, 1, 5)  # [B, S, G, L, H, d]
+    none = reads_q.new_zeros(b, s, g, seg, h, d)
+    q = torch.cat([reads_q, none[:, :, :1]], dim=2)
+    k = torch.cat([none, per_segment(F.normalize(keys, dim=-1, eps=1e-6))], dim=2)
+    v = torch.cat([none, per_segment(values.float())], dim=2)
+    beta = torch.cat([none[..., 0], per_segment(keys.pow(2).sum(dim=-1))], dim=2)  # keys are √β·k̂
+    o, final = kernel(
+        *(x.flatten(1, 3).to(dtype) for x in (q, k, v, beta)),
+        scale=1.0, initial_state=memory.float(), output_final_state=True,
+    )
+    retrieved = o.view(b, s, g + 1, seg, h, d)[:, :, :g].permute(0, 4, 2, 1, 3, 5)  # [B, H, G, S, L, d]
+    return retrieved.float(), final.float()

@@ -120,6 +120,29 @@ def _delta_l2_scan(memory, keys, values, detach: list[bool]) -> tuple[torch.Tens
     return torch.stack(befores, dim=2), memory
 
 
+def segment_retrievals(
+    update: str,
+    memory: torch.Tensor,
+    norm: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    queries: torch.Tensor,
+    eps: float,
+    detach_after: Sequence[bool] = (),
+    kernel: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every segment's A_mem, read from the memory before it, and the state after the last segment: the memory
+    half of the parallel form. queries [B, H, G, S, L, d] (G query heads per key/value head); the rest as in
+    `memory_scan`. Returns (retrieved [B, H, G, S, L, d] float32, final memory, final norm)."""
+    if kernel == "fla" and update == "delta_l2" and not any(detach_after):
+        from .fla_ops import fla_delta_l2_read
+
+        retrieved, memory = fla_delta_l2_read(memory, keys, values, queries)
+        return retrieved, memory, norm
+    memories, norms, memory, norm = memory_scan(update, memory, norm, keys, values, eps, detach_after, kernel)
+    return memory_read(update, queries, memories[:, :, None], norms[:, :, None], eps), memory, norm
+
+
 def memory_read(update: str, q: torch.Tensor, memory: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
     """A_mem for queries q [B, H_kv, G, ..., n, d] (G query heads per key/value head) from memory
     [B, H_kv, 1, ..., d, d]: σ(Q)M / (σ(Q)z + eps), or Q/|Q|·M for delta_l2 (no normaliser), in float32."""
