@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"infini-bench: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from .data.cache import StorageError
+
     try:
         return COMMANDS[name][0](rest) or 0
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, StorageError) as err:
         print(f"infini-bench {name}: error: {err}", file=sys.stderr)
         return 1
 

@@ -10,13 +10,27 @@ It takes exactly lm_eval's flags (it *is* lm_eval's parser) and changes three th
 * ``--model infini`` is registered: lm-eval's built-in models are imported first, then
   ``infini_bench.model_adapters`` (registering before lm-eval has loaded its own models would hide them).
 
+Before any model is loaded it also checks what lm-eval would notice only late, or never (`preflight`): ``--limit``
+is a count or a fraction; ``--output_path`` can be written; a local ``pretrained=`` checkpoint's weight files are
+whole; a ``--use_cache`` database opens and belongs to this model (lm-eval keys cached answers by request only, so
+the wrapper records the model's identity beside the cache, ``<use_cache>_model.json``, and refuses a cache made by
+another model or other model args, naming both).
+
 `list_tasks` prints this project's tasks and groups and the include path (``infini-bench tasks``, or
 ``python -m infini_bench.harness tasks``).
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import sqlite3
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from infini_bench.tasks import TASKS_DIR, expand_task_patterns, project_tasks
@@ -71,15 +85,211 @@ def prepare_run_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+class PreflightError(ValueError):
+    """A flag the wrapper refuses before any model is loaded; the message names the flag, the cause and the fix."""
+
+
+# --- preflight: what must hold before the first model call -------------------------------------------------------
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check `--limit`, `--output_path`, local checkpoints and `--use_cache` before lm-eval builds the model."""
+    check_limit(getattr(args, "limit", None))
+    check_output_path(getattr(args, "output_path", None))
+    model_args = getattr(args, "model_args", None) or {}
+    check_local_weights(model_args)
+    if getattr(args, "use_cache", None):
+        claim_cache(args.use_cache, getattr(args, "model", None) or "hf", model_args)
+
+
+def check_limit(limit: float | None) -> None:
+    if limit is None:
+        return
+    if not (limit > 0 and math.isfinite(limit)) or (limit > 1 and limit != int(limit)):
+        raise PreflightError(
+            f"--limit {limit:g} is invalid: give a number of documents per task (e.g. --limit 10) or a fraction of "
+            "them between 0 and 1 (e.g. --limit 0.5)"
+        )
+
+
+def check_output_path(output_path: str | None) -> None:
+    """lm-eval writes `--output_path` only after the whole evaluation, and reports a failure as a warning: try the
+    folder now. Nothing is created: the nearest existing folder is probed with a temporary folder."""
+    if not output_path:
+        return
+    path = Path(output_path).expanduser()
+    folder = path.parent if path.suffix == ".json" else path
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PreflightError(
+            f"--output_path {output_path!r} cannot be written: {str(existing)!r} is a file, not a folder; give a "
+            "folder path (nothing was evaluated)"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".infini-bench-write-test-", dir=existing))
+    except OSError as err:
+        raise PreflightError(
+            f"--output_path {output_path!r} is not writable ({err.strerror or err} in {str(existing)!r}): give a "
+            "folder you can write to (nothing was evaluated)"
+        ) from None
+
+
+def check_local_weights(model_args: dict[str, Any]) -> None:
+    """A local checkpoint whose safetensors files are cut short fails now in one sentence, for any --model."""
+    from infini_bench.modeling.checkpoint import check_weight_files
+
+    pretrained = model_args.get("pretrained")
+    if isinstance(pretrained, str) and Path(pretrained).expanduser().is_dir():
+        try:
+            check_weight_files(Path(pretrained).expanduser())
+        except ValueError as err:
+            raise PreflightError(f"pretrained={pretrained!r} cannot be evaluated: {err}") from None
+
+
+# model args that do not change a model's answers (lm-eval passes some of them through model_args)
+_NOT_IDENTITY = frozenset({"device", "batch_size", "max_batch_size"})
+_PATH_ARGS = ("pretrained", "tokenizer", "peft", "delta")
+
+
+def _file_fingerprint(path: Path) -> dict[str, list[int]]:
+    """Each weight/config file of a local model (a folder's top-level files, or one file): size, modified time."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def model_identity(model: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    """What makes two evaluations give the same answers: the model class, its args, and the files of every local
+    path among them (resolved, so `latest` links count by the checkpoint they point at)."""
+    args = {k: v for k, v in sorted(model_args.items()) if k not in _NOT_IDENTITY}
+    files = {}
+    for key in _PATH_ARGS:
+        value = args.get(key)
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            resolved = Path(value).expanduser().resolve()
+            files[key] = {"path": str(resolved), "files": _file_fingerprint(resolved)}
+    identity = {"model": model, "model_args": args, "files": files}
+    identity["digest"] = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return identity
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    args = ",".join(f"{k}={v}" for k, v in identity.get("model_args", {}).items())
+    return f"--model {identity.get('model')} --model_args {args}" if args else f"--model {identity.get('model')}"
+
+
+def _cache_databases(use_cache: str) -> list[Path]:
+    """lm-eval's cache files for `--use_cache PATH`: PATH_rank<N>.db, one per data-parallel rank."""
+    return sorted(Path(p) for p in glob.glob(glob.escape(use_cache) + "_rank*.db"))
+
+
+def check_cache_database(db: Path) -> None:
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as err:
+        problems = [str(err)]
+    if problems != ["ok"]:
+        raise PreflightError(
+            f"--use_cache database {str(db)!r} is damaged ({'; '.join(problems[:2])}): delete it (its answers are "
+            "computed again) or give another --use_cache path"
+        )
+
+
+def claim_cache(use_cache: str, model: str, model_args: dict[str, Any]) -> None:
+    """Refuse a `--use_cache` that holds another model's answers; record this model beside a new cache."""
+    identity = model_identity(model, model_args)
+    record = Path(f"{use_cache}_model.json")
+    databases = _cache_databases(use_cache)
+    for db in databases:
+        check_cache_database(db)
+    start_over = (
+        f"give this model its own --use_cache path, or delete {use_cache}_rank*.db and {record} to start the "
+        "cache over"
+    )
+    if databases:
+        try:
+            recorded = json.loads(record.read_text())
+        except FileNotFoundError:
+            raise PreflightError(
+                f"--use_cache {use_cache!r} holds cached answers ({databases[0].name}) but no record of the model that "
+                f"gave them (made by plain lm_eval or an older infini-bench), so they may be another model's: "
+                f"{start_over}"
+            ) from None
+        except (OSError, ValueError) as err:
+            raise PreflightError(f"--use_cache record {str(record)!r} is unreadable ({err}): {start_over}") from None
+        if recorded.get("digest") != identity["digest"]:
+            then, now = _describe(recorded), _describe(identity)
+            if then == now:
+                changed = sorted(
+                    f"{name} ({key})"
+                    for key, entry in identity["files"].items()
+                    for name in set(entry["files"]) | set(recorded.get("files", {}).get(key, {}).get("files", {}))
+                    if entry["files"].get(name) != recorded.get("files", {}).get(key, {}).get("files", {}).get(name)
+                )
+                now += f" whose files changed since ({', '.join(changed[:3]) or 'another folder'})"
+            raise PreflightError(
+                f"--use_cache {use_cache!r} holds the answers of another model: it was filled by `{then}`, this run "
+                f"is `{now}`; a cache serves one model only: {start_over}"
+            )
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{record.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(identity, handle, indent=1, default=str)
+        os.replace(tmp, record)
+    except OSError as err:
+        raise PreflightError(
+            f"--use_cache {use_cache!r} cannot be written ({err.strerror or err}): give a path in a folder you can "
+            "write to (nothing was evaluated)"
+        ) from None
+
+
+# --- help ----------------------------------------------------------------------------------------------------------
+
+HELP = """infini-bench eval (also: python -m infini_bench.harness): lm-eval's own command line with this project's tasks
+and models; it takes exactly lm_eval's flags (lm-eval's help follows below).
+
+  --model infini       Infini-attention checkpoints (this project's adapter). Model args: pretrained, tokenizer,
+                       dtype, segment_length, use_memory, max_length, max_gen_toks, convert_llama
+                       (model_adapters/README.md). lm-eval's own models (--model hf, ...) run the same tasks.
+  --tasks              this project's tasks: passkey_<len>, niah_<len>, niah_multikey_<len>, niah_multivalue_<len>
+                       for <len> 256, 512, 1k ... 1m tokens; ppl_stdlib, ppl_files, ppl_pg19; suites
+                       infinibench_*. Globs ('passkey_*') select only these. List them: infini-bench tasks
+  --metadata           task options, e.g. samples=2 depths=[0,50,100] n_digits=5 seed=1 (tasks/README.md)
+  --use_cache PATH     answers are cached per model: a cache filled by another model or other model args is
+                       refused (PATH_model.json records which model filled it)
+  --output_path DIR    checked writable before the model is loaded
+
+  e.g. infini-bench eval --model infini --model_args pretrained=ckpt/ --tasks 'passkey_*' --output_path out/
+
+"""
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return not argv or argv == ["run"] or any(a in ("-h", "--help") for a in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run lm-eval's CLI on `argv` (default: sys.argv[1:]) with this project's tasks and models."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tasks"]:  # `python -m infini_bench.harness tasks`: the list, not an evaluation
+        return list_tasks(argv[1:])
+    if _wants_help(argv) and argv[:1] not in (["ls"], ["validate"]):
+        print(HELP, flush=True)
+        argv = ["run", "--help"] if argv[:1] != ["run"] else argv  # lm-eval's `run` help lists every flag
+        argv = argv if "-h" in argv or "--help" in argv else [*argv, "--help"]
     _register_models()
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["tasks"]:  # `python -m infini_bench.harness tasks`: the list, not an evaluation
-        return list_tasks(argv[1:])
+    from infini_bench.data.cache import StorageError
+
     setup_logging()
     cli = HarnessCLI()
     saved = sys.argv
@@ -89,16 +299,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sys.argv = saved
     command = getattr(args, "command", None)
-    if command == "run":
-        prepare_run_args(args)
-    elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
-        args.include_path = TASKS_DIR
-    from infini_bench.model_adapters.options import InfiniArgumentError
-
     try:
+        if command == "run":
+            prepare_run_args(args)
+            preflight(args)
+        elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
+            args.include_path = TASKS_DIR
         cli.execute(args)
-    except InfiniArgumentError as err:  # a bad --model_args value: the message names it; no traceback needed
+    except (ValueError, FileNotFoundError, StorageError) as err:
+        # a bad flag, model arg or task option, or a folder that cannot be written: the message names it and the
+        # fix (InfiniArgumentError, PreflightError, the task builders' errors are ValueErrors)
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as err:  # the --use_cache database broke during the run
+        print(f"error: the --use_cache database failed ({err}): delete it or give another --use_cache path",
+              file=sys.stderr)
         return 1
     return 0
 

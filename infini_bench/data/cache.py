@@ -7,6 +7,7 @@ an entry whose manifest, hash, count or key does not match is treated as corrupt
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -26,6 +27,21 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 
+class StorageError(OSError):
+    """A folder this project writes into (the document cache, packed training data) refused a write: read-only,
+    full, or not a folder. The message names the folder, the cause and the fix; nothing half-written is left."""
+
+
+def storage_error(what: str, folder: Path, err: OSError, fix: str) -> StorageError:
+    """`StorageError` for `err` (raised while writing `what` into `folder`), with the fix that fits its cause."""
+    cause = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        fix = "free space on that disk, or " + fix
+    error = StorageError(f"cannot write {what} in {str(folder)!r} ({cause}): {fix}")
+    error.errno = err.errno  # the cause stays inspectable; str() stays the one sentence
+    return error
+
+
 def cache_root() -> Path:
     """The cache folder (created on demand)."""
     if os.environ.get(CACHE_ENV):
@@ -41,14 +57,21 @@ def cache_key(payload: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, StorageError):
+            raise storage_error(
+                "the document cache", cache_root(), err,
+                f"set {CACHE_ENV} to a writable folder (built documents are cached there)",
+            ) from err
         raise
 
 

@@ -222,6 +222,9 @@ def build_ppl_docs(
             raise PerplexitySourceError(
                 f"perplexity source {source!r} gave no documents with at least {min_doc_tokens} tokens "
                 "(lower min_doc_tokens=...)"
+                if min_doc_tokens
+                else f"perplexity source {source!r} gave no documents: every one is empty or only whitespace (e.g. "
+                "empty files); name files with text in them"
             )
         return docs
 

@@ -19,6 +19,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .cache import StorageError, storage_error
+
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text")
@@ -121,32 +123,46 @@ def pack_documents(
     if separator is None:
         raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
     raw = path.with_suffix(".bin.tmp")
     total = 0
-    with open(raw, "wb") as f:
-        for docs in _chunks(documents, docs_per_call):
-            for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:  # batched: tokenised in parallel
-                if not ids:
-                    continue
-                piece = np.asarray(ids + [separator], dtype=dtype)
-                if max_tokens is not None:
-                    piece = piece[: max_tokens - total]
-                piece.tofile(f)
-                total += len(piece)
-            if max_tokens is not None and total >= max_tokens:
-                break
-    rows = total // sequence_length
-    if rows == 0:
-        raw.unlink()
-        raise ValueError(
-            f"the corpus gives {total} tokens, fewer than one sequence of sequence_length={sequence_length}"
-        )
-    os.truncate(raw, rows * sequence_length * np.dtype(dtype).itemsize)
-    os.replace(raw, path.with_suffix(".bin"))
-    meta = {"rows": rows, "sequence_length": sequence_length, "dtype": np.dtype(dtype).name, "tokens_read": total}
-    path.with_suffix(".json").write_text(json.dumps(meta))  # written last: its presence marks a complete cache
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(raw, "wb") as f:
+            for docs in _chunks(documents, docs_per_call):
+                for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:  # batched: tokenised in parallel
+                    if not ids:
+                        continue
+                    piece = np.asarray(ids + [separator], dtype=dtype)
+                    if max_tokens is not None:
+                        piece = piece[: max_tokens - total]
+                    f.write(piece.tobytes())
+                    total += len(piece)
+                if max_tokens is not None and total >= max_tokens:
+                    break
+        rows = total // sequence_length
+        if rows == 0:
+            raise ValueError(
+                f"the corpus gives {total} tokens, fewer than one sequence of sequence_length={sequence_length}"
+            )
+        os.truncate(raw, rows * sequence_length * np.dtype(dtype).itemsize)
+        os.replace(raw, path.with_suffix(".bin"))
+        meta = {"rows": rows, "sequence_length": sequence_length, "dtype": np.dtype(dtype).name, "tokens_read": total}
+        tmp_meta = path.with_suffix(".json.tmp")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, path.with_suffix(".json"))  # written last: its presence marks a complete cache
+    except BaseException as err:  # nothing half-written stays: a later run would otherwise trust it
+        for leftover in (raw, path.with_suffix(".bin"), path.with_suffix(".json.tmp")):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:  # the folder itself is unusable: nothing was written there
+                pass
+        if isinstance(err, OSError) and not isinstance(err, StorageError):
+            raise storage_error(
+                "the packed training data", path.parent, err, "choose a run.output_dir on a disk with room (the data is "
+                "packed into its data/ folder)"
+            ) from err
+        raise
     return open_packed(path)
 
 

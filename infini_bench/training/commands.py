@@ -5,7 +5,11 @@ import argparse
 import logging
 import sys
 
-from .checkpoint import CheckpointError
+from ..data.cache import StorageError
+from .checkpoint import CheckpointError, OutputDirInUse
+
+# failures whose message says it all (the cause and the fix): one line, no traceback
+CLEAR_ERRORS = (CheckpointError, OutputDirInUse, StorageError)
 
 OVERRIDES_HELP = """\
 overrides (after the flags, or with --set): dotted recipe keys, values parsed as YAML, e.g.
@@ -57,7 +61,7 @@ def train_main(argv: list[str] | None = None) -> int:
     accelerator = make_accelerator(recipe.run, recipe.model.use_memory)
     try:
         final = train(recipe.optim, recipe.run, pretraining(recipe), recipe_to_yaml(recipe), _resume_mode(args), accelerator)
-    except CheckpointError as err:
+    except CLEAR_ERRORS as err:
         print(f"infini-bench train: error: {err}", file=sys.stderr)
         return 1
     accelerator.print(f"final checkpoint: {final}")
@@ -84,8 +88,11 @@ def finetune_main(argv: list[str] | None = None) -> int:
     build = finetuning(recipe, args.checkpoint)
     accelerator = make_accelerator(stage.run)
     try:
-        final = train(stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args), accelerator)
-    except CheckpointError as err:
+        final = train(
+            stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args), accelerator,
+            output_key="finetune.run.output_dir",
+        )
+    except CLEAR_ERRORS as err:
         print(f"infini-bench finetune: error: {err}", file=sys.stderr)
         return 1
     accelerator.print(f"final checkpoint: {final}")
@@ -108,6 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[argv[0]](argv[1:])
-    except (FileNotFoundError, FileExistsError, ValueError, CheckpointError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, *CLEAR_ERRORS) as err:
         print(f"infini-bench {argv[0]}: error: {err}", file=sys.stderr)
         return 1

@@ -21,7 +21,16 @@ from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
 from .batches import PackedText, PasskeyPools, WithText, rank_micro_batches
-from .checkpoint import ACCELERATE_DIR, STATE_FILE, latest_checkpoint, list_checkpoints, save_atomically
+from .checkpoint import (
+    ACCELERATE_DIR,
+    STATE_FILE,
+    CheckpointError,
+    acquire_lock,
+    latest_checkpoint,
+    list_checkpoints,
+    release_lock,
+    save_atomically,
+)
 from .optim import build_optimizer, build_scheduler
 from .recipe import OptimConfig, RecipeError, RunConfig
 
@@ -75,11 +84,14 @@ def train(
     recipe_yaml: str,
     resume: str = "auto",
     accelerator: Accelerator | None = None,
+    output_key: str = "run.output_dir",
 ) -> Path:
     """Run (or resume) one stage; returns the final checkpoint folder.
 
     resume: "auto" continues from the newest checkpoint in `run.output_dir` when there is one; "always" requires
-    one; "never" requires the folder to hold none (so nothing is overwritten)."""
+    one; "never" requires the folder to hold none (so nothing is overwritten). A checkpoint that cannot be loaded
+    is skipped with a warning for the newest one before it that can. The folder is locked while training
+    (`training.lock`); `output_key` names it in messages."""
     out = Path(run.output_dir)
     previous = latest_checkpoint(out)
     if resume == "always" and previous is None:
@@ -87,11 +99,31 @@ def train(
     if resume == "never" and previous is not None:
         raise FileExistsError(
             f"output folder {str(out)!r} already holds checkpoints (newest {previous.name}); resume it (the default) "
-            "or choose another run.output_dir"
+            f"or choose another {output_key}"
         )
     accelerator = accelerator or make_accelerator(run)
+    lock = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(out, output_key)  # one training per folder: a second one would interleave the log
+    try:
+        return _train(optim, run, build, recipe_yaml, resume, accelerator, previous, output_key)
+    finally:
+        if lock is not None:
+            release_lock(lock)
+
+
+def _train(
+    optim: OptimConfig,
+    run: RunConfig,
+    build: Callable[[Accelerator], Setup],
+    recipe_yaml: str,
+    resume: str,
+    accelerator: Accelerator,
+    previous: Path | None,
+    output_key: str,
+) -> Path:
+    out = Path(run.output_dir)
     set_seed(run.seed)
     if run.cpu_threads is not None:
         torch.set_num_threads(run.cpu_threads)
@@ -114,7 +146,8 @@ def train(
     progress = Progress()
     accelerator.register_for_checkpointing(scheduler, progress)
     if previous is not None and resume != "never":
-        accelerator.load_state(str(previous / ACCELERATE_DIR))
+        _check_same_model(previous, setup.model, out, output_key)
+        previous = _load_newest_intact(accelerator, out, output_key)
         _truncate_log(out / LOG_FILE, progress.step, accelerator.is_main_process)
         accelerator.print(f"resumed from {previous} at step {progress.step}")
 
@@ -216,6 +249,51 @@ def _out_of_time(progress: Progress, run: RunConfig, accelerator: Accelerator) -
     if accelerator.num_processes > 1:
         spent = accelerator.reduce(spent, "max")
     return spent.item() >= run.max_minutes * 60
+
+
+# config fields that make a checkpoint another model: resuming it with a different value cannot work (or would
+# silently train something else)
+MODEL_FIELDS = (
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "segment_length", "memory_update", "use_memory", "tie_word_embeddings",
+)
+
+
+def _check_same_model(previous: Path, model: torch.nn.Module, out: Path, key: str) -> None:
+    """Refuse to resume checkpoints of another model (another size, say) in the same output folder."""
+    try:
+        old = json.loads((previous / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # unreadable: the loader below decides whether the checkpoint is damaged
+    new = model.config.to_dict()
+    differ = [f"{k}={old[k]!r} there, {new[k]!r} here" for k in MODEL_FIELDS if k in old and k in new and old[k] != new[k]]
+    if differ:
+        raise RecipeError(
+            f"{key} {str(out)!r} holds checkpoints of another model ({'; '.join(differ)}): a training resumes only "
+            f"its own checkpoints; choose another {key}, or move {str(out)!r} away to start over"
+        )
+
+
+def _load_newest_intact(accelerator: Accelerator, out: Path, key: str) -> Path:
+    """Load the newest checkpoint whose state loads; warn about each newer one that does not (left in place: the
+    training saves that step again when it gets there)."""
+    damaged: list[str] = []
+    for checkpoint in reversed(list_checkpoints(out)):
+        try:
+            accelerator.load_state(str(checkpoint / ACCELERATE_DIR))
+        except Exception as err:  # noqa: BLE001  a damaged file raises anything from EOFError to RuntimeError
+            damaged.append(f"{checkpoint} ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})")
+            continue
+        if damaged:
+            logger.warning(
+                "resuming from %s, the newest intact checkpoint: %s could not be loaded (damaged; left in place until "
+                "the training saves that step again)", checkpoint.name, "; ".join(damaged),
+            )
+        return checkpoint
+    raise CheckpointError(
+        f"no checkpoint in {key} {str(out)!r} can be loaded: {'; '.join(damaged)}; move the damaged checkpoints away "
+        f"(or choose another {key}) to start over"
+    )
 
 
 def _truncate_log(path: Path, step: int, is_main: bool) -> None:
