@@ -23,12 +23,22 @@ def documents_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("INFINI_BENCH_CACHE", str(tmp_path / "docs_cache"))
 
 
+class CurrentStderr:
+    """Whatever sys.stderr is at the time of writing (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def wrapper(argv: list[str]) -> int:
-    """`infini-bench eval ARGV` in this process. lm-eval's log handler keeps the stderr of the call that made it:
-    point it at this test's (captured) stderr."""
+    """`infini-bench eval ARGV` in this process. lm-eval's log handler keeps the stderr of the test that made it
+    (closed once that test ends): make it write to the current one."""
     for handler in logging.getLogger("lm_eval").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.stream = sys.stderr
+        if type(handler) is logging.StreamHandler:  # lm-eval's own, not pytest's capture handlers
+            handler.stream = CurrentStderr()
     return harness.main(argv)
 
 
