@@ -20,6 +20,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
+from ..modeling.checkpoint import check_weight_files
 from .batches import PackedText, PasskeyPools, WithText, rank_micro_batches
 from .checkpoint import (
     ACCELERATE_DIR,
@@ -280,6 +281,7 @@ def _load_newest_intact(accelerator: Accelerator, out: Path, key: str) -> Path:
     damaged: list[str] = []
     for checkpoint in reversed(list_checkpoints(out)):
         try:
+            check_weight_files(checkpoint)  # the exported weights users load must be whole too
             accelerator.load_state(str(checkpoint / ACCELERATE_DIR))
         except Exception as err:  # noqa: BLE001  a damaged file raises anything from EOFError to RuntimeError
             damaged.append(f"{checkpoint} ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})")
