@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .grid import METRICS
 from .loading import parse_length
 from .report import ReportError, build_report
 from .text import render_text
@@ -46,7 +47,10 @@ def build_parser(prog: str = "infini-bench report") -> argparse.ArgumentParser:
                         help="training length of a model (label, name or folder name), e.g. tiny=2k; repeatable")
     parser.add_argument("--threshold", type=_threshold, default=0.8,
                         help="accuracy an effective length must keep, 0-1 or percent (default 0.8)")
-    parser.add_argument("--metric", default="acc", help="per-sample metric to pivot (default acc)")
+    parser.add_argument("--metric", default="acc", choices=METRICS,
+                        help="per-sample score to draw: acc (strict: the first value in the answer must be the "
+                        "key) or ruler_match (RULER's string_match_all: the share of expected values found in the "
+                        "answer, case-insensitive); default acc")
     parser.add_argument("--samples-per-cell", type=int, default=3,
                         help="example prompts shown per heatmap cell in the HTML (default 3)")
     parser.add_argument("--no-html", action="store_true", help="write PNGs and summary.json only")

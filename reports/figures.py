@@ -141,7 +141,7 @@ def heatmap(grid: Grid, path: Path, title: str | None = None) -> Figure:
     if grid.train_length:
         _train_marker(fig, ax, lengths, grid.train_length)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-    bar.set_label("accuracy %")
+    bar.set_label(f"{grid.metric} %")
     return _save(fig, path, _cell_boxes(fig, ax, depths, lengths))
 
 
@@ -166,7 +166,7 @@ def depth_bars(grid: Grid, path: Path, mean: float | None) -> Figure:
     ax.set_ylim(0, 105)
     ax.set_xlabel("needle depth")
     ax.set_ylabel(f"{grid.metric} % (all lengths)")
-    ax.set_title(f"{grid.model} · {grid.family}: accuracy by depth", fontsize=11)
+    ax.set_title(f"{grid.model} · {grid.family}: {grid.metric} by depth", fontsize=11)
     return _save(fig, path)
 
 
@@ -190,7 +190,7 @@ def side_by_side(grids: list[Grid], path: Path) -> Figure:
         ax.set_ylabel("")
     fig.suptitle(f"{grids[0].family}: {grids[0].metric} % side by side", fontsize=12)
     bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.04, pad=0.02)
-    bar.set_label("accuracy %")
+    bar.set_label(f"{grids[0].metric} %")
     return _save(fig, path)
 
 

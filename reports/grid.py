@@ -21,6 +21,13 @@ DEPTH_METRIC_RE = re.compile(r"^(?P<base>.+)_d(?P<depth>\d{3})(?:p(?P<frac>\d+))
 LENGTH_SUFFIX_RE = re.compile(r"^(?P<family>.+?)_(?P<length>\d+(?:\.\d+)?[kKmM]|\d{3,})$")
 PPL_MARKERS = ("token_perplexity", "word_perplexity", "bits_per_byte", "byte_perplexity")
 
+#: The per-sample scores a grid can pivot (every passkey and NIAH sample carries both; see tasks/README.md).
+METRICS = ("acc", "ruler_match")
+
+#: The Infini-attention paper's passkey view (its Table 3: accuracy with the key at the start, middle or end of the
+#: input): the depths pooled into thirds. A depth on a boundary (33 1/3 %, 66 2/3 %) counts as middle.
+DEPTH_BINS = (("start", 0.0, 100.0 / 3), ("middle", 100.0 / 3, 200.0 / 3), ("end", 200.0 / 3, 100.0))
+
 #: Assessment bands of the mean per-depth accuracy, as the project's earlier analysis scripts printed them.
 BANDS = ((0.9, "excellent"), (0.8, "good"), (0.7, "fair"))
 
@@ -34,6 +41,15 @@ def family_of(task: str) -> tuple[str, int | None]:
         return m.group("family"), parse_length(m.group("length"))
     except ValueError:
         return task, None
+
+
+def depth_bin(depth: float) -> str:
+    """``start`` below 33 1/3 %, ``end`` above 66 2/3 %, else ``middle`` (see `DEPTH_BINS`)."""
+    if depth < DEPTH_BINS[0][2]:
+        return "start"
+    if depth > DEPTH_BINS[2][1]:
+        return "end"
+    return "middle"
 
 
 def assessment(mean: float) -> str:
@@ -124,6 +140,18 @@ class Grid:
 
     def per_length(self) -> pd.DataFrame:
         return _marginal(self.cells, "length")
+
+    def depth_bins(self) -> pd.DataFrame:
+        """The paper's view: one row per (bin, length) with the pooled score (sample-weighted when counts are
+        known), its count and interval; bins as in `DEPTH_BINS`."""
+        rows = []
+        cells = self.cells.assign(bin=[depth_bin(d) for d in self.cells["depth"]])
+        for (name, length), group in cells.groupby(["bin", "length"], sort=False):
+            row = _marginal(group.assign(all=0), "all").iloc[0].to_dict()
+            rows.append({"bin": name, "length": int(length), **row})
+        frame = pd.DataFrame(rows, columns=["bin", "length", "acc", "n", "ci_low", "ci_high"])
+        order = {name: i for i, (name, _, _) in enumerate(DEPTH_BINS)}
+        return frame.sort_values(["length", "bin"], key=lambda col: col.map(order) if col.name == "bin" else col)
 
     def stats(self, threshold: float) -> dict[str, Any]:
         """mean / std / min / max (with their depths) of the per-depth accuracy, the band and the effective length."""

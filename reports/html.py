@@ -61,6 +61,17 @@ def _comparison_table(entry: dict[str, Any]) -> str:
     return _table(pd.DataFrame(rows).fillna("–"))
 
 
+def _bins_table(entry: dict[str, Any]) -> str:
+    """The paper's view: per model and length, the score with the needle in the start / middle / end third."""
+    rows = []
+    for row in entry["table"]:
+        record: dict[str, Any] = {"model": row["model"]}
+        for length, values in sorted(row["start_middle_end"].items(), key=lambda kv: int(kv[0])):
+            record[format_length(int(length))] = " / ".join(_pct(v) for v in values)
+        rows.append(record)
+    return _table(pd.DataFrame(rows).fillna("–"))
+
+
 def _grid_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows (depths) of the interval table, each cell with its colour and anchor for the sample details."""
     by_key = {(c["depth"], c["length"]): c for c in grid["cells"]}
@@ -142,7 +153,7 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
                 "id": cell_anchor(grid, {"depth": 0, "length": 0}).replace("cell-", "grid-"),
             }
         )
-    comparisons = [{**c, "html_table": _comparison_table(c)} for c in summary["comparisons"]]
+    comparisons = [{**c, "html_table": _comparison_table(c), "bins_table": _bins_table(c)} for c in summary["comparisons"]]
     ppl_table = ""
     ppl_positions = ""
     if summary["perplexity"]:

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import figures
-from .grid import Grid, build_grids, is_perplexity_task, perplexity_results
+from .grid import DEPTH_BINS, Grid, build_grids, depth_bin, is_perplexity_task, perplexity_results
 from .loading import Loaded, load
 
 
@@ -125,6 +125,28 @@ def _pick_examples(samples: list, metric: str, k: int) -> list[dict[str, Any]]:
                 "prompt_chars": s.prompt_chars,
                 "needle_context": s.needle_context,
                 "needle_char": s.needle_char,
+            }
+        )
+    return out
+
+
+def _depth_bins(grid: Grid) -> list[dict[str, Any]]:
+    """The Infini-attention paper's start / middle / end view of a grid (depths pooled into thirds)."""
+    frame = grid.depth_bins()
+    out = []
+    for name, lo, hi in DEPTH_BINS:
+        rows = frame[frame["bin"] == name]
+        out.append(
+            {
+                "bin": name,
+                "depth_lo": round(lo, 3),
+                "depth_hi": round(hi, 3),
+                "depths": [_num(d) for d in grid.depths if depth_bin(d) == name],
+                "per_length": {
+                    str(int(r["length"])): {"acc": _num(r["acc"]), "n": _num(r["n"]), "ci_low": _num(r["ci_low"]),
+                                            "ci_high": _num(r["ci_high"])}
+                    for r in rows.to_dict("records")
+                },
             }
         )
     return out
@@ -243,6 +265,7 @@ def build_report(
                     for x, r in per_length.iterrows()
                 ],
                 "cells": _cells_list(grid, samples_per_cell, heat),
+                "depth_bins": _depth_bins(grid),
                 "heatmap": _figure_dict(heat, out),
                 "depth_bars": _figure_dict(bars, out),
             }
@@ -256,12 +279,17 @@ def build_report(
         for grid in grids:
             stats = grid.stats(threshold)
             per_length = grid.per_length()["acc"]
+            bins = _depth_bins(grid)
             table.append(
                 {
                     "model": grid.model,
                     "per_length": {str(int(k)): _num(v) for k, v in per_length.items()},
                     "mean": stats["mean"],
                     "effective_length": stats["effective_length"],
+                    "start_middle_end": {
+                        str(int(k)): [b["per_length"].get(str(int(k)), {}).get("acc") for b in bins]
+                        for k in per_length.index
+                    },
                 }
             )
         entry: dict[str, Any] = {"family": family, "models": [g.model for g in grids], "table": table,

@@ -50,6 +50,15 @@ def render_text(summary: dict[str, Any]) -> str:
             rows[row["model"]] = rec
         lines.append(pd.DataFrame(rows).T.fillna("-").to_string())
         lines.append("")
+    for comp in summary["comparisons"]:
+        lines.append(f"== start / middle / end · {comp['family']} ({summary['metric']} % with the needle in the first, "
+                     "middle, last third of the depths; the Infini-attention paper's passkey view)")
+        rows = {}
+        for row in comp["table"]:
+            ordered = sorted(row["start_middle_end"].items(), key=lambda kv: int(kv[0]))
+            rows[row["model"]] = {format_length(int(k)): "/".join(_pct(v) for v in vals) for k, vals in ordered}
+        lines.append(pd.DataFrame(rows).T.fillna("-").to_string())
+        lines.append("")
     if summary["perplexity"]:
         lines.append("== perplexity")
         columns = ["model", "task", "token_perplexity", "word_perplexity", "bits_per_byte"]

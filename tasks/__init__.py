@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from infini_bench.tasks.names import NIAH_VARIANTS
+
 TASKS_DIR: str = str(Path(__file__).resolve().parent)
 
-_FAMILY_ORDER = ("passkey", "niah", "niah_multikey", "niah_multivalue", "ppl", "suite")
+_FAMILY_ORDER = ("passkey", *(f"niah_{v}" for v in NIAH_VARIANTS), "niah", "ppl", "suite")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class TaskInfo:
 
     name: str
     kind: str  # "task" or "group"
-    family: str  # passkey, niah, niah_multikey, niah_multivalue, ppl, or suite
+    family: str  # passkey, niah_<RULER variant>, niah (the niah_<len> aliases), ppl, or suite
     context_length: int | None  # tokens, for passkey/NIAH tasks
     members: tuple[str, ...]  # group members
     glob_requires: str | None  # metadata key a glob needs before it selects this task
@@ -35,7 +37,7 @@ class TaskInfo:
 def _family(name: str) -> str:
     if name.startswith("infinibench_"):
         return "suite"
-    for prefix in ("niah_multikey", "niah_multivalue", "niah", "passkey", "ppl"):
+    for prefix in (*(f"niah_{v}" for v in NIAH_VARIANTS), "niah", "passkey", "ppl"):
         if name.startswith(prefix + "_"):
             return prefix
     return "other"

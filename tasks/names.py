@@ -1,7 +1,9 @@
 """Names shared by the task YAMLs, the metrics and the reports: context lengths, depth and position metrics.
 
-Lengths are binary: ``1k`` = 1024 tokens, ``1m`` = 1024**2 tokens. Depth metrics are ``acc_dNNN`` with the depth in
-percent zero-padded to three digits (``acc_d000``, ``acc_d050``, ``acc_d100``; a fractional depth such as 12.5 is
+Lengths are binary: ``1k`` = 1024 tokens, ``1m`` = 1024**2 tokens. Task names: ``passkey_<len>`` and
+``niah_<variant>_<len>`` with RULER's variant names (``niah_single_1_4k`` is RULER's ``niah_single_1`` at 4096
+tokens). Depth metrics are ``<score>_dNNN`` for both scores (``acc``, ``ruler_match``) with the depth in percent
+zero-padded to three digits (``acc_d000``, ``ruler_match_d050``, ``acc_d100``; a fractional depth such as 12.5 is
 ``acc_d012p5``). Position buckets are ``token_perplexity_pos_<lo>_<hi>`` with lo/hi written like lengths
 (``token_perplexity_pos_0_1k``, ``token_perplexity_pos_1k_2k``; a bucket past the last user edge ends in ``end``).
 """
@@ -11,7 +13,15 @@ KILO = 1024
 MEGA = 1024 * 1024
 
 CONTEXT_LENGTH_NAMES: tuple[str, ...] = ("256", "512", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1m")
-NIAH_VARIANT_PREFIXES: dict[str, str] = {"single": "niah", "multikey": "niah_multikey", "multivalue": "niah_multivalue"}
+#: RULER's NIAH variants (NVIDIA/RULER scripts/synthetic.yaml), in RULER's order; task ``niah_<variant>_<len>``.
+NIAH_VARIANTS: tuple[str, ...] = (
+    "single_1", "single_2", "single_3", "multikey_1", "multikey_2", "multikey_3", "multivalue", "multiquery"
+)
+#: Variants with several needles (or UUID keys) have no 256-token task: their needles and question alone fill
+#: 256 tokens of a small tokenizer. The others start at the shortest length.
+NIAH_SHORTEST: dict[str, str] = {"multikey_1": "512", "multikey_3": "512", "multivalue": "512", "multiquery": "512"}
+#: The two scores every passkey and NIAH document gets.
+SCORES: tuple[str, ...] = ("acc", "ruler_match")
 SUITE_PREFIX = "infinibench"
 
 
@@ -38,13 +48,24 @@ def format_length(tokens: int) -> str:
     return str(tokens)
 
 
-def depth_metric(depth_percent: float) -> str:
-    """Per-depth accuracy metric name: 50 -> "acc_d050", 12.5 -> "acc_d012p5"."""
+def depth_metric(depth_percent: float, score: str = "acc") -> str:
+    """Per-depth metric name: 50 -> "acc_d050", 12.5 -> "acc_d012p5", (50, "ruler_match") -> "ruler_match_d050"."""
     depth = float(depth_percent)
     if depth.is_integer():
-        return f"acc_d{int(depth):03d}"
+        return f"{score}_d{int(depth):03d}"
     whole, frac = f"{depth:.6f}".rstrip("0").split(".")
-    return f"acc_d{int(whole):03d}p{frac}"
+    return f"{score}_d{int(whole):03d}p{frac}"
+
+
+def niah_lengths(variant: str) -> tuple[str, ...]:
+    """The length names a NIAH variant has tasks for."""
+    first = CONTEXT_LENGTH_NAMES.index(NIAH_SHORTEST.get(variant, CONTEXT_LENGTH_NAMES[0]))
+    return CONTEXT_LENGTH_NAMES[first:]
+
+
+def niah_task(variant: str, length: str) -> str:
+    """Task name of a RULER variant at a length name: ("single_1", "4k") -> "niah_single_1_4k"."""
+    return f"niah_{variant}_{length}"
 
 
 def bucket_metric(lo: int, hi: int | None) -> str:

@@ -7,9 +7,12 @@ lm-eval's `resolve_max_length` reads from the checkpoint's config, which is what
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from infini_bench.data.tokens import TokenizerError, load_tokenizer, tokenizer_view, TokenizerView
 
@@ -66,6 +69,16 @@ class ModelContext:
 
     view: TokenizerView
     max_length: int | None  # None: unknown or unbounded; nothing is skipped
+    tokenizer: Any = None
+    add_bos: bool = True  # add_bos_token (default: as the tokenizer adds special tokens)
+
+    def view_for(self, prompt_start: str) -> TokenizerView:
+        """The view for prompts that start with `prompt_start`: like lm-eval's `hf` model, no special tokens are
+        added to a prompt that already starts with the BOS token's text (a chat template's)."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and prompt_start.startswith(bos):
+            return tokenizer_view(self.tokenizer, False)
+        return self.view
 
 
 def _tokenizer_from(metadata: dict[str, Any], task: str) -> Any:
@@ -87,40 +100,148 @@ def _tokenizer_from(metadata: dict[str, Any], task: str) -> Any:
     )
 
 
-def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | None:
-    """The model's maximum sequence length as lm-eval's model classes resolve it, or None when unknown."""
-    if metadata.get("max_length") not in (None, ""):
-        return as_int(metadata["max_length"], "max_length")
-    pretrained = metadata.get("pretrained")
-    if not isinstance(pretrained, str) or not pretrained:
-        return None
+@functools.lru_cache(maxsize=8)
+def _model_config(pretrained: str, revision: str | None, subfolder: str | None, trust_remote_code: bool) -> Any:
+    """The checkpoint's config (None when unreadable: the model load will report it)."""
     try:
         from transformers import AutoConfig
 
         import infini_bench  # noqa: F401  (registers the Infini config with AutoConfig)
 
-        config = AutoConfig.from_pretrained(
-            pretrained,
-            revision=metadata.get("revision"),
-            subfolder=metadata.get("subfolder") or "",
-            trust_remote_code=as_bool(metadata.get("trust_remote_code", False), "trust_remote_code"),
+        return AutoConfig.from_pretrained(
+            pretrained, revision=revision, subfolder=subfolder or "", trust_remote_code=trust_remote_code
         )
     except Exception as err:  # unreadable config: the model load will report it; skip nothing here
         log.warning("infini-bench: cannot read the config of %r (%s); no sample is skipped for length", pretrained, err)
+        return None
+
+
+def _config_of(metadata: dict[str, Any]) -> Any:
+    pretrained = metadata.get("pretrained")
+    if not isinstance(pretrained, str) or not pretrained:
+        return None
+    return _model_config(
+        pretrained,
+        metadata.get("revision"),
+        metadata.get("subfolder"),
+        as_bool(metadata.get("trust_remote_code", False), "trust_remote_code"),
+    )
+
+
+def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | None:
+    """The model's maximum sequence length as lm-eval's model classes resolve it, or None when unknown."""
+    if metadata.get("max_length") not in (None, ""):
+        return as_int(metadata["max_length"], "max_length")
+    config = _config_of(metadata)
+    if config is None:
         return None
     from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
 
     return resolve_max_length(config, tokenizer, default=DEFAULT_MAX_LENGTH)
 
 
+#: Keys lm-eval and this project's YAMLs put into a task's metadata, and the ones a task records there.
+INTERNAL_KEYS = frozenset({
+    "version", "config_source", "config", "_metadata", "task_context_length", "task_variant", "task_source",
+    "task_min_doc_tokens", "glob_requires", "explicit_only", "model_max_length", "skipped_docs", "docs_from_cache",
+    "docs_built", "docs_longer_than_max_length", "prompt_frame", "check_options",
+})
+#: Model arguments lm-eval's models and transformers' from_pretrained understand beyond the classes' signatures
+#: (lm-eval copies every --model_args key into the metadata, so they must pass the option check).
+COMMON_MODEL_ARGS = frozenset({
+    "pretrained", "tokenizer", "revision", "subfolder", "trust_remote_code", "dtype", "torch_dtype", "max_length",
+    "add_bos_token", "device", "device_map", "batch_size", "max_batch_size", "parallelize", "backend",
+    "attn_implementation", "low_cpu_mem_usage", "quantization_config", "load_in_8bit", "load_in_4bit", "max_memory",
+    "offload_folder", "use_fast_tokenizer", "peft", "delta", "gguf_file", "model", "base_url", "tokenized_requests",
+    "max_gen_toks", "truncation", "logits_cache", "prefix_token_id", "softmax_dtype", "think_end_token",
+    "enable_thinking", "chat_template_args", "use_cache", "cache_dir", "local_files_only", "token", "variant",
+    "use_safetensors", "weights_only", "convert_llama", "segment_length", "use_memory", "tensor_parallel_size",
+    "data_parallel_size", "gpu_memory_utilization", "seed", "max_model_len", "pretrained_model_name_or_path",
+})
+
+
+def _init_params(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"}
+    return names
+
+
+def model_arg_names(metadata: dict[str, Any]) -> set[str]:
+    """Names that may be model arguments lm-eval folded into the metadata: `COMMON_MODEL_ARGS`, the constructor
+    parameters of lm-eval's `hf` model and of every model class already loaded (the one in use among them), the
+    parameters of transformers' ``from_pretrained`` and the fields of the checkpoint's config (from_pretrained
+    passes unknown keyword arguments to the config)."""
+    names = set(COMMON_MODEL_ARGS)
+    try:
+        from lm_eval.api.registry import model_registry
+
+        for _, obj in model_registry.items():
+            if isinstance(obj, type):
+                names |= _init_params(obj)
+        from lm_eval.models.huggingface import HFLM
+
+        names |= _init_params(HFLM)
+    except Exception:  # an lm-eval without these: the common names still pass
+        pass
+    try:
+        from transformers import PreTrainedModel
+
+        names |= {p for p in inspect.signature(PreTrainedModel.from_pretrained).parameters if p not in ("cls", "self")}
+    except Exception:
+        pass
+    config = _config_of(metadata)
+    if config is not None:
+        names |= set(config.to_dict())
+    return names
+
+
+def check_option_keys(metadata: dict[str, Any], options: Iterable[str], task: str) -> None:
+    """Refuse a --metadata key that is neither one of this task's `options`, nor lm-eval's or this project's own,
+    nor a possible model argument; the error names the key and lists the accepted options.
+    ``check_options=false`` turns the check off (for a model argument this check does not know)."""
+    if not as_bool(metadata.get("check_options", True), "check_options"):
+        return
+    options = set(options)
+    known = options | INTERNAL_KEYS
+    unknown = sorted(k for k in metadata if k not in known)
+    if not unknown:
+        return
+    unknown = sorted(set(unknown) - model_arg_names(metadata))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(options), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ValueError(
+        f"{task}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)} in --metadata. This task "
+        f"accepts: {', '.join(sorted(options))}. (Model arguments lm-eval copies into the metadata, such as "
+        "pretrained=, are accepted too; pass check_options=false to skip this check.)"
+    )
+
+
 def model_context(metadata: dict[str, Any], task: str) -> ModelContext:
     """Tokenizer view and maximum length for the model named in `metadata`."""
     tokenizer = _tokenizer_from(metadata, task)
     add_special = metadata.get("add_bos_token")
-    view = tokenizer_view(tokenizer, True if add_special in (None, "") else as_bool(add_special, "add_bos_token"))
-    return ModelContext(view=view, max_length=model_max_length(metadata, tokenizer))
+    add_bos = True if add_special in (None, "") else as_bool(add_special, "add_bos_token")
+    view = tokenizer_view(tokenizer, add_bos)
+    return ModelContext(view=view, max_length=model_max_length(metadata, tokenizer), tokenizer=tokenizer, add_bos=add_bos)
+
+
+#: Options naming where essay text comes from, passed to the haystack loader.
+HAYSTACK_OPTIONS = ("essays", "haystack_files", "haystack_split", "haystack_field", "haystack_dataset_name",
+                    "haystack_max_chars")
 
 
 def haystack_options(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The haystack_* options, passed to the haystack loader."""
-    return {k: v for k, v in metadata.items() if k.startswith("haystack_")}
+    """The essay source options (`HAYSTACK_OPTIONS`), passed to the haystack loader."""
+    return {k: metadata[k] for k in HAYSTACK_OPTIONS if metadata.get(k) not in (None, "")}

@@ -1,35 +1,66 @@
-"""Passkey and NIAH tasks: greedy generation, scored by the numbers in the answer, with per-depth metrics.
+"""Passkey and NIAH tasks: greedy generation, two scores per document, per-depth metrics, documents built lazily.
 
 Every document carries its grid cell (`context_length`, `depth_percent`, `seed`, ...). `process_results` returns
-`acc` and every depth metric `acc_dNNN`: its score under its own depth, NaN under the others. lm-eval gathers
+both scores, `acc` (strict) and `ruler_match` (RULER's string_match_all; see `tasks.scoring`), and for each score
+every depth metric ``<score>_dNNN``: its value under its own depth, NaN under the others. lm-eval gathers
 data-parallel ranks by rank 0's metric names, so every document must carry them all; the depth metrics then
 aggregate with `mean_of_scored`, which skips the NaNs (lm-eval reports their stderr as N/A; the report computes
-Wilson intervals per cell from the samples).
+intervals per cell from the samples).
+
+Documents are built when lm-eval asks for them, not when the task is made: ``--limit N`` builds N documents
+(``samples=1000000 --limit 1`` builds one), each cached on disk on its own, with a progress bar while building.
+The prompt is built for the way the model receives it: with ``--apply_chat_template`` (and
+``--system_instruction``) the chat template's text is part of the prompt, its tokens count in the context length,
+and the answer prefix opens the assistant turn (lm-eval's ``gen_prefix``); the template's rendering is taken from
+lm-eval itself, so the prompt is exactly what lm-eval would send, never truncated.
 
 Options (``--metadata``; see tasks/README.md): ``context_length`` (overrides the task's length), ``depths`` /
-``n_depths``, ``samples`` (per depth), ``seed``, ``n_digits``, ``answer_tokens``, ``haystack`` and
-``haystack_files``; NIAH adds ``num_distractors`` and ``num_values``.
+``n_depths``, ``samples`` (per depth), ``seed``, ``n_digits``, ``answer_tokens``, ``haystack`` (``noise``,
+``essay``, ``needle``) with ``essays`` (where essay text comes from); NIAH adds RULER's ``type_needle_k``,
+``type_needle_v``, ``num_needle_k``, ``num_needle_v``, ``num_needle_q``. Any other key is refused by name.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+import time
+from collections.abc import Sequence
+from typing import Any, Iterator
 
 from lm_eval.api.metrics import mean
+from lm_eval.api.task import ConfigurableTask
+from tqdm import tqdm
 
-from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, resolve_depths
-from infini_bench.data.niah import VARIANTS, build_niah_docs, default_answer_tokens
-from infini_bench.data.passkey import build_passkey_docs
+from infini_bench.data.assemble import PromptTooShort
+from infini_bench.data.docs import DocPlan, PromptFrame
+from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_cell, resolve_depths
+from infini_bench.data.haystack import haystack_spec, haystack_text
+from infini_bench.data.niah import default_answer_tokens, niah_config, plan_niah_docs
+from infini_bench.data.passkey import plan_passkey_docs
 from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
-from infini_bench.tasks.names import depth_metric
-from infini_bench.tasks.options import as_int, as_length, haystack_options, model_context
-from infini_bench.tasks.scoring import all_values_recalled, first_integer_matches
+from infini_bench.tasks.names import SCORES, depth_metric
+from infini_bench.tasks.options import (
+    HAYSTACK_OPTIONS,
+    as_int,
+    as_length,
+    check_option_keys,
+    haystack_options,
+    model_context,
+)
+from infini_bench.tasks.scoring import ruler_match, strict_match
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 5
+#: Options every passkey and NIAH task reads (besides the model arguments lm-eval merges in).
+COMMON_OPTIONS = (
+    "context_length", "depths", "n_depths", "samples", "seed", "n_digits", "answer_tokens", "haystack",
+    *HAYSTACK_OPTIONS, "tokenizer", "add_bos_token", "max_length", "check_options",
+)
+NIAH_OPTIONS = ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")
+# Placeholders whose rendering through lm-eval's own prompt code gives a chat template's frame.
+_USER_MARK, _PREFIX_MARK = "\ue000INFINI-BENCH-USER\ue000", "\ue001INFINI-BENCH-PREFIX\ue001"
 
 
 def mean_of_scored(items: list[float]) -> float:
@@ -38,13 +69,53 @@ def mean_of_scored(items: list[float]) -> float:
     return sum(scored) / len(scored) if scored else math.nan
 
 
+class LazyDocs(Sequence):
+    """The task's documents as lm-eval sees them (``len``, indexing, iteration, ``features``), built on access."""
+
+    def __init__(self, task: "RetrievalTask") -> None:
+        self.task = task
+
+    def __len__(self) -> int:
+        return self.task.n_docs
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.task.doc(index)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self.task.doc(i) for i in range(len(self)))
+
+    @property
+    def features(self) -> dict[str, None]:
+        return dict.fromkeys(("prompt", "answer", "answers", "gen_prefix", "context_length", "depth_percent"))
+
+
 class RetrievalTask(InfiniBenchTask):
-    """Common options, skipping and scoring of passkey and NIAH."""
+    """Common options, lazy documents, prompt frames and scoring of passkey and NIAH."""
 
     default_depths: tuple[int, ...] = PASSKEY_DEPTHS
+    family_options: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        cache_dir: str | None = None,
+        download_mode: Any = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self._constructing = True
+        self._built: dict[int, dict[str, Any]] = {}
+        self._frame = PromptFrame()
+        self._plans: dict[str, DocPlan] = {}
+        super().__init__(data_dir=data_dir, cache_dir=cache_dir, download_mode=download_mode, config=config)
+        self._constructing = False
+        self._ensure([0])  # one document now: a prompt that cannot fit fails here, before any model call
+
+    # -- options ------------------------------------------------------------------------------------------------
     def read_options(self, cfg: dict[str, Any]) -> None:
         md = cfg["metadata"]
+        check_option_keys(md, COMMON_OPTIONS + self.family_options, self.task_label)
         length = md.get("context_length")
         if length in (None, ""):
             length = md.get("task_context_length")
@@ -54,10 +125,11 @@ class RetrievalTask(InfiniBenchTask):
         self.depths = resolve_depths(md.get("depths"), md.get("n_depths"), self.default_depths)
         self.samples = as_int(md.get("samples", DEFAULT_SAMPLES), "samples")
         self.base_seed = as_int(md.get("seed", EVAL_SEED_BASE), "seed", minimum=0)
-        self.haystack = str(md.get("haystack", "filler"))
         self.haystack_options = haystack_options(md)
         self.read_family_options(md)
         self.model = model_context(md, self.task_label)
+        self.n_docs = len(self.depths) * self.samples
+        self._plan_for(PromptFrame())  # validates every option now, before any model call
         gen = dict(cfg.get("generation_kwargs") or {})
         gen["max_gen_toks"] = self.answer_tokens
         cfg["generation_kwargs"] = gen
@@ -68,102 +140,220 @@ class RetrievalTask(InfiniBenchTask):
             seed=self.base_seed,
             answer_tokens=self.answer_tokens,
             model_max_length=self.model.max_length,
+            skipped_docs=0,
         )
         if self.model.max_length is not None and self.context_length > self.model.max_length:
             raise LengthSkipError(
-                f"{self.task_label}: all {len(self.depths) * self.samples} samples need context_length="
-                f"{self.context_length} tokens but the model holds max_length={self.model.max_length}; they are "
-                "skipped, never truncated. Choose tasks up to the model's length (e.g. a shorter suite), or pass "
-                "max_length=... in --model_args if the model really holds more"
+                f"{self.task_label}: all {self.n_docs} samples need context_length={self.context_length} tokens but "
+                f"the model holds max_length={self.model.max_length}; they are skipped, never truncated. Choose tasks "
+                "up to the model's length (e.g. a shorter suite), or pass max_length=... in --model_args if the "
+                "model really holds more"
             )
+
+    def read_haystack(self, md: dict[str, Any], default: str) -> None:
+        """`haystack` (a kind) and, for essays from files, their text now: a missing or empty path fails here."""
+        self.haystack = md.get("haystack") or default
+        spec = haystack_spec(self.haystack, self.haystack_options)
+        if spec.kind == "essay" and spec.paths:
+            haystack_text(spec, self.haystack_options)
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def after_build(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        limit = self.model.max_length
-        kept = [d for d in docs if limit is None or d["context_length"] <= limit]
-        skipped = len(docs) - len(kept)
-        self.config.metadata["skipped_docs"] = skipped
-        if skipped:
-            log.warning("%s: skipped %d documents longer than max_length=%s", self.task_label, skipped, limit)
-        return kept
+    def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
+        raise NotImplementedError
 
-    def is_correct(self, doc: dict[str, Any], response: str) -> bool:
-        return first_integer_matches(response, doc["answer"])
+    # -- documents ----------------------------------------------------------------------------------------------
+    def _plan_for(self, frame: PromptFrame) -> DocPlan:
+        if frame.fingerprint not in self._plans:
+            view = self.model.view_for(frame.before) if frame.before else self.model.view
+            self._plans[frame.fingerprint] = self.make_plan(frame, view.add_special_tokens)
+        return self._plans[frame.fingerprint]
 
+    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.dataset = {"test": LazyDocs(self)}
+
+    def fewshot_docs(self) -> None:
+        return None  # zero-shot tasks: never list (and so build) every document for a few-shot sampler
+
+    def doc(self, index: int) -> dict[str, Any]:
+        """Document `index` for the current frame (while lm-eval builds the task: its grid cell only)."""
+        if self._constructing:
+            sample_index, depth = grid_cell(self.depths, index)
+            return {"prompt": "", "answer": "", "context_length": self.context_length, "depth_percent": depth,
+                    "sample_index": sample_index}
+        if index not in self._built:
+            self._ensure([index])
+        return self._built[index]
+
+    def _ensure(self, indices: list[int]) -> None:
+        """Build (or load from the cache) the documents at `indices`, with a progress bar for more than one."""
+        missing = [i for i in indices if i not in self._built]
+        if not missing:
+            return
+        plan = self._plan_for(self._frame)
+        started, hits = time.monotonic(), 0
+        bar = tqdm(missing, desc=f"{self.task_label}: building documents", disable=len(missing) < 2, leave=False)
+        for i in bar:
+            try:
+                doc, hit = plan.doc(i)
+            except PromptTooShort as err:
+                raise PromptTooShort(self._too_short(err)) from err
+            hits += hit
+            self._built[i] = doc
+        md = self.config.metadata
+        md["docs_built"] = md.get("docs_built", 0) + len(missing) - hits
+        md["docs_from_cache"] = md.get("docs_from_cache", 0) + hits
+        log.info("%s: %d documents (%d from the cache) in %.1f s", self.task_label, len(missing), hits,
+                 time.monotonic() - started)
+
+    def _too_short(self, err: Exception) -> str:
+        if self._frame.plain:
+            return f"{self.task_label}: {err}"
+        overhead = len(self.model.view.raw(self._frame.before + self._frame.between + self._frame.after))
+        return (f"{self.task_label}: the chat template adds {overhead} tokens around the prompt and leaves no room "
+                f"for the haystack at context_length={self.context_length}: {err}")
+
+    def doc_iterator(
+        self, *, rank: int = 0, limit: int | None = None, world_size: int = 1, samples: list[int] | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """lm-eval's document order and sharding, building only this rank's documents within the limit."""
+        if samples:
+            indices = [i for i in range(self.n_docs) if i in set(samples)]
+        else:
+            limit = int(limit) if limit else None
+            indices = list(range(self.n_docs if limit is None else min(limit, self.n_docs)))
+        mine = list(enumerate(indices))[int(rank) :: int(world_size)]
+        self._ensure([i for _, i in mine])
+        return iter([(doc_id, self._built[i]) for doc_id, i in mine])
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+    def build_all_requests(self, **kwargs: Any) -> None:
+        """Take the frame (plain, or the chat template and system instruction lm-eval will use) before lm-eval
+        asks for documents, so every prompt is built, and measured, the way the model will receive it."""
+        frame = self._frame_from(
+            bool(kwargs.get("apply_chat_template")),
+            kwargs.get("chat_template"),
+            kwargs.get("system_instruction"),
+            bool(kwargs.get("fewshot_as_multiturn")),
+        )
+        if frame != self._frame:
+            self._frame, self._built = frame, {}
+        if not frame.plain:
+            self.config.metadata["prompt_frame"] = {"before": frame.before, "between": frame.between, "after": frame.after}
+        super().build_all_requests(**kwargs)
+        if not frame.plain and self._built:
+            self._check_frame(next(iter(self._built.values())), kwargs)
+
+    def _frame_from(
+        self, apply_chat_template: bool, chat_template: Any, system_instruction: str | None, multiturn: bool
+    ) -> PromptFrame:
+        if not (apply_chat_template and chat_template) and not system_instruction:
+            return PromptFrame()
+        rendered = ConfigurableTask.fewshot_context(
+            self, {"prompt": _USER_MARK, "answer": ""}, 0, system_instruction=system_instruction,
+            apply_chat_template=apply_chat_template, fewshot_as_multiturn=multiturn, chat_template=chat_template,
+            gen_prefix=_PREFIX_MARK,
+        )
+        if not isinstance(rendered, str) or rendered.count(_USER_MARK) != 1 or rendered.count(_PREFIX_MARK) != 1:
+            raise ValueError(f"{self.task_label}: cannot locate the prompt inside the chat template's rendering")
+        before, rest = rendered.split(_USER_MARK)
+        between, after = rest.split(_PREFIX_MARK)
+        return PromptFrame(before, between, after)
+
+    def _check_frame(self, doc: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """The first document, rendered by lm-eval itself, must be exactly the prompt built (else the template
+        depends on the text and the length would be wrong)."""
+        frame, prompt = self._frame, doc["prompt"]
+        user = prompt[len(frame.before) : len(prompt) - len(frame.between + doc["gen_prefix"] + frame.after)]
+        rendered = ConfigurableTask.fewshot_context(
+            self, {"prompt": user, "answer": ""}, 0, system_instruction=kwargs.get("system_instruction"),
+            apply_chat_template=bool(kwargs.get("apply_chat_template")),
+            fewshot_as_multiturn=bool(kwargs.get("fewshot_as_multiturn")), chat_template=kwargs.get("chat_template"),
+            gen_prefix=doc["gen_prefix"],
+        )
+        if rendered != prompt:
+            raise ValueError(
+                f"{self.task_label}: the chat template renders the prompt differently from the frame it gave for a "
+                "placeholder, so its length cannot be made exact; run without --apply_chat_template"
+            )
+
+    def fewshot_context(self, doc: dict[str, Any], num_fewshot: int, **kwargs: Any) -> str:
+        return doc["prompt"]  # already the whole prompt, frame included
+
+    def doc_to_text(self, doc: dict[str, Any], doc_to_text: Any = None) -> str:
+        return doc.get("prompt", "")
+
+    def doc_to_target(self, doc: dict[str, Any], doc_to_target: Any = None) -> str:
+        return doc.get("answer", "")
+
+    def doc_to_prefix(self, doc: dict[str, Any]) -> str | None:
+        return doc.get("gen_prefix")
+
+    # -- scoring ------------------------------------------------------------------------------------------------
     def process_results(self, doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
         response = results[0]
         if isinstance(response, (list, tuple)):
             response = response[0]
-        score = 1.0 if self.is_correct(doc, str(response)) else 0.0
-        own = depth_metric(doc["depth_percent"])
-        return {"acc": score, **{name: score if name == own else math.nan for name in map(depth_metric, self.depths)}}
+        response = str(response)
+        answers = doc.get("answers") or [doc["answer"]]
+        scores = {
+            "acc": strict_match(response, answers, doc.get("type_needle_v", "numbers")),
+            "ruler_match": ruler_match(response, answers),
+        }
+        own = float(doc["depth_percent"])
+        out = dict(scores)
+        for score in SCORES:
+            for d in self.depths:
+                out[depth_metric(d, score)] = scores[score] if float(d) == own else math.nan
+        return out
 
     def aggregation(self) -> dict[str, Any]:
-        return {"acc": mean, **{depth_metric(d): mean_of_scored for d in self.depths}}
+        return {**{s: mean for s in SCORES}, **{depth_metric(d, s): mean_of_scored for s in SCORES for d in self.depths}}
 
     def higher_is_better(self) -> dict[str, bool]:
-        return {"acc": True, **{depth_metric(d): True for d in self.depths}}
+        return {name: True for name in self.aggregation()}
 
 
 class PasskeyTask(RetrievalTask):
-    """`passkey_<len>`: the classic passkey prompt at depths 0-100 % in 5 % steps."""
+    """`passkey_<len>`: Landmark Attention's passkey prompt at depths 0-100 % in 5 % steps."""
 
     default_depths = PASSKEY_DEPTHS
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.n_digits = as_int(md.get("n_digits", 5), "n_digits")
         self.answer_tokens = as_int(md.get("answer_tokens", max(16, self.n_digits + 8)), "answer_tokens")
+        self.read_haystack(md, "noise")
         md["n_digits"] = self.n_digits
 
-    def build_docs(self) -> tuple[list[dict[str, Any]], bool]:
-        return build_passkey_docs(
-            self.model.view,
-            self.context_length,
-            self.depths,
-            self.samples,
-            self.base_seed,
-            self.n_digits,
-            self.answer_tokens,
-            self.haystack,
-            self.haystack_options,
+    def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
+        return plan_passkey_docs(
+            self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.n_digits,
+            self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,
         )
 
 
 class NiahTask(RetrievalTask):
-    """`niah_<len>`, `niah_multikey_<len>`, `niah_multivalue_<len>`: key -> value needles, 11 depths."""
+    """`niah_<variant>_<len>`: RULER's NIAH variants over the depth x length grid, 11 depths."""
 
     default_depths = NIAH_DEPTHS
+    family_options = NIAH_OPTIONS
 
     def read_family_options(self, md: dict[str, Any]) -> None:
-        self.variant = str(md.get("task_variant", "single"))
-        if self.variant not in VARIANTS:
-            raise ValueError(f"{self.task_label}: unknown NIAH variant {self.variant!r}; choose one of {VARIANTS}")
+        self.variant = str(md.get("task_variant", "single_1"))
+        self.overrides = {k: md[k] for k in NIAH_OPTIONS if md.get(k) not in (None, "")}
+        for key in ("num_needle_k", "num_needle_v", "num_needle_q"):
+            if key in self.overrides:
+                self.overrides[key] = as_int(self.overrides[key], key)
+        cfg = niah_config(self.variant, md.get("haystack"), **self.overrides)
         self.n_digits = as_int(md.get("n_digits", 7), "n_digits")
-        self.num_distractors = as_int(md.get("num_distractors", 3), "num_distractors", minimum=0)
-        self.num_values = as_int(md.get("num_values", 4), "num_values")
-        default_budget = default_answer_tokens(self.variant, self.n_digits, self.num_values)
-        self.answer_tokens = as_int(md.get("answer_tokens", default_budget), "answer_tokens")
-        md.update(n_digits=self.n_digits, num_distractors=self.num_distractors, num_values=self.num_values)
+        self.answer_tokens = as_int(md.get("answer_tokens", default_answer_tokens(self.context_length)), "answer_tokens")
+        self.read_haystack(md, cfg.haystack)
+        md.update(n_digits=self.n_digits, haystack=self.haystack)
 
-    def build_docs(self) -> tuple[list[dict[str, Any]], bool]:
-        return build_niah_docs(
-            self.model.view,
-            self.context_length,
-            self.depths,
-            self.samples,
-            self.base_seed,
-            self.variant,
-            self.n_digits,
-            self.num_distractors,
-            self.num_values,
-            self.answer_tokens,
-            self.haystack,
-            self.haystack_options,
+    def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
+        return plan_niah_docs(
+            self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.variant,
+            self.n_digits, self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,
+            **self.overrides,
         )
-
-    def is_correct(self, doc: dict[str, Any], response: str) -> bool:
-        if doc["variant"] == "multivalue":
-            return all_values_recalled(response, doc["answers"])
-        return first_integer_matches(response, doc["answer"])

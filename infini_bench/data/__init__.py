@@ -11,25 +11,27 @@ base seed ``EVAL_SEED_BASE`` = 1234 and the grid cell; training must use seeds b
 Corpus split (see `corpus`): ``stdlib_files("train")`` for training, ``stdlib_files("eval")`` for ``ppl_stdlib``,
 by a hash of each file's path relative to the standard library.
 """
-from infini_bench.data.assemble import AssembledPrompt, Needle, PromptTooShort, assemble_prompt
+from infini_bench.data.assemble import AssembledPrompt, Needle, PromptTooShort, Span
 from infini_bench.data.cache import CACHE_ENV, cache_root
 from infini_bench.data.corpus import stdlib_files, stdlib_prose, stdlib_split_of
+from infini_bench.data.docs import DocPlan, PromptFrame
 from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_order, resolve_depths, spread_order
-from infini_bench.data.haystack import FILLER, HAYSTACK_SOURCES, Haystack, HaystackError, load_haystack
+from infini_bench.data.haystack import FILLER, HAYSTACK_KINDS, Haystack, HaystackError, haystack_spec, load_haystack
 from infini_bench.data.niah import VARIANTS as NIAH_VARIANTS
-from infini_bench.data.niah import build_niah_docs, build_niah_sample
-from infini_bench.data.passkey import build_passkey_docs, build_passkey_sample, passkey_for_seed
+from infini_bench.data.niah import build_niah_docs, build_niah_sample, plan_niah_docs
+from infini_bench.data.passkey import build_passkey_docs, build_passkey_sample, passkey_for_seed, plan_passkey_docs
 from infini_bench.data.perplexity import PerplexitySourceError, build_ppl_doc, build_ppl_docs, default_edges
 from infini_bench.data.seeds import EVAL_SEED_BASE, EVAL_SEED_FLAG, check_training_seed, eval_doc_seed, is_eval_seed
 from infini_bench.data.tokens import TokenizerError, TokenizerView, load_tokenizer, tokenizer_view
 
 __all__ = [
     "AssembledPrompt",
+    "DocPlan",
     "CACHE_ENV",
     "EVAL_SEED_BASE",
     "EVAL_SEED_FLAG",
     "FILLER",
-    "HAYSTACK_SOURCES",
+    "HAYSTACK_KINDS",
     "Haystack",
     "HaystackError",
     "NIAH_DEPTHS",
@@ -37,10 +39,11 @@ __all__ = [
     "Needle",
     "PASSKEY_DEPTHS",
     "PerplexitySourceError",
+    "PromptFrame",
     "PromptTooShort",
+    "Span",
     "TokenizerError",
     "TokenizerView",
-    "assemble_prompt",
     "build_niah_docs",
     "build_niah_sample",
     "build_passkey_docs",
@@ -52,10 +55,13 @@ __all__ = [
     "default_edges",
     "eval_doc_seed",
     "grid_order",
+    "haystack_spec",
     "is_eval_seed",
     "load_haystack",
     "load_tokenizer",
     "passkey_for_seed",
+    "plan_niah_docs",
+    "plan_passkey_docs",
     "resolve_depths",
     "spread_order",
     "stdlib_files",

@@ -1,26 +1,31 @@
-"""Exact-length prompts: a prefix, a haystack region with needles at sentence boundaries, a question.
+"""Exact-length prompts from fixed text, needles and haystack spans.
 
-Layout: ``PREFIX + H[s:c1] + NEEDLE_1 + H[c1:c2] + ... + H[ck:e] + QUESTION`` where ``H[a:b]`` is a token range of
-the (repeating) haystack, ``c_i`` are sentence cuts chosen by depth and ``e`` is a word cut chosen so that the
-whole prompt, special tokens included, has exactly the requested number of tokens.
+A prompt is a list of parts: plain text (an instruction, separators such as ``"\\n"``, a question, the chat
+template's text), `Needle` texts (whose token positions are reported) and `Span`\\ s of a haystack (a character
+range of its endless text). Exactly one span is *free*: its end is chosen so that the whole prompt, special tokens
+included, has exactly the requested number of tokens. The free span ends after a whole word when that count can
+be hit, else inside the word that crosses it (as Landmark Attention's character-cut garbage does).
 
-Every piece after the prefix starts with a space, so for the tokenizers in use (whitespace pre-tokenisation:
-byte-level BPE, SentencePiece/Metaspace, WordPiece) tokens never cross a junction and the prompt's tokens are the
-concatenation of each piece's in-context tokens. That is the fast *stitched* path: a 1M-token prompt costs array
-copies, not a million-token tokenisation. It is not assumed blindly: the text around every junction is
-re-tokenised and compared. When a check fails the *retokenised* path tokenises the whole prompt and moves the
-haystack end until the count is exact, which is slower but holds for any tokenizer.
+The fast *stitched* path: the inside of every long span takes its tokens from the haystack's pre-computed tokens,
+cut at word starts (a token that begins with a space), and everything between two such insides (the text around
+each needle and separator, with at least `MARGIN_CHARS` of the neighbouring haystack on each side) is tokenised as
+one piece in its real context. So a 1M-token prompt costs array copies, not a million-token tokenisation, and the
+fixed parts may contain anything (newlines, chat headers). It is not assumed blindly: the text around every cut
+is re-tokenised and compared. When a check fails the *retokenised* path tokenises the whole prompt at every
+step, which is slower but holds for any tokenizer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
 from infini_bench.data.haystack import Haystack
 from infini_bench.data.tokens import WINDOW_CHARS, NotSeparable, TokenizerError, TokenizerView
 
-_MAX_START_TRIES = 256
+#: Haystack text kept in the tokenised piece on each side of a junction (at least one whole word).
+MARGIN_CHARS = 24
 
 
 class PromptTooShort(ValueError):
@@ -29,18 +34,29 @@ class PromptTooShort(ValueError):
 
 @dataclass(frozen=True)
 class Needle:
-    """Text hidden in the haystack (must start with a space) and where: percent of the haystack before it."""
+    """Text hidden in the haystack; the assembler reports where its first token lands."""
 
     text: str
-    depth_percent: float
+
+
+@dataclass(frozen=True)
+class Span:
+    """Haystack text from global char `start` to `end` (exclusive); `end=None` marks the free span."""
+
+    haystack: Haystack
+    start: int
+    end: int | None = None
+
+
+Part = Union[str, Needle, Span]
 
 
 @dataclass
 class AssembledPrompt:
     text: str
     input_ids: np.ndarray  # exactly what the model is fed, special tokens included
-    needle_positions: list[int]  # index in input_ids of each needle's first token, in needle order
-    needle_depths: list[float]  # actual percent of haystack tokens before each needle
+    needle_positions: list[int]  # index in input_ids of each needle's first token, in needle (part) order
+    needle_depths: list[float]  # percent of the prompt's haystack tokens before each needle
     haystack_tokens: int
     method: str  # "stitched" or "retokenised"
 
@@ -51,7 +67,7 @@ class AssembledPrompt:
             "input_ids": self.input_ids.tolist(),
             "prompt_tokens": len(self.input_ids),
             "answer_tokens": answer_tokens,
-            "needle_depth_percent": self.needle_depths[0],
+            "needle_depth_percent": self.needle_depths[0] if self.needle_depths else 0.0,
             "haystack": haystack,
             "haystack_tokens": self.haystack_tokens,
             "build_method": self.method,
@@ -59,272 +75,207 @@ class AssembledPrompt:
 
 
 @dataclass
-class _Piece:
+class _Layout:
+    """The prompt for one choice of the free span's end: text, and where each part and interior lies in it."""
+
     text: str
-    ids: np.ndarray
-    region: tuple[int, int] | None = None  # global haystack token range for haystack pieces
-    char_start: int = 0
-    tok_start: int = 0
+    part_chars: list[tuple[int, int]]  # char range of every part in `text`
+    glues: list[tuple[int, int]]  # char ranges tokenised as text
+    interiors: list[tuple[int, int, Haystack, int, int]]  # (char start, char end, haystack, token a, token b)
 
 
-def assemble_prompt(
-    view: TokenizerView,
-    haystack: Haystack,
-    prefix: str,
-    needles: list[Needle],
-    question: str,
-    total_tokens: int,
-    start_choice: int = 0,
-) -> AssembledPrompt:
-    """A prompt of exactly `total_tokens` model tokens; see the module docstring. `start_choice` picks which
-    haystack sentence the region starts at (deterministic per document)."""
-    for piece in [*(n.text for n in needles), question]:
-        if not piece.startswith(" ") or piece != piece.rstrip():
-            raise ValueError(f"prompt pieces after the prefix must start with a space and not end with one: {piece!r}")
-    for needle in needles:
-        if not 0 <= needle.depth_percent <= 100:
-            raise ValueError(f"depth {needle.depth_percent!r} is outside 0-100 %")
-    if haystack.separable:
+def assemble(view: TokenizerView, parts: list[Part], total_tokens: int) -> AssembledPrompt:
+    """A prompt of exactly `total_tokens` model tokens (special tokens as `view` adds them); see the module
+    docstring. The free span must be the last span."""
+    spans = [i for i, p in enumerate(parts) if isinstance(p, Span)]
+    free = [i for i in spans if parts[i].end is None]
+    if len(free) != 1 or free[0] != spans[-1]:
+        raise ValueError("a prompt needs exactly one free span (end=None), and it must be its last span")
+    if all(parts[i].haystack.separable for i in spans):
         try:
-            return _stitched(view, haystack, prefix, needles, question, total_tokens, start_choice)
-        except NotSeparable:
+            return _solve(view, parts, free[0], total_tokens, stitched=True)
+        except (NotSeparable, TokenizerError):
             pass
-    return _retokenised(view, haystack, prefix, needles, question, total_tokens, start_choice)
+    return _solve(view, parts, free[0], total_tokens, stitched=False)
 
 
-def _too_short(total_tokens: int, fixed: int) -> PromptTooShort:
-    return PromptTooShort(
-        f"{total_tokens} prompt tokens cannot hold the instruction, needle(s) and question, which need {fixed} "
-        "tokens before any haystack: use a longer context_length or fewer answer tokens"
-    )
+def _layout(parts: list[Part], free: int, end: int, stitched: bool) -> _Layout:
+    chunks: list[str] = []
+    part_chars: list[tuple[int, int]] = []
+    glues: list[tuple[int, int]] = []
+    interiors: list[tuple[int, int, Haystack, int, int]] = []
+    pos = glue_start = 0
+    for i, part in enumerate(parts):
+        if isinstance(part, Span):
+            hay, a = part.haystack, part.start
+            b = end if i == free else int(part.end)
+            if b < a:
+                raise ValueError(f"haystack span ends before it starts ({a} > {b})")
+            ta, tb = (hay.word_cut_after(a + MARGIN_CHARS), hay.word_cut_before(b - MARGIN_CHARS)) if stitched else (0, 0)
+            ca, cb = hay.char_pos(ta), hay.char_pos(tb)
+            if stitched and ta < tb and a < ca < cb < b:
+                head, tail = hay.chars(a, ca), hay.chars(cb, b)
+                chunks.append(head)
+                glues.append((glue_start, pos + len(head)))
+                interiors.append((pos + len(head), pos + len(head) + cb - ca, hay, ta, tb))
+                chunks.append(hay.chars(ca, cb))
+                chunks.append(tail)
+                glue_start = pos + len(head) + cb - ca
+                part_chars.append((pos, pos + b - a))
+                pos += b - a
+                continue
+            text = hay.chars(a, b)
+        else:
+            text = part.text if isinstance(part, Needle) else part
+        chunks.append(text)
+        part_chars.append((pos, pos + len(text)))
+        pos += len(text)
+    glues.append((glue_start, pos))
+    return _Layout("".join(chunks), part_chars, glues, interiors)
 
 
-def _choose_region(haystack: Haystack, length: int, start_choice: int) -> tuple[int, int]:
-    """Region [s, s+length) starting at a sentence (else a word) and ending at a word cut when possible."""
-    for cuts in (haystack.sentence_cuts, haystack.word_cuts):
-        m = len(cuts)
-        first = start_choice % m
-        for k in range(min(m, _MAX_START_TRIES)):
-            s = int(cuts[(first + k) % m])
-            if haystack.is_word_cut(s + length):
-                return s, s + length
-    s = int(haystack.sentence_cuts[start_choice % len(haystack.sentence_cuts)])
-    return s, s + length  # ends inside a word; the junction check (or re-tokenisation) decides
+class _Counter:
+    """Token counts (and final ids) of layouts, with the tokenisation of unchanged glue pieces memoised."""
+
+    def __init__(self, view: TokenizerView, stitched: bool) -> None:
+        self.view, self.stitched = view, stitched
+        self.memo: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
+
+    def glue(self, text: str, at_start: bool) -> tuple[list[int], list[int]]:
+        key = (text, at_start)
+        if key in self.memo:
+            return self.memo[key]
+        if at_start:
+            found = self.view.raw_with_starts(text)
+        else:
+            if not text.startswith(" "):
+                raise NotSeparable("a stitched piece must start at a space")
+            found = self.view.in_context_with_starts(text)
+        if len(text) > 20_000 or len(self.memo) > 64:  # long texts (the retokenised path) are not worth keeping
+            self.memo.clear()
+        self.memo[key] = found
+        return found
+
+    def count(self, layout: _Layout) -> int:
+        if not self.stitched:
+            return self.view.n_special + len(self.glue(layout.text, True)[0])
+        total = self.view.n_special + sum(tb - ta for _, _, _, ta, tb in layout.interiors)
+        for k, (a, b) in enumerate(layout.glues):
+            total += len(self.glue(layout.text[a:b], k == 0)[0])
+        return total
+
+    def ids(self, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+        """Content ids (no special tokens) and the char where each token starts."""
+        if not self.stitched:
+            ids, starts = self.glue(layout.text, True)
+            return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+        id_parts, start_parts = [], []
+        for k, (a, b) in enumerate(layout.glues):
+            ids, starts = self.glue(layout.text[a:b], k == 0)
+            id_parts.append(np.asarray(ids, dtype=np.int64))
+            start_parts.append(np.asarray(starts, dtype=np.int64) + a)
+            if k < len(layout.interiors):
+                c0, _, hay, ta, tb = layout.interiors[k]
+                id_parts.append(hay.slice_ids(ta, tb))
+                q, r = divmod(ta, hay.n)
+                offsets = hay.bounds[np.arange(r, r + (tb - ta)) % hay.n] + (np.arange(r, r + (tb - ta)) // hay.n) * hay.period
+                start_parts.append(offsets - offsets[0] + c0 if len(offsets) else offsets)
+        return np.concatenate(id_parts), np.concatenate(start_parts)
 
 
-def _place(haystack: Haystack, needles: list[Needle], s: int, e: int) -> list[int]:
-    """Global haystack cut for each needle: the sentence cut nearest its depth (the region start counts as one)."""
-    length = e - s
-    cuts = []
-    for needle in needles:
-        target = s + needle.depth_percent / 100.0 * length
-        cut = haystack.cut_near(haystack.sentence_cuts, target, s, e)
-        if abs(s - target) <= abs(cut - target):
-            cut = s
-        cuts.append(cut)
-    return cuts
+def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitched: bool) -> AssembledPrompt:
+    span: Span = parts[free]
+    hay, a = span.haystack, span.start
+    counter = _Counter(view, stitched)
 
+    def count(end: int) -> int:
+        return counter.count(_layout(parts, free, end, stitched))
 
-def _layout(haystack: Haystack, needles: list[Needle], s: int, e: int) -> tuple[list[int], list[int]]:
-    """Each needle's haystack cut, and the needle indices in the order they appear in the prompt."""
-    cuts = _place(haystack, needles, s, e)
-    order = sorted(range(len(needles)), key=lambda i: (cuts[i], i))
-    return cuts, order
+    def word_end(t: int) -> int:
+        """The word end at or before global token t (never before the span's start)."""
+        return max(hay.char_pos(hay.word_cut_before(hay.char_pos(t))), a)
 
-
-def _stitched(
-    view: TokenizerView,
-    haystack: Haystack,
-    prefix: str,
-    needles: list[Needle],
-    question: str,
-    total_tokens: int,
-    start_choice: int,
-) -> AssembledPrompt:
-    prefix_ids = np.asarray(view.raw(prefix), dtype=np.int64)
-    needle_ids = [np.asarray(view.in_context(n.text), dtype=np.int64) for n in needles]
-    question_ids = np.asarray(view.in_context(question), dtype=np.int64)
-    fixed = view.n_special + len(prefix_ids) + sum(len(x) for x in needle_ids) + len(question_ids)
-    length = total_tokens - fixed
-    if length < 0:
-        raise _too_short(total_tokens, fixed)
-    s, e = _choose_region(haystack, length, start_choice)
-    cuts, order = _layout(haystack, needles, s, e)
-
-    pieces = [_Piece(prefix, prefix_ids)]
-    needle_piece: dict[int, int] = {}
-    prev = s
-    for i in order:
-        if cuts[i] > prev:
-            pieces.append(_Piece(haystack.slice_text(prev, cuts[i]), haystack.slice_ids(prev, cuts[i]), (prev, cuts[i])))
-        needle_piece[i] = len(pieces)
-        pieces.append(_Piece(needles[i].text, needle_ids[i]))
-        prev = cuts[i]
-    if e > prev:
-        pieces.append(_Piece(haystack.slice_text(prev, e), haystack.slice_ids(prev, e), (prev, e)))
-    pieces.append(_Piece(question, question_ids))
-
-    char, tok = 0, 0
-    for piece in pieces:
-        piece.char_start, piece.tok_start = char, tok
-        char += len(piece.text)
-        tok += len(piece.ids)
-    text = "".join(p.text for p in pieces)
-    content = np.concatenate([p.ids for p in pieces])
-    for k in range(len(pieces) - 1):
-        _check_junction(view, haystack, text, content, pieces[k], pieces[k + 1])
-
+    floor = count(a)
+    if floor > target:
+        raise PromptTooShort(
+            f"{target} prompt tokens cannot hold the instruction, needle(s), question and the haystack before the "
+            f"needle, which need {floor} tokens: use a longer context_length or fewer answer tokens"
+        )
+    t0 = hay.token_at_char(a)
+    lo, hi = t0, t0 + max(target - floor, 1)
+    while count(word_end(hi)) < target:  # bracket: count(word_end(lo)) <= target <= count(word_end(hi))
+        lo, hi = hi, hi + 2 * (hi - t0) + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count(word_end(mid)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    best = word_end(lo)
+    if count(best) != target:
+        nxt = word_end(hi)
+        if nxt <= best:  # lo and hi lie in one word: its end is the next word cut
+            nxt = hay.char_pos(hay.word_cut_after(best + 1))
+        if count(nxt) == target:
+            best = nxt
+        else:  # the count steps over the target inside the crossing word: end inside it, or (a last resort for
+            # tokenizers that give a space its own token) right after its space
+            for end in [*range(best + 2, nxt), best + 1]:
+                if count(end) == target:
+                    best = end
+                    break
+            else:
+                raise TokenizerError(f"could not build an exact {target}-token prompt with tokenizer {view.name!r}")
+    layout = _layout(parts, free, best, stitched)
+    content, starts = counter.ids(layout)
+    if stitched:
+        _check_junctions(view, layout, content, starts)
     lead = np.asarray(view.lead, dtype=np.int64)
     input_ids = np.concatenate([lead, content, np.asarray(view.trail, dtype=np.int64)])
-    if len(input_ids) != total_tokens:  # arithmetic guard; cannot differ unless the code above is wrong
-        raise AssertionError(f"stitched prompt has {len(input_ids)} tokens, expected {total_tokens}")
-    return AssembledPrompt(
-        text=text,
-        input_ids=input_ids,
-        needle_positions=[len(lead) + pieces[needle_piece[i]].tok_start for i in range(len(needles))],
-        needle_depths=[_depth(cuts[i], s, length) for i in range(len(needles))],
-        haystack_tokens=length,
-        method="stitched",
-    )
+    if len(input_ids) != target:  # arithmetic guard; cannot differ unless the code above is wrong
+        raise AssertionError(f"assembled prompt has {len(input_ids)} tokens, expected {target}")
+    return _result(parts, layout, input_ids, starts, len(lead), "stitched" if stitched else "retokenised")
 
 
-def _depth(cut: int, s: int, length: int) -> float:
-    return 0.0 if length == 0 else round(100.0 * (cut - s) / length, 3)
-
-
-def _window_left(haystack: Haystack, piece: _Piece) -> tuple[int, int]:
-    """(char, token) in the prompt where a check window ending inside `piece`'s tail may start."""
-    if piece.region is None:
-        return piece.char_start, piece.tok_start
-    a, b = piece.region
-    end_char = haystack.char_pos(b)
-    g = b
-    while g > a:
-        g = max(haystack.prev_cut(haystack.word_cuts, g - 1), a)
-        if end_char - haystack.char_pos(g) >= WINDOW_CHARS:
-            break
-    return piece.char_start + haystack.char_pos(g) - haystack.char_pos(a), piece.tok_start + (g - a)
-
-
-def _window_right(haystack: Haystack, piece: _Piece) -> tuple[int, int]:
-    """(char, token) in the prompt where a check window starting before `piece` may end."""
-    if piece.region is None:
-        return piece.char_start + len(piece.text), piece.tok_start + len(piece.ids)
-    a, b = piece.region
-    start_char = haystack.char_pos(a)
-    g = a
-    while g < b:
-        g = min(haystack.next_cut(haystack.word_cuts, g + 1), b)
-        if haystack.char_pos(g) - start_char >= WINDOW_CHARS:
-            break
-    return piece.char_start + haystack.char_pos(g) - start_char, piece.tok_start + (g - a)
-
-
-def _check_junction(
-    view: TokenizerView, haystack: Haystack, text: str, content: np.ndarray, left: _Piece, right: _Piece
-) -> None:
-    """Re-tokenise the text around the junction of two pieces; raise NotSeparable when it differs."""
-    lc, lt = _window_left(haystack, left)
-    rc, rt = _window_right(haystack, right)
-    window = text[lc:rc]
-    got = view.raw(window) if lc == 0 else view.in_context(window)
-    if got != content[lt:rt].tolist():
-        raise NotSeparable(f"tokens change across a junction at char {right.char_start}")
-
-
-def _retokenised(
-    view: TokenizerView,
-    haystack: Haystack,
-    prefix: str,
-    needles: list[Needle],
-    question: str,
-    total_tokens: int,
-    start_choice: int,
+def _result(
+    parts: list[Part], layout: _Layout, input_ids: np.ndarray, starts: np.ndarray, n_lead: int, method: str
 ) -> AssembledPrompt:
-    """Slow exact path for any tokenizer: the haystack region is measured in characters, the whole prompt is
-    tokenised, and the region's length is bracketed and bisected until the count is exact."""
-    fixed = view.count(prefix + "".join(n.text for n in needles) + question)
-    if total_tokens < fixed:
-        raise _too_short(total_tokens, fixed)
-    chars_per_token = len(haystack.text) / max(haystack.n, 1)
-    starts = haystack.sentence_chars
-    period = len(haystack.text)
+    def token_at(c: int) -> int:  # tokens that start before char c
+        return int(np.searchsorted(starts, c, side="left"))
 
-    for attempt in range(8):
-        s = int(starts[(start_choice + attempt) % len(starts)])
-        built: dict[int, tuple[int, AssembledPrompt]] = {}
-
-        def measure(chars: int) -> int:
-            if chars not in built:
-                built[chars] = _build_by_chars(view, haystack, prefix, needles, question, s, chars, period)
-            return built[chars][0]
-
-        guess = max(round((total_tokens - fixed) * chars_per_token), 0)
-        count = measure(guess)
-        if count == total_tokens:
-            return built[guess][1]
-        step = max(1, round(abs(total_tokens - count) * chars_per_token))
-        if count < total_tokens:
-            lo, hi = guess, guess + step
-            while measure(hi) < total_tokens:
-                lo, step = hi, step * 2
-                hi = lo + step
-        else:
-            lo, hi = max(guess - step, 0), guess
-            while lo > 0 and measure(lo) > total_tokens:
-                hi, step = lo, step * 2
-                lo = max(hi - step, 0)
-            if measure(lo) > total_tokens:
-                raise _too_short(total_tokens, measure(0) - 0)
-        while hi - lo > 1:  # invariant: count(lo) <= total <= count(hi)
-            mid = (lo + hi) // 2
-            if measure(mid) == total_tokens:
-                return built[mid][1]
-            if measure(mid) < total_tokens:
-                lo = mid
-            else:
-                hi = mid
-        for chars in (lo, hi):
-            if measure(chars) == total_tokens:
-                return built[chars][1]
-        # The count jumps over the target at this start (one character adds two tokens): try the next sentence.
-    raise TokenizerError(f"could not build an exact {total_tokens}-token prompt with tokenizer {view.name!r}")
-
-
-def _build_by_chars(
-    view: TokenizerView,
-    haystack: Haystack,
-    prefix: str,
-    needles: list[Needle],
-    question: str,
-    s: int,
-    chars: int,
-    period: int,
-) -> tuple[int, AssembledPrompt]:
-    """The prompt with `chars` haystack characters from char `s`, needles at the sentence starts nearest their
-    depths, tokenised whole. Returns (token count, prompt)."""
-    e = s + chars
-    cuts = []
-    for needle in needles:
-        target = s + needle.depth_percent / 100.0 * chars
-        cut = haystack.cut_near(haystack.sentence_chars, target, s, e, period=period)
-        cuts.append(s if abs(s - target) <= abs(cut - target) else cut)
-    order = sorted(range(len(needles)), key=lambda i: (cuts[i], i))
-    parts, needle_chars, prev = [prefix], {}, s
-    for i in order:
-        parts.append(haystack.chars(prev, cuts[i]))
-        needle_chars[i] = sum(len(p) for p in parts)
-        parts.append(needles[i].text)
-        prev = cuts[i]
-    parts += [haystack.chars(prev, e), question]
-    text = "".join(parts)
-    encoding = view.backend.encode(text, add_special_tokens=view.add_special_tokens)
-    prompt = AssembledPrompt(
-        text=text,
-        input_ids=np.asarray(encoding.ids, dtype=np.int64),
-        needle_positions=[int(encoding.char_to_token(needle_chars[i] + 1) or 0) for i in range(len(needles))],
-        needle_depths=[0.0 if chars == 0 else round(100.0 * (cuts[i] - s) / chars, 3) for i in range(len(needles))],
-        haystack_tokens=len(encoding.ids) - view.count(prefix + "".join(n.text for n in needles) + question),
-        method="retokenised",
+    span_tokens = [
+        (i, token_at(b) - token_at(a)) for i, ((a, b), p) in enumerate(zip(layout.part_chars, parts)) if isinstance(p, Span)
+    ]
+    haystack_tokens = sum(n for _, n in span_tokens)
+    positions, depths = [], []
+    for i, ((a, _), part) in enumerate(zip(layout.part_chars, parts)):
+        if isinstance(part, Needle):
+            positions.append(n_lead + max(int(np.searchsorted(starts, a, side="right")) - 1, 0))
+            before = sum(n for j, n in span_tokens if j < i)
+            depths.append(0.0 if haystack_tokens == 0 else round(100.0 * before / haystack_tokens, 3))
+    return AssembledPrompt(
+        text=layout.text,
+        input_ids=input_ids,
+        needle_positions=positions,
+        needle_depths=depths,
+        haystack_tokens=haystack_tokens,
+        method=method,
     )
-    return len(encoding.ids), prompt
+
+
+def _check_junctions(view: TokenizerView, layout: _Layout, content: np.ndarray, starts: np.ndarray) -> None:
+    """Re-tokenise the text around both ends of every interior; raise NotSeparable when it differs."""
+    text = layout.text
+    space_tokens = np.nonzero(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)[np.minimum(starts, len(text) - 1)] == ord(" "))[0]
+    for c0, c1, *_ in layout.interiors:
+        for junction in (c0, c1):
+            i = int(np.searchsorted(starts[space_tokens], junction - WINDOW_CHARS, side="right")) - 1
+            j = int(np.searchsorted(starts[space_tokens], junction + WINDOW_CHARS, side="left"))
+            left = int(space_tokens[i]) if i >= 0 else 0
+            right = int(space_tokens[j]) if j < len(space_tokens) else len(content)
+            lc = int(starts[left]) if left else 0
+            rc = int(starts[right]) if right < len(content) else len(text)
+            window = text[lc:rc]
+            got = view.raw(window) if lc == 0 else view.in_context(window)
+            if got != content[left:right].tolist():
+                raise NotSeparable(f"tokens change across a junction at char {junction}")

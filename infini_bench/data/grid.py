@@ -85,3 +85,9 @@ def spread_order(n: int) -> list[int]:
 def grid_order(depths: list[int | float], samples: int) -> list[tuple[int, int | float]]:
     """(sample index, depth) pairs: sample-major, depths spread, so the first N documents cover the depth range."""
     return [(i, depths[j]) for i in range(samples) for j in spread_order(len(depths))]
+
+
+def grid_cell(depths: list[int | float], index: int) -> tuple[int, int | float]:
+    """`grid_order(depths, samples)[index]` without listing the grid (any number of samples)."""
+    sample, j = divmod(int(index), len(depths))
+    return sample, depths[spread_order(len(depths))[j]]

@@ -1,76 +1,199 @@
-"""Needle in a haystack over a depth x length grid, RULER-style key -> value needles.
+"""Needle in a haystack as RULER writes it (NVIDIA/RULER ``scripts/data/synthetic/niah.py``, ``constants.py``,
+``synthetic.yaml``), over a depth x length grid.
 
-A needle is "One of the special magic numbers for <key> is: <value>." and the question asks for the key's value.
-Variants: ``single`` (one needle), ``multikey`` (the target needle plus `num_distractors` needles with other keys
-at random depths) and ``multivalue`` (`num_values` needles with the same key; every value must be recalled). The
-target needle (for multivalue: the first value) sits at the grid depth; the others are placed by the document seed.
+The prompt is RULER's template::
+
+    Some special magic numbers are hidden within the following text. Make sure to memorize it. I will quiz you
+    about the numbers afterwards.
+    <context>
+    What are all the special magic numbers for <query> mentioned in the provided text? The special magic numbers
+    for <query> mentioned in the provided text are
+
+turned singular ("A special magic number is hidden ...", "What is the special magic number ...") when one answer
+is asked for, exactly by RULER's text replacements. The answer prefix (from "The special magic ...") is the
+prompt's `gen_prefix`: plain prompts join it with a space (RULER's text), a chat template puts it in the assistant
+turn. A needle is "One of the special magic {type_needle_v} for {key} is: {value}.".
+
+The context is RULER's: for ``noise`` and ``needle`` haystacks one filler (or distractor needle) per line with the
+needles as lines of their own, for ``essay`` one paragraph with the needles between sentences. The first answer's
+needle sits at the grid depth; the other needles at depths drawn from RULER's 40 depths; keys, values, shuffle
+and queries follow RULER's generator with the document's seed.
+
+Variants (RULER's names): see `VARIANTS`. Differences from RULER, kept for exact lengths and the depth grid: the
+length is exact in the model's tokens (the haystack's last line or sentence is cut after a word, or inside the
+last word when the exact count needs it), the first answer's needle is placed at the grid depth (RULER: random),
+keys are drawn from this module's word lists (RULER: wonderwords' adjective-noun pairs), and distractor needles
+never reuse a real key.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
-from infini_bench.data import cache
-from infini_bench.data.assemble import Needle, PromptTooShort, assemble_prompt
-from infini_bench.data.grid import NIAH_DEPTHS, check_count, clean_depth, grid_order, resolve_depths
-from infini_bench.data.haystack import Haystack, haystack_text, load_haystack, normalise_text
-from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
-from infini_bench.data.tokens import tokenizer_view
+import numpy as np
 
-NIAH_INSTRUCTION = (
-    "Some special magic numbers are hidden within the following text. Make sure to memorize it. "
-    "I will quiz you about the numbers afterwards."
+from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
+from infini_bench.data.docs import DocPlan, PromptFrame
+from infini_bench.data.grid import NIAH_DEPTHS, check_count, clean_depth, resolve_depths
+from infini_bench.data.haystack import (
+    Haystack,
+    HaystackError,
+    HaystackSpec,
+    haystack_spec,
+    haystack_text,
+    load_haystack,
+    normalise_text,
+    tokenise_haystack,
 )
-NIAH_NEEDLE = " One of the special magic numbers for {key} is: {value}."
-NIAH_QUESTION = (
-    " What is the special magic number for {key} mentioned in the provided text?"
-    " The special magic number for {key} mentioned in the provided text is"
+from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
+from infini_bench.data.tokens import TokenizerView, tokenizer_view
+
+NIAH_HEAD = (
+    "Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about the {type_needle_v} afterwards."
 )
-NIAH_QUESTION_ALL = (
-    " What are all the special magic numbers for {key} mentioned in the provided text?"
-    " The special magic numbers for {key} mentioned in the provided text are"
-)
-VARIANTS = ("single", "multikey", "multivalue")
-BUILDER_VERSION = 1
+NIAH_ASK = "What are all the special magic {type_needle_v} for {query} mentioned in the provided text?"
+NIAH_PREFIX = "The special magic {type_needle_v} for {query} mentioned in the provided text are"
+NIAH_NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
+NEEDLE_TYPES = ("numbers", "words", "uuids")
+#: RULER's needle depths for the needles not on the grid: np.round(np.linspace(0, 100, 40)).astype(int).
+RULER_DEPTHS = tuple(int(d) for d in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int))
+BUILDER_VERSION = 2
+
+
+@dataclass(frozen=True)
+class NiahConfig:
+    """One RULER NIAH configuration (``synthetic.yaml``'s args)."""
+
+    haystack: str
+    type_needle_k: str = "words"
+    type_needle_v: str = "numbers"
+    num_needle_k: int = 1
+    num_needle_v: int = 1
+    num_needle_q: int = 1
+
+
+VARIANTS: dict[str, NiahConfig] = {
+    "single_1": NiahConfig("noise"),
+    "single_2": NiahConfig("essay"),
+    "single_3": NiahConfig("essay", type_needle_v="uuids"),
+    "multikey_1": NiahConfig("essay", num_needle_k=4),
+    "multikey_2": NiahConfig("needle"),
+    "multikey_3": NiahConfig("needle", type_needle_k="uuids", type_needle_v="uuids"),
+    "multivalue": NiahConfig("essay", num_needle_v=4),
+    "multiquery": NiahConfig("essay", num_needle_q=4),
+}
 
 _ADJECTIVES = (
     "amber brave calm dusty eager faint gentle hollow icy jolly keen lively mellow narrow olive proud quiet rapid "
-    "silver tidy urban vivid wild young zesty bold crisp dark early fuzzy grand hidden"
+    "silver tidy urban vivid wild young zesty bold crisp dark early fuzzy grand hidden ancient bitter bright cheap "
+    "clever cosmic curly damp dizzy empty fancy fierce flat fluffy giant glossy golden green happy heavy honest "
+    "huge humble jagged juicy kind large lazy little loud lucky magic mighty misty modern muddy nervous noble odd "
+    "orange pale plain polite purple rare rich rough royal rusty salty scarlet shiny short shy silent simple sleepy"
 ).split()
 _NOUNS = (
     "anchor badger canyon dolphin ember falcon garden harbor island jungle kettle lantern meadow needle orchard "
     "pebble quarry river saddle tunnel umbrella valley walnut yacht zebra beacon castle desert forest glacier "
-    "hammer lagoon"
+    "hammer lagoon acorn apron arrow attic basket beetle blanket bottle bridge bucket button cabin camel candle "
+    "carpet cherry chimney cloud comet copper cradle crystal dragon drum eagle engine feather fiddle garnet goblet "
+    "harp helmet hornet jacket jewel kitten ladder lemon magnet mirror monkey napkin nest oyster paddle parrot pillow"
 ).split()
+_WORDS = sorted({f"{a}-{n}" for a in _ADJECTIVES for n in _NOUNS})
 
 
-def _keys(rng: random.Random, count: int) -> list[str]:
-    """`count` distinct "adjective-noun" keys."""
-    pool = [f"{a}-{n}" for a in _ADJECTIVES for n in _NOUNS]
-    return rng.sample(pool, count)
+def singular(template: str) -> str:
+    """RULER's text replacements for a prompt that asks for one answer (``niah.py``)."""
+    return template.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
 
 
-def _values(rng: random.Random, count: int, n_digits: int) -> list[str]:
-    return [str(v) for v in rng.sample(range(10 ** (n_digits - 1), 10**n_digits), count)]
+def _draw(rng: random.Random, kind: str, n_digits: int) -> str:
+    if kind == "numbers":
+        return str(rng.randint(10 ** (n_digits - 1), 10**n_digits - 1))
+    if kind == "words":
+        return rng.choice(_WORDS)
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def default_answer_tokens(variant: str, n_digits: int, num_values: int) -> int:
-    """Generation budget: room for every value the answer must hold plus a few words."""
-    wanted = num_values if variant == "multivalue" else 1
-    return wanted * (n_digits + 4) + 8
+def _draw_distinct(rng: random.Random, kind: str, n_digits: int, count: int, taken: set[str]) -> list[str]:
+    out: list[str] = []
+    for _ in range(count * 1000):
+        if len(out) == count:
+            break
+        value = _draw(rng, kind, n_digits)
+        if value not in taken:
+            taken.add(value)
+            out.append(value)
+    if len(out) < count:
+        raise ValueError(f"cannot draw {count} distinct {kind} (n_digits={n_digits} is too small)")
+    return out
 
 
-def _check_variant(variant: str, num_distractors: int, num_values: int) -> tuple[int, int]:
+def niah_config(
+    variant: str,
+    haystack: str | None = None,
+    type_needle_k: str | None = None,
+    type_needle_v: str | None = None,
+    num_needle_k: int | None = None,
+    num_needle_v: int | None = None,
+    num_needle_q: int | None = None,
+) -> NiahConfig:
+    """A variant's configuration with any option overridden; errors name the bad value."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown NIAH variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    num_distractors = check_count(num_distractors, "num_distractors", minimum=0)
-    num_values = check_count(num_values, "num_values", minimum=1)
-    if variant == "multikey" and num_distractors < 1:
-        raise ValueError("variant multikey needs num_distractors >= 1")
-    if variant == "multivalue" and num_values < 2:
-        raise ValueError("variant multivalue needs num_values >= 2")
-    return num_distractors, num_values
+    cfg = VARIANTS[variant]
+    given = {
+        "haystack": haystack,
+        "type_needle_k": type_needle_k,
+        "type_needle_v": type_needle_v,
+        "num_needle_k": num_needle_k,
+        "num_needle_v": num_needle_v,
+        "num_needle_q": num_needle_q,
+    }
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v not in (None, "")})
+    for name in ("type_needle_k", "type_needle_v"):
+        if getattr(cfg, name) not in NEEDLE_TYPES:
+            raise ValueError(f"{name} must be one of {', '.join(NEEDLE_TYPES)}, got {getattr(cfg, name)!r}")
+    for name in ("num_needle_k", "num_needle_v", "num_needle_q"):
+        check_count(getattr(cfg, name), name)
+    return replace(cfg, num_needle_k=max(cfg.num_needle_k, cfg.num_needle_q))  # RULER: k = max(k, q)
+
+
+def default_answer_tokens(context_length: int) -> int:
+    """RULER's generation budget (``tokens_to_generate`` 128) from 1K tokens on; an eighth of a shorter context
+    (at least 16), so the tiny contexts of small models keep room for the prompt."""
+    return max(16, min(128, int(context_length) // 8))
+
+
+def _texts(cfg: NiahConfig, query: str) -> tuple[str, str, str]:
+    """(head, question, answer prefix) with RULER's singular/plural wording."""
+    head, ask, prefix, type_v = NIAH_HEAD, NIAH_ASK, NIAH_PREFIX, cfg.type_needle_v
+    if cfg.num_needle_q * cfg.num_needle_v == 1:
+        head, ask, prefix, type_v = singular(head), singular(ask), singular(prefix), type_v[:-1]
+    return (
+        head.format(type_needle_v=type_v),
+        ask.format(type_needle_v=type_v, query=query),
+        prefix.format(type_needle_v=type_v, query=query),
+    )
+
+
+def _needle_haystack(view: TokenizerView, cfg: NiahConfig, rng: random.Random, n_digits: int, room: int,
+                     keys: set[str]) -> Haystack:
+    """RULER's ``needle`` haystack for one document: lines of needles with other keys, enough for `room` tokens."""
+
+    def line() -> str:
+        key = _draw(rng, cfg.type_needle_k, n_digits)
+        while key in keys:
+            key = _draw(rng, cfg.type_needle_k, n_digits)
+        return NIAH_NEEDLE.format(type_needle_v=cfg.type_needle_v, key=key, value=_draw(rng, cfg.type_needle_v, n_digits))
+
+    probe = [line() for _ in range(20)]
+    per_line = max(len(view.raw("\n".join(probe))) / len(probe), 1.0)
+    lines = probe + [line() for _ in range(max(int(room / per_line * 1.15) + 10 - len(probe), 0))]
+    return tokenise_haystack(view, "needle", "\n".join(lines) + "\n", lines=True, use_cache=False)
 
 
 def build_niah_sample(
@@ -78,121 +201,224 @@ def build_niah_sample(
     context_length: int,
     depth_percent: float,
     seed: int,
-    variant: str = "single",
+    variant: str = "single_1",
     n_digits: int = 7,
-    num_distractors: int = 3,
-    num_values: int = 4,
     answer_tokens: int | None = None,
-    haystack: "str | Haystack" = "filler",
+    haystack: "str | HaystackSpec | Haystack | None" = None,
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
+    frame: PromptFrame | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """One NIAH sample of exactly `context_length` tokens (prompt + `answer_tokens` budget; see the module doc)."""
+    """One NIAH sample of exactly `context_length` tokens (prompt + `answer_tokens` budget; see the module doc).
+    `overrides`: ``type_needle_k``, ``type_needle_v``, ``num_needle_k``, ``num_needle_v``, ``num_needle_q``."""
+    frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depth = clean_depth(depth_percent)
-    num_distractors, num_values = _check_variant(variant, num_distractors, num_values)
     n_digits = check_count(n_digits, "n_digits")
     if n_digits > 18:
         raise ValueError(f"n_digits must be <= 18, got {n_digits}")
+    given_hay = haystack if isinstance(haystack, Haystack) else None
+    cfg = niah_config(variant, None if given_hay is not None or isinstance(haystack, HaystackSpec) else haystack, **overrides)
+    spec = haystack if isinstance(haystack, HaystackSpec) else (None if given_hay else haystack_spec(cfg.haystack, haystack_options))
+    budget = default_answer_tokens(context_length) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
+    target = context_length - budget
+
+    # RULER's generate_input_output: keys, values per key, needles shuffled, queries sampled.
     rng = random.Random(int(seed))
-    n_keys = 1 + (num_distractors if variant == "multikey" else 0)
-    n_needles = num_values if variant == "multivalue" else n_keys
-    keys = _keys(rng, n_keys)
-    values = _values(rng, n_needles, n_digits)
-    if variant == "multivalue":
-        needle_keys = [keys[0]] * n_needles
-        answers = values
-        question = NIAH_QUESTION_ALL.format(key=keys[0])
+    taken: set[str] = set()
+    keys = _draw_distinct(rng, cfg.type_needle_k, n_digits, cfg.num_needle_k, taken)
+    values = [_draw_distinct(rng, cfg.type_needle_v, n_digits, cfg.num_needle_v, taken) for _ in keys]
+    needles = [(k, v) for k, vs in zip(keys, values) for v in vs]
+    rng.shuffle(needles)
+    queried = rng.sample(range(len(keys)), cfg.num_needle_q)
+    queries = [keys[i] for i in queried]
+    answers = [v for i in queried for v in values[i]]
+    query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
+    head, ask, prefix = _texts(cfg, query)
+    texts = {(k, v): NIAH_NEEDLE.format(type_needle_v=cfg.type_needle_v, key=k, value=v) for k, v in needles}
+    target_needle = (queries[0], answers[0])
+    others = [n for n in needles if n != target_needle]
+    drawn = rng.sample(RULER_DEPTHS, len(others)) if len(others) <= len(RULER_DEPTHS) else rng.choices(RULER_DEPTHS, k=len(others))
+    depths = {target_needle: float(depth), **dict(zip(others, (float(d) for d in drawn)))}
+
+    head_text = frame.before + head + "\n"
+    tail_text = "\n" + ask + frame.between + prefix + frame.after
+    fixed = view.n_special + len(view.raw(head_text + " ".join(texts.values()) + tail_text)) + len(needles)
+    room = max(target - fixed - 4 - 2 * len(needles), 0)
+    if given_hay is not None:
+        hay = given_hay
+    elif spec.kind == "needle":
+        hay = _needle_haystack(view, cfg, rng, n_digits, room, set(keys))
     else:
-        needle_keys = keys
-        answers = values[:1]
-        question = NIAH_QUESTION.format(key=keys[0])
-    depths = [depth] + [round(rng.uniform(0.0, 100.0), 3) for _ in range(n_needles - 1)]
-    needles = [Needle(NIAH_NEEDLE.format(key=k, value=v), d) for k, v, d in zip(needle_keys, values, depths)]
-    budget = (
-        default_answer_tokens(variant, n_digits, num_values)
-        if answer_tokens is None
-        else check_count(answer_tokens, "answer_tokens")
-    )
-    hay = load_haystack(view, haystack, haystack_options)
-    start_choice = rng.randrange(1 << 30)
+        hay = load_haystack(view, spec, haystack_options, lines=spec.kind == "noise")
+    name = given_hay.name if given_hay is not None else spec.name
+    parts = _context_parts(hay, needles, texts, depths, room, head_text, tail_text)
     try:
-        prompt = assemble_prompt(view, hay, NIAH_INSTRUCTION, needles, question, context_length - budget, start_choice)
+        prompt = assemble(view, parts, target)
     except PromptTooShort as err:
-        raise PromptTooShort(
-            f"NIAH ({variant}) context_length={context_length} with answer_tokens={budget}: {err}"
-        ) from err
+        raise PromptTooShort(f"NIAH ({variant}) context_length={context_length} with answer_tokens={budget}: {err}") from err
+    order = [p for p in parts if isinstance(p, Needle)]
+    position = {p.text: (pos, d) for p, pos, d in zip(order, prompt.needle_positions, prompt.needle_depths)}
+    needle_keys = [k for k, _ in needles]
+    needle_values = [v for _, v in needles]
     return {
-        **prompt.doc_fields(hay.name, budget),
-        "answer": ", ".join(answers),
+        **prompt.doc_fields(name, budget),
+        "needle_depth_percent": position[texts[target_needle]][1],
+        "answer": answers[0] if len(answers) == 1 else ", ".join(answers),
         "answers": answers,
-        "key": keys[0],
+        "gen_prefix": prefix,
+        "query": query,
+        "key": queries[0],
+        "queries": queries,
         "variant": variant,
+        "type_needle_k": cfg.type_needle_k,
+        "type_needle_v": cfg.type_needle_v,
         "context_length": context_length,
         "depth_percent": float(depth),
         "seed": int(seed),
         "n_digits": n_digits,
-        "num_needles": n_needles,
+        "num_needles": len(needles),
         "needle_keys": needle_keys,
-        "needle_values": values,
-        "needle_depths_requested": [float(d) for d in depths],
-        "needle_positions": prompt.needle_positions,
+        "needle_values": needle_values,
+        "needle_depths_requested": [depths[n] for n in needles],
+        "needle_depths": [position[texts[n]][1] for n in needles],
+        "needle_positions": [position[texts[n]][0] for n in needles],
+        "needle_position": position[texts[target_needle]][0],
     }
 
 
-def build_niah_docs(
+def _context_parts(
+    hay: Haystack,
+    needles: list[tuple[str, str]],
+    texts: dict[tuple[str, str], str],
+    depths: dict[tuple[str, str], float],
+    room: int,
+    head_text: str,
+    tail_text: str,
+) -> list[Any]:
+    """Prompt parts: head, RULER's context (needles at their depths), tail; the haystack's last span is free.
+
+    Prose (essays) is RULER's ``" ".join(sentences with needles between)``, empty pieces kept; lines (noise,
+    needle haystacks) are ``"\\n".join(lines with needle lines inserted)``."""
+    start = hay.start
+    t0 = hay.token_at_char(start)
+    end_estimate = hay.char_pos(t0 + room)
+    placed = []  # (insert char or None for "after everything", needle)
+    for needle in needles:
+        d = depths[needle]
+        if d >= 100:
+            placed.append((None, needle))
+        elif d <= 0:
+            placed.append((start, needle))
+        else:
+            target = hay.char_pos(t0 + int(d / 100.0 * room))
+            placed.append((hay.nearest(hay.insert_chars, target, start, end_estimate), needle))
+    inside = sorted((c, i, n) for i, (c, n) in enumerate(placed) if c is not None)
+    at_end = [n for c, n in placed if c is None]
+    joiner = "\n" if hay.lines else " "
+    pieces: list[Any] = []  # spans and needles in order, joined below
+    prev = start
+    for c, _, needle in inside:
+        # the span before this needle, without the separator that precedes the next sentence or line
+        pieces.append(Span(hay, prev, max(c - 1, prev)))
+        pieces.append(Needle(texts[needle]))
+        prev = c
+    pieces.append(Span(hay, prev))  # the free span
+    for needle in at_end:
+        pieces.append(Needle(texts[needle]))
+        if not hay.lines:
+            pieces.append(Span(hay, prev, prev))  # RULER's empty sentence group after a needle at the end
+    if hay.lines:  # RULER inserts needle lines into a list: no blank line for an empty group
+        pieces = [p for p in pieces if not (isinstance(p, Span) and p.end is not None and p.end <= p.start)]
+    parts: list[Any] = [head_text]
+    for k, piece in enumerate(pieces):
+        if k:
+            parts.append(joiner)
+        if not (isinstance(piece, Span) and piece.end is not None and piece.end <= piece.start):
+            parts.append(piece)  # " ".join keeps an empty piece: only its separator shows
+    parts.append(tail_text)
+    return parts
+
+
+def plan_niah_docs(
     tokenizer: Any,
     context_length: int,
     depths: list[Any] | None = None,
     samples: int = 5,
     base_seed: int = EVAL_SEED_BASE,
-    variant: str = "single",
+    variant: str = "single_1",
     n_digits: int = 7,
-    num_distractors: int = 3,
-    num_values: int = 4,
     answer_tokens: int | None = None,
-    haystack: str = "filler",
+    haystack: str | None = None,
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
-) -> tuple[list[dict[str, Any]], bool]:
-    """All evaluation documents of one NIAH length and variant, in `--limit`-friendly order, cached on disk."""
+    frame: PromptFrame | None = None,
+    **overrides: Any,
+) -> DocPlan:
+    """The evaluation documents of one NIAH length and variant, each built (and cached) when first asked for, in
+    `--limit`-friendly order. Options are validated here, before any build."""
+    frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depths = resolve_depths(depths, None, NIAH_DEPTHS)
     samples = check_count(samples, "samples")
-    num_distractors, num_values = _check_variant(variant, num_distractors, num_values)
+    cfg = niah_config(variant, haystack, **overrides)
+    spec = haystack_spec(cfg.haystack, haystack_options)
+    n_digits = check_count(n_digits, "n_digits")
     if answer_tokens is None:
-        answer_tokens = default_answer_tokens(variant, n_digits, num_values)
-    name, text = haystack_text(haystack, haystack_options)
-    key = {
-        "family": "niah",
-        "builder": BUILDER_VERSION,
-        "tokenizer": view.fingerprint,
-        "context_length": context_length,
-        "depths": depths,
-        "samples": samples,
-        "seed": int(base_seed),
-        "variant": variant,
-        "n_digits": int(n_digits),
-        "num_distractors": num_distractors,
-        "num_values": num_values,
-        "answer_tokens": int(answer_tokens),
-        "haystack": name,
-        "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
-    }
+        answer_tokens = default_answer_tokens(context_length)
+    answer_tokens = check_count(answer_tokens, "answer_tokens")
 
-    def build() -> list[dict[str, Any]]:
-        hay = load_haystack(view, haystack, haystack_options)
-        docs = []
-        for sample_index, depth in grid_order(depths, samples):
-            seed = eval_doc_seed(base_seed, f"niah-{variant}", context_length, depth, sample_index)
-            doc = build_niah_sample(
-                view, context_length, depth, seed, variant, n_digits, num_distractors, num_values, answer_tokens,
-                hay, haystack_options, add_special_tokens,
-            )
-            del doc["input_ids"]
-            docs.append({**doc, "sample_index": sample_index, "base_seed": int(base_seed), "task_family": "niah"})
-        return docs
+    def cache_key() -> dict[str, Any]:
+        text = "" if spec.kind == "needle" else haystack_text(spec, haystack_options)[1]
+        return {
+            "family": "niah",
+            "builder": BUILDER_VERSION,
+            "tokenizer": view.fingerprint,
+            "context_length": context_length,
+            "seed": int(base_seed),
+            "variant": variant,
+            "config": [cfg.haystack, cfg.type_needle_k, cfg.type_needle_v, cfg.num_needle_k, cfg.num_needle_v, cfg.num_needle_q],
+            "n_digits": int(n_digits),
+            "answer_tokens": int(answer_tokens),
+            "haystack": spec.name,
+            "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
+            "frame": frame.fingerprint,
+        }
 
-    return cache.cached_docs(f"niah_{variant}", key, build)
+    shared: dict[str, Haystack] = {}
+
+    def build(index: int, sample_index: int, depth: Any) -> dict[str, Any]:
+        seed = eval_doc_seed(base_seed, f"niah-{variant}", context_length, depth, sample_index)
+        if spec.kind != "needle" and "hay" not in shared:
+            shared["hay"] = load_haystack(view, spec, haystack_options, lines=spec.kind == "noise")
+        doc = build_niah_sample(
+            view, context_length, depth, seed, variant, n_digits, answer_tokens,
+            shared.get("hay", spec), haystack_options, add_special_tokens, frame,
+            **{k: getattr(cfg, k) for k in ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")},
+        )
+        del doc["input_ids"]
+        return {**doc, "haystack": spec.name, "sample_index": sample_index, "base_seed": int(base_seed),
+                "task_family": "niah"}
+
+    return DocPlan(f"niah_{variant}", depths, samples, cache_key, build)
+
+
+def build_niah_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
+    """All documents of `plan_niah_docs` (same arguments), built now. Returns (docs, all from the cache)."""
+    return plan_niah_docs(*args, **kwargs).build_all()
+
+
+__all__ = [
+    "NIAH_NEEDLE",
+    "NiahConfig",
+    "VARIANTS",
+    "build_niah_docs",
+    "build_niah_sample",
+    "default_answer_tokens",
+    "niah_config",
+    "plan_niah_docs",
+    "singular",
+]

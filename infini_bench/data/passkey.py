@@ -1,9 +1,22 @@
-"""Passkey retrieval (Mohtashami & Jaggi 2023; the Infini-attention paper's benchmark): one builder for the
-lm-eval tasks and for the trainer's finetuning data.
+"""Passkey retrieval as Landmark Attention writes it (epfml/landmark-attention, ``llama/run_test.py``,
+``generate_prompt``; the Infini-attention paper's passkey benchmark): one builder for the lm-eval tasks and for
+the trainer's finetuning data.
 
-The prompt is the classic one: an instruction, the filler "The grass is green. The sky is blue. ..." repeated, the
-needle "The pass key is N. Remember it. N is the pass key." at a sentence boundary at the requested depth, and
-"What is the pass key? The pass key is". Its length is exact in the model's own tokens.
+The prompt is Landmark's five lines joined with ``"\\n"``::
+
+    There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz ...
+    The grass is green. The sky is blue. ... (garbage before the key; empty at depth 0)
+    The pass key is 71432. Remember it. 71432 is the pass key.
+    The grass is green. The sky is blue. ... (garbage after the key; empty at depth 100)
+    What is the pass key? The pass key is
+
+Both garbage lines start at the filler's beginning, as Landmark's ``garbage_inf[:n]`` does. The last line's answer
+prefix "The pass key is" is the prompt's `gen_prefix`: plain prompts join it to the question with a space (exactly
+Landmark's line); with a chat template it opens the assistant turn (see `PromptFrame`). Differences from
+Landmark: the length is exact in the model's tokens (Landmark counts characters), the key has `n_digits` digits
+(Landmark: 1-50000), the garbage before the key is cut after a whole word at the requested depth (Landmark: a
+random character offset), and the garbage after it is cut after a word, or inside the last word when the exact
+count needs it.
 """
 from __future__ import annotations
 
@@ -11,10 +24,10 @@ import hashlib
 import random
 from typing import Any
 
-from infini_bench.data import cache
-from infini_bench.data.assemble import Needle, PromptTooShort, assemble_prompt
-from infini_bench.data.grid import PASSKEY_DEPTHS, check_count, clean_depth, grid_order, resolve_depths
-from infini_bench.data.haystack import Haystack, haystack_text, load_haystack, normalise_text
+from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
+from infini_bench.data.docs import DocPlan, PromptFrame
+from infini_bench.data.grid import PASSKEY_DEPTHS, check_count, clean_depth, resolve_depths
+from infini_bench.data.haystack import Haystack, HaystackError, haystack_spec, haystack_text, load_haystack, normalise_text
 from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
 from infini_bench.data.tokens import tokenizer_view
 
@@ -22,9 +35,12 @@ PASSKEY_INSTRUCTION = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
     "I will quiz you about the important information there."
 )
-PASSKEY_NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
-PASSKEY_QUESTION = " What is the pass key? The pass key is"
-BUILDER_VERSION = 1
+PASSKEY_NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+PASSKEY_ASK = "What is the pass key?"
+PASSKEY_PREFIX = "The pass key is"
+#: The plain prompt's last line: the question and the answer prefix, as Landmark writes it.
+PASSKEY_QUESTION = f"{PASSKEY_ASK} {PASSKEY_PREFIX}"
+BUILDER_VERSION = 2
 MAX_DIGITS = 64
 
 
@@ -37,6 +53,15 @@ def passkey_for_seed(seed: int, n_digits: int = 5) -> str:
     return str(rng.randint(10 ** (n_digits - 1), 10**n_digits - 1))
 
 
+def _passkey_haystack(view, haystack: "str | Haystack", options: dict[str, Any] | None) -> Haystack:
+    if isinstance(haystack, Haystack):
+        return haystack
+    spec = haystack_spec(haystack, options)
+    if spec.kind == "needle":
+        raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
+    return load_haystack(view, spec, options, lines=False)
+
+
 def build_passkey_sample(
     tokenizer: Any,
     context_length: int,
@@ -44,39 +69,48 @@ def build_passkey_sample(
     seed: int,
     n_digits: int = 5,
     answer_tokens: int | None = None,
-    haystack: "str | Haystack" = "filler",
+    haystack: "str | Haystack" = "noise",
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
+    frame: PromptFrame | None = None,
 ) -> dict[str, Any]:
     """One passkey sample of exactly `context_length` tokens: prompt + answer budget.
 
     `input_ids` are the prompt's tokens (special tokens included, as the model is fed them) and
     ``len(input_ids) == context_length - answer_tokens``. With `answer_tokens=None` the budget is the answer's own
-    length, so ``input_ids + answer_ids`` is exactly `context_length` tokens (what a trainer wants). Training code
-    must pass seeds below 2**62 (see `infini_bench.data.seeds`).
+    length, so ``input_ids + answer_ids`` is exactly `context_length` tokens (what a trainer wants). `frame` wraps
+    the prompt in a chat template (its tokens count in the length). Training code must pass seeds below 2**62
+    (see `infini_bench.data.seeds`).
     """
+    frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depth = clean_depth(depth_percent)
     key = passkey_for_seed(seed, n_digits)
     answer_ids = view.continuation_ids(PASSKEY_QUESTION, " " + key)
     budget = len(answer_ids) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
-    hay = load_haystack(view, haystack, haystack_options)
+    hay = _passkey_haystack(view, haystack, haystack_options)
+    target = context_length - budget
+    head = frame.before + PASSKEY_INSTRUCTION + "\n"
+    needle = PASSKEY_NEEDLE.format(key=key)
+    tail = "\n" + PASSKEY_ASK + frame.between + PASSKEY_PREFIX + frame.after
     try:
-        prompt = assemble_prompt(
-            view,
-            hay,
-            PASSKEY_INSTRUCTION,
-            [Needle(PASSKEY_NEEDLE.format(key=key), depth)],
-            PASSKEY_QUESTION,
-            context_length - budget,
-            start_choice=0,
-        )
+        fixed = view.n_special + len(view.raw(head + "\n" + needle + "\n" + tail))
+        room = max(target - fixed - 4, 0)  # haystack tokens, give or take the few the joins change
+        t0 = hay.token_at_char(hay.start)
+        if depth >= 100:
+            parts = [head, Span(hay, hay.start), "\n", Needle(needle), "\n", tail]
+        else:
+            cut = hay.word_end_near(hay.char_pos(t0 + int(depth / 100.0 * room)), hay.start) if depth > 0 else hay.start
+            parts = [head, Span(hay, hay.start, cut), "\n", Needle(needle), "\n", Span(hay, hay.start), tail]
+        prompt = assemble(view, parts, target)
     except PromptTooShort as err:
         raise PromptTooShort(f"passkey context_length={context_length} with answer_tokens={budget}: {err}") from err
     return {
         **prompt.doc_fields(hay.name, budget),
         "answer": key,
+        "answers": [key],
+        "gen_prefix": PASSKEY_PREFIX,
         "answer_ids": answer_ids,
         "context_length": context_length,
         "depth_percent": float(depth),
@@ -86,7 +120,7 @@ def build_passkey_sample(
     }
 
 
-def build_passkey_docs(
+def plan_passkey_docs(
     tokenizer: Any,
     context_length: int,
     depths: list[Any] | None = None,
@@ -94,46 +128,51 @@ def build_passkey_docs(
     base_seed: int = EVAL_SEED_BASE,
     n_digits: int = 5,
     answer_tokens: int = 16,
-    haystack: str = "filler",
+    haystack: str = "noise",
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
-) -> tuple[list[dict[str, Any]], bool]:
-    """All evaluation documents of one passkey length, in `--limit`-friendly order, cached on disk.
-
-    Returns (docs, from_cache). Each doc is a `build_passkey_sample` without the id lists, plus `sample_index`
-    and `base_seed`; its `seed` is an evaluation seed (see `infini_bench.data.seeds`).
-    """
+    frame: PromptFrame | None = None,
+) -> DocPlan:
+    """The evaluation documents of one passkey length, each built (and cached on disk) when first asked for, in
+    `--limit`-friendly order (sample by sample, depths spread). Options are validated here, before any build."""
+    frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depths = resolve_depths(depths, None, PASSKEY_DEPTHS)
     samples = check_count(samples, "samples")
     answer_tokens = check_count(answer_tokens, "answer_tokens")
     passkey_for_seed(0, n_digits)  # validates n_digits early
-    name, text = haystack_text(haystack, haystack_options)
-    key = {
-        "family": "passkey",
-        "builder": BUILDER_VERSION,
-        "tokenizer": view.fingerprint,
-        "context_length": context_length,
-        "depths": depths,
-        "samples": samples,
-        "seed": int(base_seed),
-        "n_digits": int(n_digits),
-        "answer_tokens": answer_tokens,
-        "haystack": name,
-        "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
-    }
+    spec = haystack_spec(haystack, haystack_options)
+    if spec.kind == "needle":
+        raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
 
-    def build() -> list[dict[str, Any]]:
-        hay = load_haystack(view, haystack, haystack_options)
-        docs = []
-        for sample_index, depth in grid_order(depths, samples):
-            seed = eval_doc_seed(base_seed, "passkey", context_length, depth, sample_index)
-            doc = build_passkey_sample(
-                view, context_length, depth, seed, n_digits, answer_tokens, hay, haystack_options, add_special_tokens
-            )
-            del doc["input_ids"], doc["answer_ids"]
-            docs.append({**doc, "sample_index": sample_index, "base_seed": int(base_seed), "task_family": "passkey"})
-        return docs
+    def cache_key() -> dict[str, Any]:
+        _, text = haystack_text(spec, haystack_options)
+        return {
+            "family": "passkey",
+            "builder": BUILDER_VERSION,
+            "tokenizer": view.fingerprint,
+            "context_length": context_length,
+            "seed": int(base_seed),
+            "n_digits": int(n_digits),
+            "answer_tokens": answer_tokens,
+            "haystack": spec.name,
+            "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
+            "frame": frame.fingerprint,
+        }
 
-    return cache.cached_docs("passkey", key, build)
+    def build(index: int, sample_index: int, depth: Any) -> dict[str, Any]:
+        seed = eval_doc_seed(base_seed, "passkey", context_length, depth, sample_index)
+        hay = _passkey_haystack(view, spec, haystack_options)
+        doc = build_passkey_sample(view, context_length, depth, seed, n_digits, answer_tokens, hay, haystack_options,
+                                   add_special_tokens, frame)
+        del doc["input_ids"], doc["answer_ids"]
+        return {**doc, "haystack": spec.name, "sample_index": sample_index, "base_seed": int(base_seed),
+                "task_family": "passkey"}
+
+    return DocPlan("passkey", depths, samples, cache_key, build)
+
+
+def build_passkey_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
+    """All documents of `plan_passkey_docs` (same arguments), built now. Returns (docs, all from the cache)."""
+    return plan_passkey_docs(*args, **kwargs).build_all()

@@ -25,6 +25,8 @@ WINDOW_CHARS = 64
 # Text that precedes a piece when its in-context tokens are computed: a word and a sentence end, the way every
 # piece of a prompt follows the previous one.
 ANCHOR = "Text."
+# The same for text that starts a line (the haystack lines of RULER's noise and needle haystacks).
+LINE_ANCHOR = "Text.\n"
 
 
 class TokenizerError(ValueError):
@@ -90,6 +92,7 @@ class TokenizerView:
         self.add_special_tokens = bool(add_special_tokens)
         self.lead, self.trail = self._special_layout()
         self._anchor_ids = self.raw(ANCHOR)
+        self._anchors: dict[str, list[int]] = {}
         meta = json.dumps(
             [type(tokenizer).__name__, self.add_special_tokens, self.lead, self.trail], sort_keys=True
         )
@@ -112,16 +115,33 @@ class TokenizerView:
     def n_special(self) -> int:
         return len(self.lead) + len(self.trail)
 
-    def in_context(self, text: str) -> list[int]:
-        """Token ids of `text` (which starts with a space) as it tokenises *after* other text, not at the start
-        of an input: encoded behind `ANCHOR` and the anchor's tokens dropped. This neutralises start-of-input
-        rules such as a prepended "▁" (Llama-2 style normalisers). Raises `NotSeparable` when the anchor's
-        tokens merge with the text."""
-        ids = self.backend.encode(ANCHOR + text, add_special_tokens=False).ids
-        k = len(self._anchor_ids)
-        if ids[:k] != self._anchor_ids:
+    def in_context(self, text: str, anchor: str = ANCHOR) -> list[int]:
+        """Token ids of `text` as it tokenises *after* other text, not at the start of an input: encoded behind
+        `anchor` (default `ANCHOR`, a word and a sentence end, for text that starts with a space; `LINE_ANCHOR`
+        for text that starts a line) and the anchor's tokens dropped. This neutralises start-of-input rules such
+        as a prepended "▁" (Llama-2 style normalisers). Raises `NotSeparable` when the anchor's tokens merge with
+        the text."""
+        return self.in_context_with_starts(text, anchor)[0]
+
+    def in_context_with_starts(self, text: str, anchor: str = ANCHOR) -> tuple[list[int], list[int]]:
+        """`in_context` ids plus the character offset in `text` where each token starts."""
+        encoding = self.backend.encode(anchor + text, add_special_tokens=False)
+        anchor_ids = self._anchor_ids if anchor == ANCHOR else self._anchor(anchor)
+        k = len(anchor_ids)
+        if encoding.ids[:k] != anchor_ids:
             raise NotSeparable(f"tokenizer {self.name!r} merges text across a sentence end")
-        return ids[k:]
+        shift = len(anchor)
+        return list(encoding.ids[k:]), [max(o[0] - shift, 0) for o in encoding.offsets[k:]]
+
+    def raw_with_starts(self, text: str) -> tuple[list[int], list[int]]:
+        """`raw` ids plus the character offset in `text` where each token starts."""
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return list(encoding.ids), [o[0] for o in encoding.offsets]
+
+    def _anchor(self, anchor: str) -> list[int]:
+        if anchor not in self._anchors:
+            self._anchors[anchor] = self.raw(anchor)
+        return self._anchors[anchor]
 
     def continuation_ids(self, context: str, continuation: str) -> list[int]:
         """Ids `continuation` gets when it follows `context` (for an answer after its question): in-context ids,
@@ -133,9 +153,10 @@ class TokenizerView:
             return whole[len(head) :] if whole[: len(head)] == head else self.raw(continuation)
 
     # -- token boundaries -------------------------------------------------------------------------------------
-    def encode_with_bounds(self, text: str) -> Encoded:
-        """In-context ids (see `in_context`) of `text` with character bounds. Long texts are encoded in parallel
-        chunks cut at spaces; the cuts are verified, falling back to one call when a cut changes the tokens."""
+    def encode_with_bounds(self, text: str, anchor: str = ANCHOR) -> Encoded:
+        """In-context ids (see `in_context`; `anchor` is the text assumed before `text`) of `text` with character
+        bounds. Long texts are encoded in parallel chunks cut at spaces; the cuts are verified, falling back to one
+        call when a cut changes the tokens."""
         starts = [0]
         while starts[-1] + _CHUNK_CHARS < len(text):
             cut = text.find(" ", starts[-1] + _CHUNK_CHARS)
@@ -144,28 +165,31 @@ class TokenizerView:
             starts.append(cut)
         pieces = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
         try:
-            encoded = self._encode_pieces(pieces, starts, len(text), anchored=True)
+            encoded = self._encode_pieces(pieces, starts, len(text), anchor)
             if len(starts) > 1 and not all(self.window_matches(text, encoded, cut) for cut in starts[1:]):
-                encoded = self._encode_pieces([text], [0], len(text), anchored=True)
+                encoded = self._encode_pieces([text], [0], len(text), anchor)
         except NotSeparable:
-            encoded = self._encode_pieces([text], [0], len(text), anchored=False)
+            encoded = self._encode_pieces([text], [0], len(text), None)
         return encoded
 
-    def _encode_pieces(self, pieces: list[str], starts: list[int], total_chars: int, anchored: bool) -> Encoded:
-        k, shift = (len(self._anchor_ids), len(ANCHOR)) if anchored else (0, 0)
-        anchor = ANCHOR if anchored else ""
-        encodings = self.backend.encode_batch([anchor + p for p in pieces], add_special_tokens=False)
+    def _encode_pieces(self, pieces: list[str], starts: list[int], total_chars: int, anchor: str | None) -> Encoded:
+        """Encode pieces in parallel, the first behind `anchor`, the others (which start at a space) behind
+        `ANCHOR`; `anchor=None` encodes one piece as the start of an input."""
+        anchors = [anchor or "", *[ANCHOR] * (len(pieces) - 1)]
+        encodings = self.backend.encode_batch([a + p for a, p in zip(anchors, pieces)], add_special_tokens=False)
         ids_parts, bound_parts = [], [np.zeros(1, dtype=np.int64)]
-        for start, enc in zip(starts, encodings):
-            if enc.ids[:k] != self._anchor_ids[:k]:
+        for start, enc, piece_anchor in zip(starts, encodings, anchors):
+            anchor_ids = self._anchor(piece_anchor) if piece_anchor else []
+            k = len(anchor_ids)
+            if enc.ids[:k] != anchor_ids:
                 raise NotSeparable(f"tokenizer {self.name!r} merges text across a sentence end")
             ids_parts.append(np.asarray(enc.ids[k:], dtype=np.int64))
-            ends = np.asarray([o[1] for o in enc.offsets[k:]], dtype=np.int64) - shift + start
+            ends = np.asarray([o[1] for o in enc.offsets[k:]], dtype=np.int64) - len(piece_anchor) + start
             bound_parts.append(ends)
         ids = np.concatenate(ids_parts)
         bounds = np.concatenate(bound_parts)
         bounds[-1] = total_chars
-        return Encoded(ids=ids, bounds=np.maximum(bounds, 0), in_context=anchored)
+        return Encoded(ids=ids, bounds=np.maximum(bounds, 0), in_context=anchor is not None)
 
     def window_matches(self, text: str, encoded: Encoded, cut: int) -> bool:
         """True when re-tokenising `text` around char `cut` (space to space, at least WINDOW_CHARS each side)
