@@ -6,8 +6,9 @@ identical dimensions at the same sequence length, side by side in one run.
 
 Rows: the Llama loop; the trainer at one segment per sequence (segment_length = sequence length: the same
 attention work as Llama, plus the memory's bookkeeping); the trainer at 8 segments per sequence (segment_length =
-sequence length / 8: backpropagation through 7 memory updates); and the same 8-segment model with the memory off
-(identical local attention, no memory), so that the last two rows isolate the cost of the recurrence itself.
+sequence length / 8: backpropagation through 7 memory updates, in the parallel form); the same in the
+segment-by-segment form (the reference the parallel form replaced); and the same 8-segment model with the memory
+off (identical local attention, no memory), which isolates the cost of the recurrence itself.
 Each measurement is repeated `--repeats` times, interleaved (Llama, 1 segment, 8 segments, ...), so load drift on
 a shared machine hits every row alike; the table reports the median tokens/s of each row. Tokens/s counts every input token of an optimizer step (forward,
 backward, clipping, AdamW step) after `--warmup` untimed steps.
@@ -15,6 +16,7 @@ backward, clipping, AdamW step) after `--warmup` untimed steps.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -39,10 +41,11 @@ def dims(args: argparse.Namespace) -> dict:
     return dict(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
-        intermediate_size=args.hidden * 4,
+        intermediate_size=getattr(args, "ffn", None) or args.hidden * 4,
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         num_key_value_heads=args.heads,
+        head_dim=getattr(args, "head_dim", None),
     )
 
 
@@ -56,7 +59,7 @@ def optim_config(args: argparse.Namespace) -> OptimConfig:
     return OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=2, batch_size=args.batch, micro_batch_size=args.batch)
 
 
-def bench_trainer(args: argparse.Namespace, segments: int, use_memory: bool = True) -> float:
+def bench_trainer(args: argparse.Namespace, segments: int, use_memory: bool = True, parallel: bool = True) -> float:
     """Tokens/s of `infini_bench.training.loop.train` itself, read from its JSONL log (the step's batch assembly,
     forward, backward, clipping, AdamW and schedule; the logging every `--warmup` steps is outside the timing)."""
     rows = random_rows(args)
@@ -65,6 +68,8 @@ def bench_trainer(args: argparse.Namespace, segments: int, use_memory: bool = Tr
     )
     torch.manual_seed(0)
     model = InfiniForCausalLM(config)
+    if not parallel:  # the segment-by-segment form, the reference the parallel form replaced
+        model.forward = functools.partial(model.forward, parallel=False)
     with tempfile.TemporaryDirectory() as out:
         steps = args.warmup + args.steps
         run = RunConfig(output_dir=out, max_steps=steps, save_every=10**9, log_every=args.warmup, precision=args.precision)
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--memory-update", default="linear", choices=["linear", "delta", "delta_l2"])
+    parser.add_argument("--head-dim", type=int, default=None, help="default: hidden / heads")
+    parser.add_argument("--ffn", type=int, default=None, help="SwiGLU width (default: 4 × hidden)")
     args = parser.parse_args(argv)
     if args.precision == "auto":
         args.precision = "bf16" if torch.cuda.is_available() else "fp32"
@@ -141,17 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    rows = {"llama": [], "infini_1seg": [], "infini_8seg": [], "infini_8seg_off": []}
+    rows = {"llama": [], "infini_1seg": [], "infini_8seg": [], "infini_8seg_sequential": [], "infini_8seg_off": []}
     for _ in range(args.repeats):
         rows["llama"].append(bench_llama(args))
         rows["infini_1seg"].append(bench_trainer(args, 1))
         rows["infini_8seg"].append(bench_trainer(args, 8))
+        rows["infini_8seg_sequential"].append(bench_trainer(args, 8, parallel=False))
         rows["infini_8seg_off"].append(bench_trainer(args, 8, use_memory=False))
     med = {k: statistics.median(v) for k, v in rows.items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device}; torch {torch.__version__}; python {platform.python_version()}; precision {args.precision}")
     print(
-        f"model: d={args.hidden}, layers={args.layers}, heads={args.heads}, ffn={4 * args.hidden}, vocab={args.vocab}; "
+        f"model: d={args.hidden}, layers={args.layers}, heads={args.heads}, head_dim={args.head_dim or args.hidden // args.heads}, "
+        f"ffn={args.ffn or 4 * args.hidden}, vocab={args.vocab}, memory {args.memory_update}; "
         f"sequence {args.seq} tokens, batch {args.batch}; {args.steps} timed steps after {args.warmup}, "
         f"median of {args.repeats} interleaved repeats\n"
     )
@@ -159,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     labels = {"llama": ("plain LlamaForCausalLM loop", "-"), "infini_1seg": ("this trainer, 1 segment", args.seq),
               "infini_8seg": ("this trainer, 8 segments", args.seq // 8),
+              "infini_8seg_sequential": ("this trainer, 8 segments, segment-by-segment form", args.seq // 8),
               "infini_8seg_off": ("this trainer, 8 segments, memory off", args.seq // 8)}
     for key, (label, seg) in labels.items():
         runs = ", ".join(f"{v:.0f}" for v in rows[key])
         print(f"| {label} | {seg} | {med[key]:.0f} | {runs} | {med[key] / med['llama']:.2f}x |")
     print(f"\n8 segments vs 1 segment: {med['infini_8seg'] / med['infini_1seg']:.2f}x tokens/s (shorter local attention "
           "and the memory recurrence together)")
+    print(f"parallel form vs segment-by-segment form at 8 segments: "
+          f"{med['infini_8seg'] / med['infini_8seg_sequential']:.2f}x tokens/s")
     print(f"memory recurrence at 8 segments (memory on vs off, same local attention): "
           f"{med['infini_8seg'] / med['infini_8seg_off']:.2f}x tokens/s")
     return 0
