@@ -74,13 +74,19 @@ def test_doc_order_spreads_depths_so_a_limit_spans_the_grid(tiny_tokenizer):
 
 
 def test_niah_variants(tiny_tokenizer):
-    mk = build_niah_sample(tiny_tokenizer, 1200, 50, seed=4, variant="multikey", num_distractors=3)
-    assert mk["num_needles"] == 4 and len(set(mk["needle_keys"])) == 4 and mk["key"] == mk["needle_keys"][0]
-    assert mk["answer"] == mk["needle_values"][0] and len(mk["answer"]) == 7
-    mv = build_niah_sample(tiny_tokenizer, 1200, 50, seed=4, variant="multivalue", num_values=3)
-    assert set(mv["needle_keys"]) == {mv["key"]} and mv["answers"] == mv["needle_values"] and len(mv["answers"]) == 3
-    for needle_position, depth in zip(mk["needle_positions"], mk["needle_depths_requested"]):
-        assert 0 <= needle_position < mk["prompt_tokens"] and 0 <= depth <= 100
+    mk = build_niah_sample(tiny_tokenizer, 1500, 50, seed=4, variant="multikey_1")
+    assert mk["num_needles"] == 4 and len(set(mk["needle_keys"])) == 4 and mk["key"] in mk["needle_keys"]
+    assert mk["answers"] == [mk["needle_values"][mk["needle_keys"].index(mk["key"])]] and len(mk["answer"]) == 7
+    mv = build_niah_sample(tiny_tokenizer, 1500, 50, seed=4, variant="multivalue")
+    assert set(mv["needle_keys"]) == {mv["key"]} and sorted(mv["answers"]) == sorted(mv["needle_values"])
+    assert len(mv["answers"]) == 4
+    mq = build_niah_sample(tiny_tokenizer, 1500, 50, seed=4, variant="multiquery")
+    assert sorted(mq["queries"]) == sorted(mq["needle_keys"]) and len(mq["answers"]) == 4
+    assert mq["query"] == ", ".join(mq["queries"][:3]) + ", and " + mq["queries"][3]
+    for sample in (mk, mv, mq):
+        for needle_position, depth in zip(sample["needle_positions"], sample["needle_depths_requested"]):
+            assert 0 <= needle_position < sample["prompt_tokens"] and 0 <= depth <= 100
+        assert abs(sample["needle_depth_percent"] - 50) < 5  # the first answer's needle sits at the grid depth
 
 
 def test_needles_follow_depth_order(tiny_tokenizer):
@@ -91,14 +97,21 @@ def test_needles_follow_depth_order(tiny_tokenizer):
 # -- haystacks ---------------------------------------------------------------------------------------------------
 def test_stdlib_and_file_haystacks(tiny_tokenizer, tmp_path):
     prose = build_niah_sample(tiny_tokenizer, 1500, 50, seed=2, haystack="stdlib")
-    assert prose["haystack"] == "stdlib" and "grass is green" not in prose["prompt"]
+    assert prose["haystack"] == "essay:stdlib" and "grass is green" not in prose["prompt"]
+    assert build_niah_sample(tiny_tokenizer, 1500, 50, seed=2, variant="single_2")["prompt"] == prose["prompt"]
     notes = tmp_path / "notes.txt"
     notes.write_text("Alpha beta gamma. Delta epsilon zeta! Eta theta iota? Kappa lambda mu. " * 40)
     own = build_passkey_sample(
         tiny_tokenizer, 900, 50, seed=2, haystack="files", haystack_options={"haystack_files": [str(notes)]}
     )
-    assert own["haystack"] == "files" and "Kappa lambda" in own["prompt"]
+    assert own["haystack"] == f"essay:{notes}" and "Kappa lambda" in own["prompt"]
     assert len(tiny_tokenizer(own["prompt"])["input_ids"]) == own["prompt_tokens"]
+    same = build_passkey_sample(tiny_tokenizer, 900, 50, seed=2, haystack="essay", haystack_options={"essays": str(notes)})
+    assert same["prompt"] == own["prompt"]
+    essays = tmp_path / "PaulGrahamEssays.json"  # the file RULER's download script writes
+    essays.write_text(json.dumps({"text": "Nu xi omicron. Pi rho sigma.\n\nTau upsilon phi. " * 60}))
+    pg = build_niah_sample(tiny_tokenizer, 1200, 50, seed=2, variant="single_2", haystack_options={"essays": str(essays)})
+    assert pg["haystack"] == f"essay:{essays}" and "Tau upsilon phi. Nu xi" in pg["prompt"]
 
 
 # -- cache ---------------------------------------------------------------------------------------------------------
@@ -106,7 +119,9 @@ def test_second_build_reads_the_cache(tiny_tokenizer, private_cache):
     first, hit1 = build_niah_docs(tiny_tokenizer, 700, depths=[0, 50], samples=1)
     second, hit2 = build_niah_docs(tiny_tokenizer, 700, depths=[0, 50], samples=1)
     assert (hit1, hit2) == (False, True) and first == second
-    assert cache_root() == private_cache and list(private_cache.glob("niah_single/*.jsonl.gz"))
+    assert cache_root() == private_cache and len(list(private_cache.glob("docs_niah_single_1/*.jsonl.gz"))) == 2
+    more, hit = build_niah_docs(tiny_tokenizer, 700, depths=[0, 50], samples=2)
+    assert hit is False and more[:2] == first  # each document is cached on its own: more samples reuse these
     _, hit3 = build_niah_docs(tiny_tokenizer, 700, depths=[0, 50], samples=1, base_seed=99)
     assert hit3 is False  # another seed is another entry
 
@@ -114,7 +129,7 @@ def test_second_build_reads_the_cache(tiny_tokenizer, private_cache):
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "no_manifest", "wrong_count"])
 def test_corrupt_or_partial_cache_is_rebuilt(tiny_tokenizer, private_cache, damage, caplog):
     docs, _ = build_passkey_docs(tiny_tokenizer, 600, depths=[0, 100], samples=1)
-    data = next(private_cache.glob("passkey/*.jsonl.gz"))
+    data = next(private_cache.glob("docs_passkey/*.jsonl.gz"))
     manifest = data.with_name(data.name.replace(".jsonl.gz", ".manifest.json"))
     if damage == "truncate":
         data.write_bytes(data.read_bytes()[: len(data.read_bytes()) // 2])
@@ -124,12 +139,9 @@ def test_corrupt_or_partial_cache_is_rebuilt(tiny_tokenizer, private_cache, dama
         manifest.unlink()
     else:
         meta = json.loads(manifest.read_text())
-        lines = gzip.decompress(data.read_bytes()).decode().splitlines()[:1]
-        blob = gzip.compress("\n".join(lines).encode())
-        data.write_bytes(blob)
-        import hashlib
-
-        meta["sha256"] = hashlib.sha256(blob).hexdigest()
+        lines = gzip.decompress(data.read_bytes()).decode().splitlines()
+        assert len(lines) == meta["n_docs"] == 1
+        meta["n_docs"] = 2
         manifest.write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
         again, hit = build_passkey_docs(tiny_tokenizer, 600, depths=[0, 100], samples=1)
@@ -183,14 +195,20 @@ def test_bad_inputs_raise_clear_errors(tiny_tokenizer, tmp_path):
         build_passkey_sample(tiny_tokenizer, 40, 50, seed=1, answer_tokens=16)
     with pytest.raises(ValueError, match=r"samples must be a whole number >= 1, got 0"):
         build_passkey_docs(tiny_tokenizer, 1000, samples=0)
-    with pytest.raises(HaystackError, match=r"unknown haystack source 'wikipedia'"):
+    with pytest.raises(HaystackError, match=r"unknown haystack 'wikipedia'"):
         build_passkey_sample(tiny_tokenizer, 1000, 50, seed=1, haystack="wikipedia")
     missing = str(tmp_path / "nope.txt")
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         build_ppl_docs(tiny_tokenizer, "files", {"files": [missing]})
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(HaystackError, match="nope.txt' does not exist"):
         build_passkey_sample(tiny_tokenizer, 1000, 50, seed=1, haystack="files", haystack_options={"haystack_files": missing})
-    with pytest.raises(ValueError, match="unknown NIAH variant 'multiquery'"):
-        build_niah_sample(tiny_tokenizer, 1000, 50, seed=1, variant="multiquery")
+    with pytest.raises(HaystackError, match="nope.txt' does not exist"):
+        build_niah_sample(tiny_tokenizer, 1000, 50, seed=1, variant="single_2", haystack_options={"essays": missing})
+    (tmp_path / "blank.txt").write_text(" \n\t ")
+    with pytest.raises(HaystackError, match="blank.txt holds no text"):
+        build_niah_sample(tiny_tokenizer, 1000, 50, seed=1, haystack="essay",
+                          haystack_options={"essays": str(tmp_path / "blank.txt")})
+    with pytest.raises(ValueError, match="unknown NIAH variant 'multikey': choose one of single_1, .*multiquery"):
+        build_niah_sample(tiny_tokenizer, 1000, 50, seed=1, variant="multikey")
     with pytest.raises(ValueError, match="cannot load tokenizer '/no/such/model'"):
         tokenizer_view("/no/such/model")

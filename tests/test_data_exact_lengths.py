@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from conftest import TOKENIZER_CORPUS
 from infini_bench.data import CACHE_ENV, build_niah_sample, build_passkey_sample, tokenizer_view
 from infini_bench.data.haystack import FILLER
-from infini_bench.data.niah import NIAH_NEEDLE
+from infini_bench.data.niah import NIAH_NEEDLE, VARIANTS
 from infini_bench.data.passkey import PASSKEY_NEEDLE
 
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"]
@@ -94,8 +94,7 @@ def test_passkey_prompt_is_exactly_the_requested_length(family, tokenizers_by_fa
             assert len(ids) + 16 == length == sample["context_length"]
             assert sample["prompt_tokens"] == len(ids)
             needle = PASSKEY_NEEDLE.format(key=sample["answer"])
-            before = sample["prompt"][: sample["prompt"].index(needle)]
-            assert before.rstrip()[-1] in ".!?", "needle not at a sentence boundary"
+            assert sample["prompt"].split("\n")[2] == needle, "the needle is Landmark's third line"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -111,17 +110,18 @@ def test_trainer_sample_prompt_plus_answer_fills_the_context(family, tokenizers_
 
 
 @pytest.mark.parametrize("family", ["bytelevel+bos", "llama2-normaliser", "no-pretokenizer"])
-@pytest.mark.parametrize("variant", ["single", "multikey", "multivalue"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_niah_prompt_is_exactly_the_requested_length(family, variant, tokenizers_by_family):
     tok = tokenizers_by_family[family]
-    sample = build_niah_sample(tok, 1500, 70, seed=5, variant=variant)
-    ids = tok(sample["prompt"])["input_ids"]
-    assert ids == sample["input_ids"]
-    assert len(ids) + sample["answer_tokens"] == 1500
-    for key, value in zip(sample["needle_keys"], sample["needle_values"]):
-        needle = NIAH_NEEDLE.format(key=key, value=value)
-        position = sample["prompt"].index(needle)
-        assert sample["prompt"][:position].rstrip()[-1] in ".!?"
+    for depth in (0, 70, 100):
+        sample = build_niah_sample(tok, 1500, depth, seed=5, variant=variant)
+        ids = tok(sample["prompt"])["input_ids"]
+        assert ids == sample["input_ids"], (family, variant, depth, sample["build_method"])
+        assert len(ids) + sample["answer_tokens"] == 1500
+        for key, value in zip(sample["needle_keys"], sample["needle_values"]):
+            needle = NIAH_NEEDLE.format(type_needle_v=sample["type_needle_v"], key=key, value=value)
+            position = sample["prompt"].index(needle)
+            assert sample["prompt"][position - 1] in " \n" and sample["prompt"][position + len(needle)] in " \n"
 
 
 def test_bos_template_is_counted(tokenizers_by_family):

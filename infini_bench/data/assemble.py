@@ -26,6 +26,10 @@ from infini_bench.data.tokens import WINDOW_CHARS, NotSeparable, TokenizerError,
 
 #: Haystack text kept in the tokenised piece on each side of a junction (at least one whole word).
 MARGIN_CHARS = 24
+#: How far (chars) the free span's end may move to hit an exact count when the count is not monotonic, and how
+#: many of those ends the retokenised path (a whole-prompt tokenisation each) tries.
+_SEARCH_CHARS = 300
+_SLOW_TRIES = 200
 
 
 class PromptTooShort(ValueError):
@@ -191,9 +195,9 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
     def count(end: int) -> int:
         return counter.count(_layout(parts, free, end, stitched))
 
-    def word_end(t: int) -> int:
-        """The word end at or before global token t (never before the span's start)."""
-        return max(hay.char_pos(hay.word_cut_before(hay.char_pos(t))), a)
+    def word_end(k: int) -> int:
+        """The k-th word end (a space follows) of the haystack, never before the span's start."""
+        return max(hay.space(k), a)
 
     floor = count(a)
     if floor > target:
@@ -201,10 +205,10 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
             f"{target} prompt tokens cannot hold the instruction, needle(s), question and the haystack before the "
             f"needle, which need {floor} tokens: use a longer context_length or fewer answer tokens"
         )
-    t0 = hay.token_at_char(a)
-    lo, hi = t0, t0 + max(target - floor, 1)
+    k0 = hay.space_index(a)
+    lo, hi = k0, hay.space_index(a + int((target - floor) * hay.chars_per_token(view)) + 1)
     while count(word_end(hi)) < target:  # bracket: count(word_end(lo)) <= target <= count(word_end(hi))
-        lo, hi = hi, hi + 2 * (hi - t0) + 1
+        lo, hi = hi, hi + 2 * (hi - k0) + 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if count(word_end(mid)) <= target:
@@ -214,13 +218,16 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
     best = word_end(lo)
     if count(best) != target:
         nxt = word_end(hi)
-        if nxt <= best:  # lo and hi lie in one word: its end is the next word cut
-            nxt = hay.char_pos(hay.word_cut_after(best + 1))
         if count(nxt) == target:
             best = nxt
         else:  # the count steps over the target inside the crossing word: end inside it, or (a last resort for
-            # tokenizers that give a space its own token) right after its space
-            for end in [*range(best + 2, nxt), best + 1]:
+            # tokenizers that give a space its own token) right after its space, or (tokenizers whose tokens cross
+            # spaces, so the count is not monotonic) at another end nearby
+            near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS) if e not in (best, nxt)]
+            ordered = [*range(best + 2, nxt), best + 1]
+            ordered += sorted((e for e in near if hay.chars(e, e + 1) == " " and e not in ordered), key=lambda e: abs(e - best))
+            ordered += sorted(set(near) - set(ordered), key=lambda e: abs(e - best))
+            for end in ordered[: None if stitched else _SLOW_TRIES]:
                 if count(end) == target:
                     best = end
                     break

@@ -120,10 +120,15 @@ class Haystack:
     separable: bool  # the unit's tokens, repeated, are the repeated text's tokens
     lines: bool = False  # a line unit (each line ends in "\n") rather than prose
     _word_chars: np.ndarray = field(init=False, repr=False)
+    _spaces: np.ndarray = field(init=False, repr=False)
+    _cpt: float | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.ids) == 0 or len(self.insert_chars) == 0:
             raise HaystackError(f"haystack {self.name!r} has no sentence boundaries to place needles at")
+        self._spaces = np.nonzero(np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32) == ord(" "))[0]
+        if len(self._spaces) == 0:
+            raise HaystackError(f"haystack {self.name!r} has no spaces: it has no words to cut at")
         self._word_chars = self.bounds[self.word_cuts] if len(self.word_cuts) else np.zeros(0, dtype=np.int64)
         if len(self.word_cuts) == 0:
             self.separable = False  # nowhere to cut between tokens: only whole-prompt counting works
@@ -206,10 +211,32 @@ class Haystack:
                         best = cand
         return lo if best is None else best
 
+    def chars_per_token(self, view: TokenizerView) -> float:
+        """Characters per model token in this haystack's text as prompts hold it (measured on a stretch of the
+        stream, so it holds for tokenizers whose unit tokens are not the stream's)."""
+        if self._cpt is None and self.separable:
+            self._cpt = self.period / self.n  # the unit's tokens are the stream's
+        if self._cpt is None:
+            sample = self.chars(self.start, self.start + min(max(self.period, 4000), 20_000))
+            self._cpt = len(sample) / max(len(view.raw(sample)), 1)
+        return self._cpt
+
+    def space(self, k: int) -> int:
+        """Global char of the k-th space of the endless text (a word ends right before it)."""
+        q, r = divmod(int(k), len(self._spaces))
+        return q * self.period + int(self._spaces[r])
+
+    def space_index(self, c: int) -> int:
+        """Index k of the first space at or after global char c."""
+        q, r = divmod(int(c), self.period)
+        i = bisect.bisect_left(self._spaces, r)
+        return q * len(self._spaces) + i
+
     def word_end_near(self, c: float, lo: int) -> int:
-        """A char >= lo near `c` where a word ends (the space before the next word), so a span cut there ends with
-        a whole word."""
-        return max(self.char_pos(self.word_cut_before(int(c))), lo)
+        """A char >= lo at or before `c` where a word ends (a space follows), so a span cut there ends with a
+        whole word."""
+        k = self.space_index(int(c) + 1) - 1
+        return max(self.space(k), lo) if k >= 0 else lo
 
 
 def sentence_starts(text: str) -> np.ndarray:

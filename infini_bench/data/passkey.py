@@ -97,11 +97,11 @@ def build_passkey_sample(
     try:
         fixed = view.n_special + len(view.raw(head + "\n" + needle + "\n" + tail))
         room = max(target - fixed - 4, 0)  # haystack tokens, give or take the few the joins change
-        t0 = hay.token_at_char(hay.start)
         if depth >= 100:
             parts = [head, Span(hay, hay.start), "\n", Needle(needle), "\n", tail]
         else:
-            cut = hay.word_end_near(hay.char_pos(t0 + int(depth / 100.0 * room)), hay.start) if depth > 0 else hay.start
+            chars = depth / 100.0 * room * hay.chars_per_token(view)
+            cut = hay.word_end_near(hay.start + chars, hay.start) if depth > 0 else hay.start
             parts = [head, Span(hay, hay.start, cut), "\n", Needle(needle), "\n", Span(hay, hay.start), tail]
         prompt = assemble(view, parts, target)
     except PromptTooShort as err:
