@@ -26,7 +26,7 @@ from lm_eval.models.utils import (
 )
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from tqdm import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from infini_bench.modeling import InfiniForCausalLM, load_infini
 from infini_bench.modeling.fla_ops import KERNELS as MEMORY_KERNELS
@@ -50,7 +50,8 @@ def _batches(items: list, size: int) -> Iterable[list]:
 class InfiniLM(TemplateLM):
     """lm-eval model for Infini checkpoints: `--model infini --model_args pretrained=DIR[,...]`.
 
-    Model args: `pretrained` (an Infini checkpoint folder, or a Llama one with `convert_llama=true`), `tokenizer`
+    Model args: `pretrained` (an Infini checkpoint folder, or a Llama one with `convert_llama=true`; from Python
+    also a loaded `InfiniForCausalLM`, with its `tokenizer` object or path, as lm-eval's `HFLM` takes), `tokenizer`
     (defaults to `pretrained`), `dtype` (float32 | bfloat16 | float16 | auto), `segment_length`, `use_memory` and
     `memory_kernel` (override the checkpoint's config), `attn_implementation` (sdpa | flash_attention_2 | eager,
     as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384: peak memory is
@@ -61,8 +62,8 @@ class InfiniLM(TemplateLM):
 
     def __init__(
         self,
-        pretrained: str | None = None,
-        tokenizer: str | None = None,
+        pretrained: str | InfiniForCausalLM | None = None,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
         dtype: str | torch.dtype = "float32",
         segment_length: int | None = None,
         use_memory: bool | None = None,
@@ -87,10 +88,24 @@ class InfiniLM(TemplateLM):
                 "attn_implementation, prefill_chunk_tokens, convert_llama, max_length, max_gen_toks, add_bos_token, "
                 "prefix_token_id"
             )
-        if not pretrained or not isinstance(pretrained, str):
+        loaded = isinstance(pretrained, InfiniForCausalLM)
+        if not loaded and (not pretrained or not isinstance(pretrained, str)):
             raise options.InfiniArgumentError(
-                f"pretrained={pretrained!r} is invalid: pass pretrained=<checkpoint folder> in --model_args"
+                f"pretrained={pretrained!r} is invalid: pass pretrained=<checkpoint folder> in --model_args "
+                "(or, from Python, a loaded InfiniForCausalLM with its tokenizer)"
             )
+        if loaded:
+            load_args = dict(dtype=dtype if dtype != "float32" else None, segment_length=segment_length,
+                             use_memory=use_memory, memory_kernel=memory_kernel,
+                             attn_implementation=attn_implementation, convert_llama=convert_llama or None)
+            given = [name for name, value in load_args.items() if value is not None]
+            if given:
+                raise options.InfiniArgumentError(
+                    f"{', '.join(given)} apply when loading a checkpoint; pretrained is an already loaded model: "
+                    "set them on the model (its config, .to(dtype), set_attn_implementation) before passing it"
+                )
+            if tokenizer is None:
+                raise options.InfiniArgumentError("pretrained is a loaded model: pass its tokenizer too (tokenizer=...)")
         overrides: dict[str, Any] = {}
         if segment_length is not None:
             overrides["segment_length"] = options.positive_int("segment_length", segment_length)
@@ -114,12 +129,17 @@ class InfiniLM(TemplateLM):
         self.parallel = setup_data_parallel(options.resolve_device(device))
         self._device = self.parallel.device
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
-        self.pretrained = pretrained
-        self._model = self._load_model(pretrained, options.boolean("convert_llama", convert_llama), overrides)
-        self.tokenizer = self._load_tokenizer(tokenizer or pretrained)
+        if loaded:
+            self.pretrained = pretrained.name_or_path
+            self._model = pretrained.eval().to(self._device)
+        else:
+            self.pretrained = pretrained
+            self._model = self._load_model(pretrained, options.boolean("convert_llama", convert_llama), overrides)
+        tokenizer = tokenizer or pretrained
+        self.tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else self._load_tokenizer(tokenizer)
         if self.tokenizer.eos_token_id is None and self.tokenizer.bos_token_id is None and prefix_token_id is None:
             raise options.InfiniArgumentError(
-                f"the tokenizer of {tokenizer or pretrained!r} has neither an EOS nor a BOS token: "
+                f"the tokenizer {self.tokenizer.name_or_path!r} has neither an EOS nor a BOS token: "
                 "pass prefix_token_id=<id> in --model_args"
             )
         self.batch_size_per_device = self._resolve_batch_size()
@@ -355,13 +375,13 @@ class InfiniLM(TemplateLM):
         return results  # type: ignore[return-value]
 
     def _generate(self, prompts: list[torch.Tensor], state, until: list[str], max_new: int, kwargs: dict) -> list[str]:
-        """Decode equal-length prompts whose first len-1 tokens are already in `state`: `generate` then feeds
-        only the last prompt token and the new ones (the model's `prepare_inputs_for_generation`)."""
+        """Decode equal-length prompts whose first len-1 tokens are already in `state` (an `InfiniCache`, passed as
+        `generate`'s `cache`): `generate` then feeds only the tokens after its `get_seq_length()`."""
         ids = torch.stack([torch.as_tensor(p) for p in prompts]).to(device=self._device, dtype=torch.long)
         if not kwargs.get("do_sample"):
             kwargs.pop("temperature", None)  # greedy: a temperature would only trigger transformers warnings
         if state is not None:
-            kwargs["memory"] = state
+            kwargs["cache"] = state
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         out = self._model.generate(
             input_ids=ids,

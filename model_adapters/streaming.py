@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from infini_bench.modeling import InfiniForCausalLM, InfiniState
+from infini_bench.modeling import InfiniForCausalLM, InfiniCache
 
 Progress = Callable[[int], None] | None
 Tokens = Sequence[int] | torch.Tensor  # a row of token ids: a list, or a 1-D tensor (4 bytes a token in int32)
@@ -23,7 +23,7 @@ DEFAULT_CHUNK_TOKENS = 16_384  # the adapter's `prefill_chunk_tokens` default
 LOGITS_SLICE = 2_048  # positions per float32 log-softmax: [rows, LOGITS_SLICE, vocab] at a time
 
 
-def piece_length(model: InfiniForCausalLM, state: InfiniState | None, remaining: int, chunk_tokens: int) -> int:
+def piece_length(model: InfiniForCausalLM, state: InfiniCache | None, remaining: int, chunk_tokens: int) -> int:
     """Tokens to feed next: the rest of the current segment plus as many whole segments as fit in `chunk_tokens`
     (at least the rest of the segment), and no more than the shortest row has left."""
     seg = model.config.segment_length
@@ -39,7 +39,7 @@ def _rows_tensor(rows: Sequence[Tokens], index: Sequence[int], start: int, n: in
     return torch.stack(pieces).to(device)
 
 
-def _keep(state: InfiniState, keep: Sequence[int]) -> InfiniState:
+def _keep(state: InfiniCache, keep: Sequence[int]) -> InfiniCache:
     return state.select(torch.tensor(list(keep), dtype=torch.long))
 
 
@@ -50,7 +50,7 @@ def prefill(
     device: torch.device,
     progress: Progress = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> Iterator[tuple[list[int], InfiniState | None]]:
+) -> Iterator[tuple[list[int], InfiniCache | None]]:
     """Read every row into a fresh memory, batched, without computing logits.
 
     Yields `(row indices, state)` each time some rows end: those rows have equal lengths and `state` holds exactly
@@ -60,11 +60,11 @@ def prefill(
     if empty:
         yield empty, None
     active = [i for i, row in enumerate(rows) if len(row) > 0]
-    state: InfiniState | None = None
+    state: InfiniCache | None = None
     done = 0
     while active:
         n = piece_length(model, state, min(len(rows[i]) for i in active) - done, chunk_tokens)
-        _, state = model.model(_rows_tensor(rows, active, done, n, device), memory=state, keep_last=1)
+        _, state = model.model(_rows_tensor(rows, active, done, n, device), cache=state, keep_last=1)
         done += n
         if progress is not None:
             progress(n * len(active))
@@ -81,7 +81,7 @@ def prefill(
 @torch.no_grad()
 def score(
     model: InfiniForCausalLM,
-    state: InfiniState | None,
+    state: InfiniCache | None,
     inputs: Sequence[Tokens],
     targets: Sequence[Tokens],
     device: torch.device,
@@ -103,7 +103,7 @@ def score(
     done = 0
     while active:
         n = piece_length(model, state, min(len(inputs[i]) for i in active) - done, chunk_tokens)
-        hidden, state = model.model(_rows_tensor(inputs, active, done, n, device), memory=state)
+        hidden, state = model.model(_rows_tensor(inputs, active, done, n, device), cache=state)
         wanted = _rows_tensor(targets, active, done, n, device)
         sums, hits = _logprob_sums(model, hidden, wanted)
         del hidden

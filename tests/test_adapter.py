@@ -10,6 +10,7 @@ from lm_eval.api.registry import get_model
 
 from test_adapter_support import SEGMENT, direct_logprob, greedy_by_recomputation, infini_dir, passkey_prompt  # noqa: F401
 from infini_bench.model_adapters import InfiniLM
+from infini_bench.model_adapters.options import InfiniArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,26 @@ def test_rolling_in_small_prefill_chunks_equals_direct(infini_dir, chunk: int) -
     got = lm.loglikelihood_rolling(_rolling(*texts), disable_tqdm=True)
     want = [direct_logprob(lm.model, [lm.prefix_token_id], lm.tok_encode(t))[0] for t in texts]
     assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
+
+
+def test_a_loaded_model_answers_as_its_checkpoint_path(infini_dir, lm: InfiniLM) -> None:
+    """Train-then-evaluate in one process: `InfiniLM(pretrained=<model>, tokenizer=<tokenizer>)` as lm-eval's HFLM."""
+    from transformers import AutoTokenizer
+
+    from infini_bench import InfiniForCausalLM
+
+    model = InfiniForCausalLM.from_pretrained(infini_dir)
+    given = InfiniLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(infini_dir), device="cpu")
+    texts = [_text_of_tokens(lm, n) for n in (3 * SEGMENT + 7, 5)]
+    assert given.loglikelihood_rolling(_rolling(*texts), disable_tqdm=True) == lm.loglikelihood_rolling(
+        _rolling(*texts), disable_tqdm=True
+    )
+    prompt = (passkey_prompt("48213", 6), {"until": ["\n"], "max_gen_toks": 8})
+    assert given.generate_until(_gen(prompt), disable_tqdm=True) == lm.generate_until(_gen(prompt), disable_tqdm=True)
+    with pytest.raises(InfiniArgumentError, match="pass its tokenizer"):
+        InfiniLM(pretrained=model, device="cpu")
+    with pytest.raises(InfiniArgumentError, match="segment_length, dtype apply when loading|dtype, segment_length apply"):
+        InfiniLM(pretrained=model, tokenizer=given.tokenizer, dtype="bfloat16", segment_length=4, device="cpu")
 
 
 def test_rolling_batched_rows_of_different_lengths_match_one_by_one(infini_dir, lm: InfiniLM) -> None:

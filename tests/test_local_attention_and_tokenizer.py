@@ -54,10 +54,10 @@ def test_generation_state_stays_bounded_by_one_segment():
                           num_attention_heads=2, segment_length=16)
     model = InfiniForCausalLM(config).eval()
     with torch.no_grad():
-        state = model(torch.randint(0, 64, (1, 16 * 20 + 3)), logits_to_keep=1).memory
+        state = model(torch.randint(0, 64, (1, 16 * 20 + 3)), logits_to_keep=1).cache
         sizes = []
         for _ in range(30):
-            state = model(torch.randint(0, 64, (1, 1)), memory=state).memory
+            state = model(torch.randint(0, 64, (1, 1)), cache=state).cache
             sizes.append(state.layers[0].keys.shape[2])
     assert max(sizes) < 16 and state.layers[0].memory.shape == (1, 2, 16, 16)
 

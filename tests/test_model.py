@@ -71,7 +71,7 @@ def test_delta_l2_memory_stays_bounded_under_repetition():
     def growth(update: str) -> float:
         model = tiny_model(memory_update=update)
         with torch.no_grad():
-            short, long = (model(filler[:, :n]).memory.layers[-1].memory.norm() for n in (1024, 4096))
+            short, long = (model(filler[:, :n]).cache.layers[-1].memory.norm() for n in (1024, 4096))
         return float(long / short)
 
     assert growth("delta_l2") < 1.25
@@ -94,9 +94,9 @@ def test_streaming_equals_one_call(memory_update, chunks):
         full = model(ids).logits
         state, pieces, start = None, [], 0
         for n in chunks:
-            out = model(ids[:, start : start + n], memory=state)
+            out = model(ids[:, start : start + n], cache=state)
             pieces.append(out.logits)
-            state, start = out.memory, start + n
+            state, start = out.cache, start + n
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
     assert state.seen_tokens == sum(chunks)
     assert state.segments == sum(chunks) // 8 and state.position == sum(chunks) % 8
@@ -106,9 +106,9 @@ def test_forward_does_not_mutate_the_state_it_is_given():
     model = tiny_model()
     ids = torch.randint(0, 97, (1, 20))
     with torch.no_grad():
-        state = model(ids[:, :11]).memory
-        a = model(ids[:, 11:], memory=state).logits
-        b = model(ids[:, 11:], memory=state).logits
+        state = model(ids[:, :11]).cache
+        a = model(ids[:, 11:], cache=state).logits
+        b = model(ids[:, 11:], cache=state).logits
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -174,6 +174,53 @@ def test_cached_generate_equals_recomputed_greedy():
             nxt = model(seq).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
     assert torch.equal(generated, seq)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(do_sample=False),
+        dict(do_sample=False, num_beams=3),
+        dict(do_sample=False, num_beams=3, num_return_sequences=2),
+        dict(do_sample=True, top_k=20, num_return_sequences=2),
+    ],
+)
+def test_generate_through_the_cache_equals_generate_without_one(kwargs):
+    """`generate` carries an InfiniCache through transformers' own cache interface (beam reordering, expansion):
+    the same as generate recomputing every step from the whole sequence (`use_cache=False`)."""
+    model = tiny_model()
+    prompt = torch.randint(3, 97, (2, 19))  # crosses segment boundaries while decoding
+    outs = []
+    for use_cache in (True, False):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs.append(model.generate(prompt, max_new_tokens=14, eos_token_id=None, pad_token_id=0,
+                                       use_cache=use_cache, **kwargs))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_generate_continues_a_prefilled_cache():
+    """A cache prefilled with all but the last prompt token (what the adapter does) decodes as a fresh call."""
+    from infini_bench import InfiniCache
+
+    model = tiny_model()
+    prompt = torch.randint(3, 97, (1, 21))
+    with torch.no_grad():
+        cache = model(prompt[:, :-1]).cache
+        assert isinstance(cache, InfiniCache) and cache.get_seq_length() == 20
+        continued = model.generate(prompt, cache=cache, max_new_tokens=12, do_sample=False, pad_token_id=0)
+        fresh = model.generate(prompt, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(continued, fresh)
+
+
+def test_a_foreign_cache_is_refused_by_name():
+    from transformers import DynamicCache
+
+    model = tiny_model()
+    filled = DynamicCache()
+    filled.update(torch.zeros(1, 2, 3, 16), torch.zeros(1, 2, 3, 16), layer_idx=0)
+    with pytest.raises(TypeError, match="InfiniCache.*DynamicCache holding 3 tokens"):
+        model(torch.ones(1, 2, dtype=torch.long), cache=filled)
 
 
 def test_sampled_generate_is_reproducible_and_valid():

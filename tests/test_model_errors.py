@@ -52,9 +52,9 @@ def test_padding_is_refused():
 
 def test_memory_batch_mismatch():
     model = InfiniForCausalLM(small())
-    state = model(torch.ones(2, 3, dtype=torch.long)).memory
+    state = model(torch.ones(2, 3, dtype=torch.long)).cache
     with pytest.raises(ValueError, match="batch of 2"):
-        model(torch.ones(1, 3, dtype=torch.long), memory=state)
+        model(torch.ones(1, 3, dtype=torch.long), cache=state)
 
 
 def test_missing_checkpoint_folder(tmp_path):

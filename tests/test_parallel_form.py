@@ -14,12 +14,12 @@ UPDATES = ["linear", "delta", "delta_l2"]
 def _run(model, ids, parallel, prefix, detach_every):
     """Logits of `ids` after a carried state (the first `prefix` tokens), and the gradients of every parameter."""
     model.zero_grad()
-    state = model(ids[:, :prefix], parallel=parallel, detach_every=detach_every).memory if prefix else None
-    out = model(ids[:, prefix:], memory=state, parallel=parallel, detach_every=detach_every)
+    state = model(ids[:, :prefix], parallel=parallel, detach_every=detach_every).cache if prefix else None
+    out = model(ids[:, prefix:], cache=state, parallel=parallel, detach_every=detach_every)
     weights = torch.linspace(-1, 1, out.logits.shape[-1])
     (out.logits * weights).sum().backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    return out.logits.detach(), grads, out.memory
+    return out.logits.detach(), grads, out.cache
 
 
 @pytest.mark.parametrize("memory_update", UPDATES)
@@ -52,7 +52,7 @@ def test_parallel_form_keeps_the_memory_off_control_isolated():
     ids = torch.randint(0, 97, (1, 32))
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, model(ids, parallel=False).logits, rtol=1e-5, atol=1e-5)
-        assert float(model(ids).memory.layers[0].memory.abs().sum()) == 0.0
+        assert float(model(ids).cache.layers[0].memory.abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize("memory_update", UPDATES)

@@ -3,7 +3,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .checkpoint import convert_llama_checkpoint, infini_to_llama, llama_to_infini, load_infini
 from .configuration_infini import InfiniConfig
-from .memory import InfiniState
+from .memory import InfiniCache
 from .modeling_infini import InfiniForCausalLM, InfiniModel
 
 AutoConfig.register("infini", InfiniConfig, exist_ok=True)
@@ -13,7 +13,7 @@ __all__ = [
     "InfiniConfig",
     "InfiniForCausalLM",
     "InfiniModel",
-    "InfiniState",
+    "InfiniCache",
     "convert_llama_checkpoint",
     "infini_to_llama",
     "llama_to_infini",

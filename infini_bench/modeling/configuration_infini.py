@@ -31,7 +31,7 @@ class InfiniConfig(PretrainedConfig):
     """
 
     model_type = "infini"
-    keys_to_ignore_at_inference = ["memory"]
+    keys_to_ignore_at_inference = ["cache"]
 
     def __init__(
         self,

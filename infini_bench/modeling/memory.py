@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import Cache
 
 from .memory_ops import DELTA_CHUNK, memory_scan, sigma, unit  # noqa: F401  (re-exported: the state's features)
 
@@ -35,22 +36,23 @@ class LayerState:
         self.keys, self.values, self.memory_keys = self.keys[:, :, :0], self.values[:, :, :0], self.memory_keys[:, :, :0]
 
 
-@dataclass
-class InfiniState:
-    """What `InfiniForCausalLM` returns as `out.memory` and takes back as `memory=`.
+class InfiniCache(Cache):
+    """The state of an Infini model as a transformers `Cache`: what `InfiniForCausalLM` returns as `out.cache` and
+    takes back as `cache=`, and what `generate` carries between steps (greedy, sampling, beams).
 
-    `position` is the number of tokens already in the current segment, `segments` the number of segments folded
-    into memory, `seen_tokens` the total tokens consumed (generation uses it to feed only new tokens).
-    A forward call never mutates the state it was given, so one prefilled state can be continued many ways.
+    `layers` holds one `LayerState` per decoder layer; `position` is the number of tokens already in the current
+    segment, `segments` the number of segments folded into memory, `seen_tokens` the total tokens consumed
+    (`get_seq_length`: `generate` feeds only the tokens after it). A forward call never mutates the cache it was
+    given, so one prefilled cache can be continued many ways; the batch methods `generate` calls (beam reordering,
+    expansion) act in place, as on any transformers cache.
     """
 
-    layers: list[LayerState]
-    position: int = 0
-    segments: int = 0
-    seen_tokens: int = 0
+    def __init__(self, layers: list[LayerState], position: int = 0, segments: int = 0, seen_tokens: int = 0):
+        super().__init__(layers=layers)
+        self.position, self.segments, self.seen_tokens = position, segments, seen_tokens
 
     @classmethod
-    def empty(cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype) -> "InfiniState":
+    def empty(cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype) -> "InfiniCache":
         def layer() -> LayerState:
             return LayerState(
                 memory=torch.zeros(batch, kv_heads, head_dim, head_dim, device=device, dtype=torch.float32),
@@ -62,13 +64,17 @@ class InfiniState:
 
         return cls(layers=[layer() for _ in range(num_layers)])
 
+    def __repr__(self) -> str:
+        return (f"InfiniCache(layers={len(self.layers)}, batch={self.batch_size}, seen_tokens={self.seen_tokens}, "
+                f"segments={self.segments}, position={self.position})")
+
     @property
     def batch_size(self) -> int:
         return self.layers[0].memory.shape[0]
 
-    def map(self, fn) -> "InfiniState":
-        """A new state with `fn` applied to every tensor (the original is left as it was)."""
-        return InfiniState(
+    def map(self, fn) -> "InfiniCache":
+        """A new cache with `fn` applied to every tensor (the original is left as it was)."""
+        return InfiniCache(
             layers=[
                 LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys))) for l in self.layers
             ],
@@ -77,16 +83,69 @@ class InfiniState:
             seen_tokens=self.seen_tokens,
         )
 
-    def copy(self) -> "InfiniState":
+    def copy(self) -> "InfiniCache":
         return self.map(lambda t: t)
 
-    def detach(self) -> "InfiniState":
+    def detach(self) -> "InfiniCache":
         """A copy with no autograd history (truncated backpropagation by the caller)."""
         return self.map(torch.Tensor.detach)
 
-    def select(self, index: torch.Tensor) -> "InfiniState":
-        """Rows `index` of the batch: beam reordering, or one prefilled context expanded to many requests."""
+    def select(self, index: torch.Tensor) -> "InfiniCache":
+        """Rows `index` of the batch, as a new cache: one prefilled context expanded to many requests."""
         return self.map(lambda t: t.index_select(0, index.to(t.device)))
 
-    def to(self, device) -> "InfiniState":
+    def to(self, device) -> "InfiniCache":
         return self.map(lambda t: t.to(device))
+
+    # --- transformers' Cache interface, as `generate` uses it --------------------------------------------------
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1  # no limit: the memory has a fixed size
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.layers = self.select(beam_idx).layers
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.layers = self.select(indices).layers
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.layers = self.select(torch.arange(self.batch_size).repeat_interleave(repeats)).layers
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("an Infini cache cannot be cropped: tokens folded into the memory cannot be removed")
+
+    def reset(self) -> None:
+        self.layers = [
+            LayerState(torch.zeros_like(l.memory), torch.zeros_like(l.norm), l.keys[:, :, :0], l.values[:, :, :0],
+                       l.memory_keys[:, :, :0])
+            for l in self.layers
+        ]
+        self.position = self.segments = self.seen_tokens = 0
+
+    # Every layer keeps, beside its memory, the key/value cache of the current segment: for `generate` it is a
+    # cache with a sequence length (prompts are sliced by `get_seq_length`), neither sliding nor compilable.
+    @property
+    def is_linear(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    @property
+    def is_sliding(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    @property
+    def is_dummy(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    @property
+    def is_compileable(self) -> bool:
+        return False
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def is_initialized(self) -> bool:
+        return True

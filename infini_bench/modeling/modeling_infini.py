@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 try:  # transformers >= 5: init functions that leave loaded weights alone
@@ -18,7 +19,7 @@ except ImportError:  # pragma: no cover
 from .attention import InfiniAttention
 from .configuration_infini import InfiniConfig
 from .fla_ops import resolve_kernel
-from .memory import InfiniState
+from .memory import InfiniCache
 from .rotary import rotary_cos_sin
 
 
@@ -26,7 +27,7 @@ from .rotary import rotary_cos_sin
 class InfiniCausalLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    memory: InfiniState | None = None
+    cache: InfiniCache | None = None
 
 
 class InfiniRMSNorm(nn.Module):
@@ -98,29 +99,29 @@ class InfiniModel(InfiniPreTrainedModel):
         self.norm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
 
-    def empty_state(self, batch_size: int) -> InfiniState:
+    def empty_cache(self, batch_size: int) -> InfiniCache:
         c = self.config
         w = self.embed_tokens.weight
-        return InfiniState.empty(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype)
+        return InfiniCache.empty(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype)
 
     def forward(
         self,
         input_ids: torch.LongTensor,
-        memory: InfiniState | None = None,
+        cache: InfiniCache | None = None,
         detach_every: int | None = None,
         keep_last: int = 0,
         parallel: bool = True,
-    ) -> tuple[torch.Tensor, InfiniState]:
-        """Continue the stream in `memory` with `input_ids`.
+    ) -> tuple[torch.Tensor, InfiniCache]:
+        """Continue the stream in `cache` (a fresh one when None) with `input_ids`.
 
         Whole segments that start on a segment boundary run in the parallel form (layer by layer over all of them
         at once); a partial segment at either end, or everything when `parallel=False`, runs segment piece by
         piece through all layers (the decode path and the reference). Both give the same numbers.
-        Returns the final hidden states (only the last `keep_last` positions when > 0) and the new state."""
+        Returns the final hidden states (only the last `keep_last` positions when > 0) and the new cache."""
         c = self.config
         seg = c.segment_length
         detach_every = c.detach_every if detach_every is None else detach_every
-        state = self.empty_state(input_ids.shape[0]) if memory is None else memory.copy()
+        state = self.empty_cache(input_ids.shape[0]) if cache is None else cache.copy()
         hidden = self.embed_tokens(input_ids)
         kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
         total = input_ids.shape[1]
@@ -144,7 +145,7 @@ class InfiniModel(InfiniPreTrainedModel):
             out = out[:, -keep_last:]
         return self.norm(out), state
 
-    def _segment_piece(self, x: torch.Tensor, state: InfiniState, detach_every: int, kernel: str) -> torch.Tensor:
+    def _segment_piece(self, x: torch.Tensor, state: InfiniCache, detach_every: int, kernel: str) -> torch.Tensor:
         """Tokens inside one segment through every layer; folds the segment into memory when it is full."""
         c = self.config
         n = x.shape[1]
@@ -160,7 +161,7 @@ class InfiniModel(InfiniPreTrainedModel):
             state.position = 0
         return x
 
-    def _whole_segments(self, x: torch.Tensor, state: InfiniState, detach_every: int) -> torch.Tensor:
+    def _whole_segments(self, x: torch.Tensor, state: InfiniCache, detach_every: int) -> torch.Tensor:
         """S whole segments from a segment boundary, layer by layer (the parallel form)."""
         c = self.config
         count = x.shape[1] // c.segment_length
@@ -191,23 +192,26 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        memory: InfiniState | None = None,
+        cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         detach_every: int | None = None,
         logits_to_keep: int = 0,
         inputs_embeds: torch.Tensor | None = None,
         parallel: bool = True,
+        use_cache: bool = True,
         **kwargs,
     ) -> InfiniCausalLMOutput:
-        """`out = model(input_ids, memory=state)`: logits for `input_ids` and the state after them.
+        """`out = model(input_ids, cache=out.cache)`: logits for `input_ids` and the cache after them.
 
         `labels` (shifted inside, -100 ignored) gives the causal LM loss over this call's tokens.
         `logits_to_keep=k` computes logits for the last k positions only (generation's prefill).
-        `parallel=False` runs every segment piece by piece (the reference the parallel form is tested against)."""
-        self._check_inputs(input_ids, memory, attention_mask, inputs_embeds)
-        hidden, state = self.model(
-            input_ids, memory=memory, detach_every=detach_every, keep_last=logits_to_keep, parallel=parallel
+        `parallel=False` runs every segment piece by piece (the reference the parallel form is tested against).
+        `use_cache=False` returns no cache (as transformers models do: `generate` then recomputes every step)."""
+        cache = self._infini_cache(cache)
+        self._check_inputs(input_ids, cache, attention_mask, inputs_embeds)
+        hidden, cache = self.model(
+            input_ids, cache=cache, detach_every=detach_every, keep_last=logits_to_keep, parallel=parallel
         )
         logits = self.lm_head(hidden)
         loss = None
@@ -215,9 +219,22 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
             )
-        return InfiniCausalLMOutput(loss=loss, logits=logits, memory=state)
+        return InfiniCausalLMOutput(loss=loss, logits=logits, cache=cache if use_cache else None)
 
-    def _check_inputs(self, input_ids, memory, attention_mask, inputs_embeds) -> None:
+    @staticmethod
+    def _infini_cache(cache: Cache | None) -> InfiniCache | None:
+        """`generate` starts every call with the empty cache transformers makes for any decoder; an Infini model
+        keeps its own kind, which it returns as `out.cache` and `generate` then carries."""
+        if cache is None or isinstance(cache, InfiniCache):
+            return cache
+        if isinstance(cache, Cache) and cache.get_seq_length() == 0:
+            return None
+        raise TypeError(
+            f"cache must be the InfiniCache from a previous call's out.cache, got {type(cache).__name__}"
+            + (f" holding {cache.get_seq_length()} tokens" if isinstance(cache, Cache) else "")
+        )
+
+    def _check_inputs(self, input_ids, cache, attention_mask, inputs_embeds) -> None:
         """Fail early, naming the value, instead of deep inside torch."""
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds is not supported: pass input_ids (the memory is built from token ids)")
@@ -231,33 +248,10 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
-        if memory is not None:
-            if not isinstance(memory, InfiniState):
-                raise TypeError(f"memory must be the InfiniState from a previous call's out.memory, got {type(memory).__name__}")
-            if memory.batch_size != input_ids.shape[0]:
-                raise ValueError(f"memory holds a batch of {memory.batch_size} but input_ids has batch {input_ids.shape[0]}")
+        if cache is not None and cache.batch_size != input_ids.shape[0]:
+            raise ValueError(f"cache holds a batch of {cache.batch_size} but input_ids has batch {input_ids.shape[0]}")
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError(
                 "attention_mask contains padding: an Infini model would fold pad tokens into its memory. "
                 "Batch sequences of equal length (or run them one by one) instead of padding."
             )
-
-    # --- generation: memory + local KV cache of the current segment, fed only the new tokens ---
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False
-
-    def prepare_inputs_for_generation(self, input_ids, memory: InfiniState | None = None, **kwargs):
-        if memory is None:
-            return {"input_ids": input_ids, "logits_to_keep": 1}
-        return {"input_ids": input_ids[:, memory.seen_tokens :], "memory": memory}
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
-        model_kwargs = super()._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
-        )
-        model_kwargs["memory"] = outputs.memory
-        return model_kwargs
-
-    def _reorder_cache(self, memory: InfiniState, beam_idx: torch.Tensor) -> InfiniState:
-        return memory.select(beam_idx)
