@@ -319,7 +319,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def list_tasks(argv: list[str] | None = None) -> int:
-    """Print this project's tasks and groups and the folder to pass as --include_path."""
+    """Print this project's tasks and groups and the folder to pass as --include_path (`--path`: that alone, for
+    `lm_eval ... --include_path "$(infini-bench tasks --path)"`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="infini-bench tasks", description=list_tasks.__doc__)
+    parser.add_argument("--path", action="store_true", help="print only the include path")
+    if parser.parse_args(argv).path:
+        print(TASKS_DIR)
+        return 0
     infos = project_tasks()
     from infini_bench.tasks.names import format_length
 
