@@ -1,7 +1,7 @@
 """`--model infini`: lm-eval's `TemplateLM` for segment-recurrent Infini-attention checkpoints.
 
-Every request streams through the model segment by segment (streaming.py), so an evaluation holds one segment of
-activations per row whatever the context length: prompts are never truncated, documents are scored exactly (each
+Every request streams through the model one chunk of whole segments at a time (streaming.py), so an evaluation
+holds one chunk of activations per row whatever the context length: prompts are never truncated, documents are scored exactly (each
 token conditioned on everything before it through memory + local attention), and requests that share a context
 read it once.
 """
