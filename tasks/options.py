@@ -106,7 +106,7 @@ def _model_config(pretrained: str, revision: str | None, subfolder: str | None, 
     try:
         from transformers import AutoConfig
 
-        import infini_bench  # noqa: F401  (registers the Infini config with AutoConfig)
+        import infini_bench.modeling  # noqa: F401  (registers the Infini config with AutoConfig)
 
         return AutoConfig.from_pretrained(
             pretrained, revision=revision, subfolder=subfolder or "", trust_remote_code=trust_remote_code
@@ -139,6 +139,17 @@ def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | N
 
     return resolve_max_length(config, tokenizer, default=DEFAULT_MAX_LENGTH)
 
+
+#: Options of the passkey and NIAH tasks, of NIAH only, and of the perplexity tasks. `--metadata` goes to every
+#: selected task, so each task accepts every family's options (and uses its own).
+RETRIEVAL_OPTIONS = (
+    "context_length", "depths", "n_depths", "samples", "seed", "n_digits", "answer_tokens", "haystack", "essays",
+    "haystack_files", "haystack_split", "haystack_field", "haystack_dataset_name", "haystack_max_chars",
+)
+NIAH_OPTIONS = ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")
+PPL_OPTIONS = ("doc_tokens", "min_doc_tokens", "max_docs", "bucket_edges", "files", "pg19_dataset", "pg19_split")
+TASK_OPTIONS = (*RETRIEVAL_OPTIONS, *NIAH_OPTIONS, *PPL_OPTIONS, "tokenizer", "add_bos_token", "max_length",
+                "check_options")
 
 #: Keys lm-eval and this project's YAMLs put into a task's metadata, and the ones a task records there.
 INTERNAL_KEYS = frozenset({
@@ -203,18 +214,17 @@ def model_arg_names(metadata: dict[str, Any]) -> set[str]:
     return names
 
 
-def check_option_keys(metadata: dict[str, Any], options: Iterable[str], task: str) -> None:
-    """Refuse a --metadata key that is neither one of this task's `options`, nor lm-eval's or this project's own,
-    nor a possible model argument; the error names the key and lists the accepted options.
-    ``check_options=false`` turns the check off (for a model argument this check does not know)."""
+def check_option_keys(metadata: dict[str, Any], task: str) -> None:
+    """Refuse a --metadata key that is neither a task option of this project (`TASK_OPTIONS`: --metadata goes to
+    every selected task, so any family's option is accepted), nor lm-eval's or this project's own key, nor a
+    possible model argument; the error names the key and lists the accepted options. ``check_options=false``
+    turns the check off (for a model argument this check does not know)."""
     if not as_bool(metadata.get("check_options", True), "check_options"):
         return
-    options = set(options)
-    known = options | INTERNAL_KEYS
-    unknown = sorted(k for k in metadata if k not in known)
-    if not unknown:
-        return
-    unknown = sorted(set(unknown) - model_arg_names(metadata))
+    options = set(TASK_OPTIONS)
+    unknown = sorted(k for k in metadata if k not in options | INTERNAL_KEYS)
+    if unknown:
+        unknown = sorted(set(unknown) - model_arg_names(metadata))
     if not unknown:
         return
     hints = []
@@ -222,9 +232,9 @@ def check_option_keys(metadata: dict[str, Any], options: Iterable[str], task: st
         close = difflib.get_close_matches(key, sorted(options), n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise ValueError(
-        f"{task}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)} in --metadata. This task "
-        f"accepts: {', '.join(sorted(options))}. (Model arguments lm-eval copies into the metadata, such as "
-        "pretrained=, are accepted too; pass check_options=false to skip this check.)"
+        f"{task}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)} in --metadata. Task options: "
+        f"{', '.join(sorted(options))}. (Model arguments lm-eval copies into the metadata, such as pretrained=, "
+        "are accepted too; pass check_options=false to skip this check.)"
     )
 
 

@@ -26,11 +26,6 @@ from infini_bench.tasks.names import bucket_metric
 from infini_bench.tasks.options import as_int, as_length, as_list, check_option_keys, model_context
 
 WHOLE_DOC_METRICS = ("token_perplexity", "word_perplexity", "byte_perplexity")
-#: Options the perplexity tasks read (besides the model arguments lm-eval merges in).
-PPL_OPTIONS = (
-    "doc_tokens", "min_doc_tokens", "max_docs", "bucket_edges", "files", "pg19_dataset", "pg19_split", "tokenizer",
-    "add_bos_token", "max_length", "check_options",
-)
 
 
 def bucket_names(doc: dict[str, Any], user_edges: bool) -> list[str]:
@@ -53,7 +48,7 @@ class PerplexityTask(InfiniBenchTask):
 
     def read_options(self, cfg: dict[str, Any]) -> None:
         md = cfg["metadata"]
-        check_option_keys(md, PPL_OPTIONS, self.task_label)
+        check_option_keys(md, self.task_label)
         self.source = str(md.get("task_source", "stdlib"))
         self.doc_tokens = None if md.get("doc_tokens") in (None, "") else as_length(md["doc_tokens"], "doc_tokens")
         default_min = md.get("task_min_doc_tokens", 0)

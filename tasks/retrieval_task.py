@@ -41,7 +41,7 @@ from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
 from infini_bench.tasks.names import SCORES, depth_metric
 from infini_bench.tasks.options import (
-    HAYSTACK_OPTIONS,
+    NIAH_OPTIONS,
     as_int,
     as_length,
     check_option_keys,
@@ -53,12 +53,6 @@ from infini_bench.tasks.scoring import ruler_match, strict_match
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 5
-#: Options every passkey and NIAH task reads (besides the model arguments lm-eval merges in).
-COMMON_OPTIONS = (
-    "context_length", "depths", "n_depths", "samples", "seed", "n_digits", "answer_tokens", "haystack",
-    *HAYSTACK_OPTIONS, "tokenizer", "add_bos_token", "max_length", "check_options",
-)
-NIAH_OPTIONS = ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")
 # Placeholders whose rendering through lm-eval's own prompt code gives a chat template's frame.
 _USER_MARK, _PREFIX_MARK = "\ue000INFINI-BENCH-USER\ue000", "\ue001INFINI-BENCH-PREFIX\ue001"
 
@@ -95,7 +89,6 @@ class RetrievalTask(InfiniBenchTask):
     """Common options, lazy documents, prompt frames and scoring of passkey and NIAH."""
 
     default_depths: tuple[int, ...] = PASSKEY_DEPTHS
-    family_options: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -115,7 +108,7 @@ class RetrievalTask(InfiniBenchTask):
     # -- options ------------------------------------------------------------------------------------------------
     def read_options(self, cfg: dict[str, Any]) -> None:
         md = cfg["metadata"]
-        check_option_keys(md, COMMON_OPTIONS + self.family_options, self.task_label)
+        check_option_keys(md, self.task_label)
         length = md.get("context_length")
         if length in (None, ""):
             length = md.get("task_context_length")
@@ -337,7 +330,6 @@ class NiahTask(RetrievalTask):
     """`niah_<variant>_<len>`: RULER's NIAH variants over the depth x length grid, 11 depths."""
 
     default_depths = NIAH_DEPTHS
-    family_options = NIAH_OPTIONS
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.variant = str(md.get("task_variant", "single_1"))

@@ -18,7 +18,8 @@ from infini_bench.data import is_eval_seed
 from infini_bench.tasks import TASKS_DIR
 
 METADATA = {"depths": [0, 50, 100], "samples": 2, "doc_tokens": 1500, "max_docs": 2}
-FAMILY_TASKS = ["passkey_1k", "niah_1k", "ppl_stdlib"]
+FAMILY_TASKS = ["passkey_1k", "niah_single_1_1k", "ppl_stdlib"]
+SCORED = ["passkey_1k", "niah_single_1_1k"]
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -69,7 +70,7 @@ def wrapper_run(tiny_llama_dir, tmp_path_factory):
         "--model", "hf",
         "--model_args", f"pretrained={tiny_llama_dir},dtype=float32",
         "--device", "cpu",
-        "--tasks", "passkey_*", "infinibench_niah_upto_2k",
+        "--tasks", "passkey_*", "infinibench_niah_upto_256",
         "--metadata", "depths=[0,100]", "samples=1",
         "--output_path", str(out),
         "--log_samples",
@@ -77,21 +78,23 @@ def wrapper_run(tiny_llama_dir, tmp_path_factory):
     return _run(argv, tmp_path_factory.mktemp("cache"), out)
 
 
-@pytest.mark.parametrize("task", ["passkey_1k", "niah_1k"])
-def test_results_json_holds_the_depth_row(lm_eval_run, task):
+@pytest.mark.parametrize("task", SCORED)
+def test_results_json_holds_the_depth_row_of_both_scores(lm_eval_run, task):
     results, samples, _ = lm_eval_run
     metrics = results["results"][task]
     assert isinstance(metrics["acc_stderr,none"], float)
-    for depth in (0, 50, 100):
-        scores = [row["acc"] for row in samples[task] if row["doc"]["depth_percent"] == depth]
-        assert metrics[f"acc_d{depth:03d},none"] == sum(scores) / len(scores)
+    for score in ("acc", "ruler_match"):
+        for depth in (0, 50, 100):
+            values = [row[score] for row in samples[task] if row["doc"]["depth_percent"] == depth]
+            assert metrics[f"{score}_d{depth:03d},none"] == sum(values) / len(values)
+        assert results["higher_is_better"][task][f"{score}_d050"] is True
     assert metrics["sample_len"] == 6
     meta = results["configs"][task]["metadata"]
     assert meta["skipped_docs"] == 0 and meta["model_max_length"] == 4096 and meta["context_length"] == 1024
-    assert results["higher_is_better"][task]["acc_d050"] is True
+    assert results["configs"][task]["generation_kwargs"]["until"] == []
 
 
-@pytest.mark.parametrize("task", ["passkey_1k", "niah_1k"])
+@pytest.mark.parametrize("task", SCORED)
 def test_every_sample_has_grid_fields_and_an_exact_length(lm_eval_run, tiny_tokenizer, task):
     _, samples, _ = lm_eval_run
     rows = samples[task]
@@ -102,12 +105,17 @@ def test_every_sample_has_grid_fields_and_an_exact_length(lm_eval_run, tiny_toke
         assert doc["context_length"] == 1024 and isinstance(doc["answer"], str) and is_eval_seed(doc["seed"])
         per_depth[doc["depth_percent"]] = per_depth.get(doc["depth_percent"], 0) + 1
         prompt, gen_kwargs = row["arguments"]["gen_args_0"]["arg_0"], row["arguments"]["gen_args_0"]["arg_1"]
-        assert gen_kwargs["max_gen_toks"] == doc["answer_tokens"]
+        assert gen_kwargs["max_gen_toks"] == doc["answer_tokens"] and prompt == doc["prompt"]
         assert len(tiny_tokenizer(prompt)["input_ids"]) + doc["answer_tokens"] == 1024
-        depth_key = f"acc_d{int(doc['depth_percent']):03d}"
-        assert set(row["metrics"]) == {"acc", "acc_d000", "acc_d050", "acc_d100"} and row[depth_key] == row["acc"]
-        assert all(math.isnan(row[k]) for k in row["metrics"] if k not in ("acc", depth_key))  # other depths' slots
+        assert prompt.endswith("? " + doc["gen_prefix"])  # plain prompts: the answer prefix joined by a space
+        own = f"d{int(doc['depth_percent']):03d}"
+        names = {f"{s}{d}" for s in ("acc", "ruler_match") for d in ("", "_d000", "_d050", "_d100")}
+        assert set(row["metrics"]) == names and row[f"acc_{own}"] == row["acc"]
+        assert row[f"ruler_match_{own}"] == row["ruler_match"]
+        assert all(math.isnan(row[k]) for k in row["metrics"] if "_d" in k and not k.endswith(own))
     assert per_depth == {0: 2, 50: 2, 100: 2}
+    if task == "niah_single_1_1k":
+        assert rows[0]["doc"]["answer_tokens"] == 128  # RULER's budget, no stop string
 
 
 def test_no_builtin_task_is_touched(lm_eval_run, wrapper_run):
@@ -157,7 +165,8 @@ def test_perplexity_equals_the_models_own_loglikelihood(lm_eval_run, tiny_llama_
 def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tiny_tokenizer):
     results, samples, stderr = wrapper_run
     passkey = {"passkey_256", "passkey_512", "passkey_1k", "passkey_2k", "passkey_4k"}
-    assert set(results["results"]) == passkey | {"niah_256", "niah_512", "niah_1k", "niah_2k", "infinibench_niah_upto_2k"}
+    niah = {"niah_single_1_256", "niah_single_2_256", "niah_multikey_2_256"}
+    assert set(results["results"]) == passkey | niah | {"infinibench_niah_upto_256"}
     assert "passkey_with_librusec" not in json.dumps(results["configs"])
     assert "leaving out 8 task(s) longer than the model's max_length=4096" in stderr
     for row in samples["passkey_4k"]:
@@ -166,8 +175,11 @@ def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tin
     assert results["results"]["passkey_4k"]["acc_d100,none"] in (0.0, 1.0)
 
 
-def test_suite_reports_an_aggregate(wrapper_run):
+def test_suite_reports_an_aggregate_of_both_scores(wrapper_run):
     results, _, _ = wrapper_run
-    suite = results["groups"]["infinibench_niah_upto_2k"]
-    assert isinstance(suite["acc,none"], float) and suite["sample_len"] == 8
-    assert results["group_subtasks"]["infinibench_niah_upto_2k"] == ["niah_256", "niah_512", "niah_1k", "niah_2k"]
+    suite = results["groups"]["infinibench_niah_upto_256"]
+    assert isinstance(suite["acc,none"], float) and isinstance(suite["ruler_match,none"], float)
+    assert suite["sample_len"] == 6
+    assert results["group_subtasks"]["infinibench_niah_upto_256"] == [
+        "niah_single_1_256", "niah_single_2_256", "niah_multikey_2_256"
+    ]
