@@ -65,7 +65,10 @@ class RecallOracle(LM):
             length, depth = int(doc["context_length"]), float(doc["depth_percent"])
             chance = 1.0 if length <= self.recall_length else max(0.0, 1.0 - 1.2 * depth / 100.0)
             draw = (zlib.crc32(f"{doc['seed']}|{depth}|{length}".encode()) % 1000) / 1000.0
-            out.append(f" {doc['answer']}." if draw < chance else " 0.")
+            if draw < chance:
+                out.append(f" {doc['answer']}.")
+            else:  # NIAH: the value in words RULER's substring match finds and the strict score does not
+                out.append(f" the 1st number is {doc['answer']}." if "variant" in doc else " 0.")
         return out
 
     def loglikelihood(self, requests, disable_tqdm=False):
@@ -111,7 +114,7 @@ def lm_eval_out(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
 
     * the tiny Llama with lm-eval's ``hf`` model: passkey_1k + passkey_2k in one run (the plain CLI), ppl_stdlib in
       a second run, so one model's results are spread over two results files, the second without any depth grid;
-    * the recall oracle: passkey_1k, passkey_2k, niah_1k, niah_2k.
+    * the recall oracle: passkey_1k, passkey_2k, niah_single_1_1k, niah_single_1_2k.
     """
     root = tmp_path_factory.mktemp("lm_eval_out")
     work = tmp_path_factory.mktemp("lm_eval_work")
@@ -121,7 +124,7 @@ def lm_eval_out(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
              work)
     oracle = ["--model", "recall_oracle", "--model_args",
               f"pretrained=recall-oracle,tokenizer={tiny_llama_dir},recall_length={ORACLE_RECALL}", *common,
-              "--tasks", "passkey_1k,passkey_2k,niah_1k,niah_2k", "--metadata",
+              "--tasks", "passkey_1k,passkey_2k,niah_single_1_1k,niah_single_1_2k", "--metadata",
               json.dumps({"depths": DEPTHS, "samples": 4})]
     ppl = [*hf, "--tasks", "ppl_stdlib", "--metadata",
            json.dumps({"doc_tokens": 2048, "min_doc_tokens": 2048, "max_docs": 1})]
@@ -286,6 +289,50 @@ def test_comparison_and_difference_maps(report):
     assert oracle_row["effective_length"] == LENGTHS[0]
 
 
+def test_ruler_match_report_pivots_rulers_score(report, lm_eval_out, tmp_path):
+    _, by_acc = report
+    summary = build_report([lm_eval_out["root"]], tmp_path / "ruler", metric="ruler_match", html=False)
+    raw = _samples_by_cell(lm_eval_out["oracle"], "ruler_match")
+    for family in ("passkey", "niah_single_1"):
+        grid = _grid(summary, "recall-oracle", family)
+        assert grid["metric"] == "ruler_match"
+        for cell in grid["cells"]:
+            values = raw[(family, cell["depth"], cell["length"])]
+            assert cell["acc"] == pytest.approx(sum(values) / len(values))
+    niah_ruler = _grid(summary, "recall-oracle", "niah_single_1")["cells"]
+    niah_strict = _grid(by_acc, "recall-oracle", "niah_single_1")["cells"]
+    assert all(c["acc"] == 1.0 for c in niah_ruler)  # "the 1st number is N" holds N
+    assert any(c["acc"] < 1.0 for c in niah_strict)  # ... but its first number is 1
+
+
+def test_start_middle_end_view(report, capsys):
+    out, summary = report
+    grid = _grid(summary, "recall-oracle")
+    bins = {b["bin"]: b for b in grid["depth_bins"]}
+    assert [b["bin"] for b in grid["depth_bins"]] == ["start", "middle", "end"]
+    assert bins["start"]["depths"] == [0.0] and bins["middle"]["depths"] == [50.0] and bins["end"]["depths"] == [100.0]
+    cells = {(c["depth"], c["length"]): c for c in grid["cells"]}
+    for name, depth in (("start", 0.0), ("middle", 50.0), ("end", 100.0)):
+        for length in LENGTHS:
+            assert bins[name]["per_length"][str(length)]["acc"] == cells[(depth, length)]["acc"]
+            assert bins[name]["per_length"][str(length)]["n"] == cells[(depth, length)]["n"]
+    (comparison,) = [c for c in summary["comparisons"] if c["family"] == "passkey"]
+    row = next(r for r in comparison["table"] if r["model"] == "recall-oracle")
+    assert row["start_middle_end"][str(LENGTHS[1])] == [cells[(d, LENGTHS[1])]["acc"] for d in (0.0, 50.0, 100.0)]
+    html = (out / "report.html").read_text()
+    assert "Start / middle / end" in html and "100% / " in html
+    from infini_bench.reports.text import render_text
+
+    text = render_text(summary)
+    assert "== start / middle / end · passkey" in text and "100/100/100" in text
+
+
+def test_metric_flag_accepts_only_the_two_scores(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--metric", "accuracy"])
+    assert exc.value.code == 2 and "invalid choice: 'accuracy'" in capsys.readouterr().err
+
+
 def test_depth_bars_png(report):
     out, summary = report
     for grid in summary["grids"]:
@@ -441,7 +488,7 @@ def test_missing_samples_fall_back_to_per_depth_metrics(lm_eval_out, tmp_path):
     results = json.loads(results_file.read_text())
     summary = build_report([results_file], tmp_path / "rep")
     assert "--log_samples" in " ".join(summary["notes"])
-    assert {g["family"] for g in summary["grids"]} == {"passkey", "niah"}
+    assert {g["family"] for g in summary["grids"]} == {"passkey", "niah_single_1"}
     for grid in summary["grids"]:
         assert not grid["has_counts"] and all(c["n"] is None and c["ci_low"] is None for c in grid["cells"])
         for cell in grid["cells"]:

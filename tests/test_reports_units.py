@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from infini_bench.reports.cli import _threshold, _train_length, build_parser
-from infini_bench.reports.grid import assessment, effective_length, family_of, format_length, wilson
+from infini_bench.reports.grid import assessment, depth_bin, effective_length, family_of, format_length, wilson
 from infini_bench.reports.loading import (
     ModelRuns,
     _short_names,
@@ -172,3 +172,12 @@ def test_tasks_without_a_grid_are_set_aside_with_a_reason(tmp_path):
     (grid,) = built.grids
     assert grid.family == "passkey" and grid.lengths == [3000] and grid.depths == [0.0, 100.0]
     assert any("niah_mixed" in n and "cannot place it" in n for n in built.notes)
+
+
+@pytest.mark.parametrize(
+    "depth, name",
+    [(0, "start"), (30, "start"), (33.3, "start"), (100 / 3, "middle"), (50, "middle"), (200 / 3, "middle"),
+     (66.7, "end"), (70, "end"), (100, "end")],
+)
+def test_depth_bins_are_thirds(depth, name):
+    assert depth_bin(depth) == name
