@@ -11,6 +11,7 @@ import difflib
 import functools
 import inspect
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -166,7 +167,8 @@ COMMON_MODEL_ARGS = frozenset({
     "offload_folder", "use_fast_tokenizer", "peft", "delta", "gguf_file", "model", "base_url", "tokenized_requests",
     "max_gen_toks", "truncation", "logits_cache", "prefix_token_id", "softmax_dtype", "think_end_token",
     "enable_thinking", "chat_template_args", "use_cache", "cache_dir", "local_files_only", "token", "variant",
-    "use_safetensors", "weights_only", "convert_llama", "segment_length", "use_memory", "tensor_parallel_size",
+    "use_safetensors", "weights_only", "convert_llama", "segment_length", "use_memory", "memory_kernel",
+    "prefill_chunk_tokens", "tensor_parallel_size",
     "data_parallel_size", "gpu_memory_utilization", "seed", "max_model_len", "pretrained_model_name_or_path",
 })
 
@@ -195,6 +197,9 @@ def model_arg_names(metadata: dict[str, Any]) -> set[str]:
         from lm_eval.api.registry import model_registry
 
         for _, obj in model_registry.items():
+            if isinstance(obj, str) and ":" in obj:  # a lazy entry: inspect it only if its module is loaded
+                module, _, name = obj.partition(":")
+                obj = getattr(sys.modules.get(module.strip()), name.strip(), None)
             if isinstance(obj, type):
                 names |= _init_params(obj)
         from lm_eval.models.huggingface import HFLM
