@@ -3,7 +3,8 @@
 lm-eval hands a `class: !function ...` task the raw YAML dict (the `class` key included) with the merged metadata
 (YAML `metadata`, all of `--model_args`, all of `--metadata`). The task reads its options from that metadata,
 builds (or loads from the cache) its documents in `download`, and records in `metadata` how many documents were
-skipped and why, so the results JSON keeps the count.
+skipped and why, so the results JSON keeps the count. (The passkey and NIAH tasks override `download` to build
+their documents one at a time as lm-eval asks for them; see `retrieval_task`.)
 """
 from __future__ import annotations
 

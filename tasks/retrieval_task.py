@@ -212,7 +212,7 @@ class RetrievalTask(InfiniBenchTask):
     ) -> Iterator[tuple[int, Any]]:
         """lm-eval's document order and sharding, building only this rank's documents within the limit."""
         if samples:
-            indices = [i for i in range(self.n_docs) if i in set(samples)]
+            indices = sorted(i for i in set(samples) if 0 <= i < self.n_docs)  # in document order, as lm-eval
         else:
             limit = int(limit) if limit else None
             indices = list(range(self.n_docs if limit is None else min(limit, self.n_docs)))

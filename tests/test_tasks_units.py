@@ -175,7 +175,7 @@ def test_wrapper_rewrites_include_path_and_drops_tasks_too_long(tiny_llama_dir, 
 
 
 def test_list_tasks_prints_names_and_include_path(capsys):
-    assert list_tasks() == 0
+    assert list_tasks([]) == 0
     out = capsys.readouterr().out
     assert f"include path: {TASKS_DIR}" in out
     n_tasks = len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3
