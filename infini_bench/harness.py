@@ -258,9 +258,10 @@ and models; it takes exactly lm_eval's flags (lm-eval's help follows below).
   --model infini       Infini-attention checkpoints (this project's adapter). Model args: pretrained, tokenizer,
                        dtype, segment_length, use_memory, max_length, max_gen_toks, convert_llama
                        (model_adapters/README.md). lm-eval's own models (--model hf, ...) run the same tasks.
-  --tasks              this project's tasks: passkey_<len>, niah_<len>, niah_multikey_<len>, niah_multivalue_<len>
-                       for <len> 256, 512, 1k ... 1m tokens; ppl_stdlib, ppl_files, ppl_pg19; suites
-                       infinibench_*. Globs ('passkey_*') select only these. List them: infini-bench tasks
+  --tasks              this project's tasks: passkey_<len>, niah_<variant>_<len> (RULER's eight NIAH variants:
+                       single_1/2/3, multikey_1/2/3, multivalue, multiquery; niah_<len> = niah_single_1_<len>) for
+                       <len> 256, 512, 1k ... 1m tokens; ppl_stdlib, ppl_files, ppl_pg19; suites infinibench_*.
+                       Globs ('passkey_*') select only these. List them: infini-bench tasks
   --metadata           task options, e.g. samples=2 depths=[0,50,100] n_digits=5 seed=1 (tasks/README.md)
   --use_cache PATH     answers are cached per model: a cache filled by another model or other model args is
                        refused (PATH_model.json records which model filled it)
