@@ -339,7 +339,8 @@ class NiahTask(RetrievalTask):
                 self.overrides[key] = as_int(self.overrides[key], key)
         cfg = niah_config(self.variant, md.get("haystack"), **self.overrides)
         self.n_digits = as_int(md.get("n_digits", 7), "n_digits")
-        self.answer_tokens = as_int(md.get("answer_tokens", default_answer_tokens(self.context_length)), "answer_tokens")
+        default = default_answer_tokens(self.context_length, cfg)
+        self.answer_tokens = as_int(md.get("answer_tokens", default), "answer_tokens")
         self.read_haystack(md, cfg.haystack)
         md.update(n_digits=self.n_digits, haystack=self.haystack)
 

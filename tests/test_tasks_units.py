@@ -86,6 +86,14 @@ def test_ruler_match_and_strict_scores_on_hand_written_answers(response, answers
     assert strict_match(response, answers, kind) == strict
 
 
+def test_answer_budget_is_rulers_from_4k_and_holds_every_value_below():
+    from infini_bench.data.niah import VARIANTS, default_answer_tokens
+
+    assert [default_answer_tokens(n) for n in (256, 512, 1024, 2048, 4096, 1 << 20)] == [16, 16, 32, 64, 128, 128]
+    assert default_answer_tokens(512, VARIANTS["multivalue"]) == 64 == default_answer_tokens(512, VARIANTS["multiquery"])
+    assert default_answer_tokens(512, VARIANTS["single_3"]) == 48 and default_answer_tokens(4096, VARIANTS["single_3"]) == 128
+
+
 def test_ruler_postprocess_is_rulers():
     assert ruler_postprocess("  \t\n 123\x01456 \n") == "123\n456"
 
@@ -210,13 +218,13 @@ def test_task_built_by_lm_eval_has_both_scores_per_depth_and_reads_the_cache(tin
 
 def test_limit_bounds_the_build_whatever_the_sample_count(tiny_llama_dir):
     started = time.monotonic()
-    task = _load("niah_single_1_1k", {"pretrained": str(tiny_llama_dir), "samples": 1_000_000})
+    task = _load("niah_single_1_4k", {"pretrained": str(tiny_llama_dir), "samples": 1_000_000})
     assert len(task.eval_docs) == 11_000_000
     task.build_all_requests(limit=3)
     assert time.monotonic() - started < 30
     assert len(task.instances) == 3 and task.config.metadata["docs_built"] == 3
     assert [d["depth_percent"] for _, d in task.doc_iterator(limit=3)] == [0, 100, 50]
-    assert [i.args[1]["max_gen_toks"] for i in task.instances] == [128] * 3  # RULER's budget from 1k tokens
+    assert [i.args[1]["max_gen_toks"] for i in task.instances] == [128] * 3  # RULER's budget at RULER's lengths
 
 
 def test_model_arguments_lm_eval_folds_into_the_metadata_pass_the_option_check(tiny_llama_dir):
@@ -240,7 +248,7 @@ def test_a_chat_template_counts_in_the_length_and_takes_the_answer_prefix(tiny_l
         prompt, doc = instance.args[0], instance.doc
         assert prompt.startswith("<|system|>\nBe brief.\n<|user|>\nA special magic number is hidden")
         assert prompt.endswith(f"?\n<|assistant|>\n{doc['gen_prefix']}\n")
-        assert doc["prompt"] == prompt and len(tiny_tokenizer(prompt)["input_ids"]) == doc["prompt_tokens"] == 1024 - 128
+        assert doc["prompt"] == prompt and len(tiny_tokenizer(prompt)["input_ids"]) == doc["prompt_tokens"] == 1024 - 32
 
 
 @pytest.mark.parametrize(

@@ -162,10 +162,17 @@ def niah_config(
     return replace(cfg, num_needle_k=max(cfg.num_needle_k, cfg.num_needle_q))  # RULER: k = max(k, q)
 
 
-def default_answer_tokens(context_length: int) -> int:
-    """RULER's generation budget (``tokens_to_generate`` 128) from 1K tokens on; an eighth of a shorter context
-    (at least 16), so the tiny contexts of small models keep room for the prompt."""
-    return max(16, min(128, int(context_length) // 8))
+#: Answer tokens a short context still leaves per expected value (a UUID takes many more than a number).
+_PER_VALUE = {"numbers": 16, "words": 16, "uuids": 48}
+
+
+def default_answer_tokens(context_length: int, cfg: NiahConfig | None = None) -> int:
+    """RULER's generation budget (``tokens_to_generate`` 128) from 4K tokens (RULER's shortest length) on; a
+    shorter context gets 1/32 of its length, but at least room for every value asked for, so small models' short
+    contexts keep room for the prompt and do not generate 128 tokens per answer."""
+    cfg = cfg or VARIANTS["single_1"]
+    values = cfg.num_needle_q * cfg.num_needle_v
+    return min(128, max(_PER_VALUE[cfg.type_needle_v] * values, int(context_length) // 32))
 
 
 def _texts(cfg: NiahConfig, query: str) -> tuple[str, str, str]:
@@ -222,7 +229,7 @@ def build_niah_sample(
     given_hay = haystack if isinstance(haystack, Haystack) else None
     cfg = niah_config(variant, None if given_hay is not None or isinstance(haystack, HaystackSpec) else haystack, **overrides)
     spec = haystack if isinstance(haystack, HaystackSpec) else (None if given_hay else haystack_spec(cfg.haystack, haystack_options))
-    budget = default_answer_tokens(context_length) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
+    budget = default_answer_tokens(context_length, cfg) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
     target = context_length - budget
 
     # RULER's generate_input_output: keys, values per key, needles shuffled, queries sampled.
@@ -375,7 +382,7 @@ def plan_niah_docs(
     spec = haystack_spec(cfg.haystack, haystack_options)
     n_digits = check_count(n_digits, "n_digits")
     if answer_tokens is None:
-        answer_tokens = default_answer_tokens(context_length)
+        answer_tokens = default_answer_tokens(context_length, cfg)
     answer_tokens = check_count(answer_tokens, "answer_tokens")
 
     def cache_key() -> dict[str, Any]:
