@@ -164,6 +164,24 @@ def test_gradients_reach_the_first_segment_through_memory():
     assert _first_segment_grad(model, ids, detach_every=4).abs().sum() > 0  # detached only after the last segment
 
 
+def test_detach_every_is_a_forward_argument_and_old_configs_still_load(tmp_path):
+    """Truncation is the trainer's setting (optim.detach_every), not the model's: a checkpoint whose config.json
+    still carries the key loads, drops it, and saves without it."""
+    import json
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "detach_every": 2}))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "old")
+    assert not hasattr(loaded.config, "detach_every") and "detach_every" not in loaded.config.to_dict()
+    ids = torch.randint(0, 97, (1, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    with pytest.raises(ValueError, match="detach_every=-1 is invalid"):
+        model(ids, detach_every=-1)
+
+
 def test_cached_generate_equals_recomputed_greedy():
     model = tiny_model()
     prompt = torch.randint(3, 97, (1, 21))

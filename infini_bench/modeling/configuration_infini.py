@@ -23,11 +23,13 @@ class InfiniConfig(PretrainedConfig):
         gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
         memory_eps: the eps in the retrieval denominator σ(Q)z + eps.
-        detach_every: stop gradients through the memory every k segments (0: never).
         memory_kernel: how the delta_l2 update runs: "auto" (fla-core's Triton kernel on CUDA in bf16/fp16 when it
             is installed, else the float32 torch path), "torch" or "fla". The paper's rules always use torch.
         The local attention's backend is transformers' own `attn_implementation` ("sdpa" by default,
         "flash_attention_2", "eager"), given to `from_pretrained` or `load_infini`.
+    Truncating backpropagation through the memory is a training setting, not part of the model: the trainer's
+    `optim.detach_every`, passed to `forward(detach_every=k)`. A `detach_every` key in an older config.json is
+    dropped on load (it changes gradients only, never outputs).
     """
 
     model_type = "infini"
@@ -56,13 +58,13 @@ class InfiniConfig(PretrainedConfig):
         gate_activation: str = "sigmoid",
         gate_init: str | float = "zeros",
         memory_eps: float = 1e-6,
-        detach_every: int = 0,
         memory_kernel: str = "auto",
         pad_token_id: int | None = None,
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         **kwargs,
     ):
+        kwargs.pop("detach_every", None)  # an older config.json's training setting (see the class docstring)
         num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
         _validate(
@@ -73,7 +75,6 @@ class InfiniConfig(PretrainedConfig):
             num_attention_heads=num_attention_heads,
             num_key_value_heads=num_key_value_heads,
             head_dim=head_dim,
-            detach_every=detach_every,
             hidden_act=hidden_act,
             memory_kernel=memory_kernel,
         )
@@ -97,7 +98,6 @@ class InfiniConfig(PretrainedConfig):
         self.gate_activation = gate_activation
         self.gate_init = gate_init
         self.memory_eps = memory_eps
-        self.detach_every = detach_every
         self.memory_kernel = memory_kernel
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
@@ -117,7 +117,6 @@ def _validate(
     num_attention_heads,
     num_key_value_heads,
     head_dim,
-    detach_every,
     hidden_act,
     memory_kernel,
 ) -> None:
@@ -136,8 +135,6 @@ def _validate(
         )
     if head_dim < 1:
         raise ValueError(f"head_dim={head_dim!r} must be >= 1")
-    if isinstance(detach_every, bool) or not isinstance(detach_every, int) or detach_every < 0:
-        raise ValueError(f"detach_every={detach_every!r} is invalid: it must be an integer >= 0 (0 = never)")
     if memory_kernel not in MEMORY_KERNELS:
         raise ValueError(f"memory_kernel={memory_kernel!r} is unknown: choose one of {MEMORY_KERNELS}")
     if hidden_act != "silu":

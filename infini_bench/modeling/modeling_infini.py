@@ -108,7 +108,7 @@ class InfiniModel(InfiniPreTrainedModel):
         self,
         input_ids: torch.LongTensor,
         cache: InfiniCache | None = None,
-        detach_every: int | None = None,
+        detach_every: int = 0,
         keep_last: int = 0,
         parallel: bool = True,
     ) -> tuple[torch.Tensor, InfiniCache]:
@@ -117,10 +117,12 @@ class InfiniModel(InfiniPreTrainedModel):
         Whole segments that start on a segment boundary run in the parallel form (layer by layer over all of them
         at once); a partial segment at either end, or everything when `parallel=False`, runs segment piece by
         piece through all layers (the decode path and the reference). Both give the same numbers.
+        `detach_every=k` stops gradients through the memory every k segments (0: never; a training setting).
         Returns the final hidden states (only the last `keep_last` positions when > 0) and the new cache."""
         c = self.config
         seg = c.segment_length
-        detach_every = c.detach_every if detach_every is None else detach_every
+        if isinstance(detach_every, bool) or not isinstance(detach_every, int) or detach_every < 0:
+            raise ValueError(f"detach_every={detach_every!r} is invalid: it must be an integer >= 0 (0 = never)")
         state = self.empty_cache(input_ids.shape[0]) if cache is None else cache.copy()
         hidden = self.embed_tokens(input_ids)
         kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
@@ -195,7 +197,7 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        detach_every: int | None = None,
+        detach_every: int = 0,
         logits_to_keep: int = 0,
         inputs_embeds: torch.Tensor | None = None,
         parallel: bool = True,
@@ -206,6 +208,7 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
 
         `labels` (shifted inside, -100 ignored) gives the causal LM loss over this call's tokens.
         `logits_to_keep=k` computes logits for the last k positions only (generation's prefill).
+        `detach_every=k` truncates backpropagation through the memory every k segments (0: never; training only).
         `parallel=False` runs every segment piece by piece (the reference the parallel form is tested against).
         `use_cache=False` returns no cache (as transformers models do: `generate` then recomputes every step)."""
         cache = self._infini_cache(cache)
