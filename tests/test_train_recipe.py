@@ -89,6 +89,27 @@ def test_bad_values_are_named():
         load_recipe(None, ["finetune.text_every=1"])
 
 
+def test_model_section_is_infini_configs_own_fields():
+    """One home for the model's settings: the recipe's model keys are InfiniConfig's (less those the tokenizer
+    sets), validated by InfiniConfig, unknown ones refused by name; truncation is the trainer's (optim)."""
+    import dataclasses
+    import inspect
+
+    keys = {f.name for f in dataclasses.fields(load_recipe(None).model)} - {"init_from"}
+    params = set(inspect.signature(InfiniConfig.__init__).parameters) - {"self", "kwargs"}
+    assert keys == params - {"vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"}
+    recipe = load_recipe(None, ["model.memory_kernel=torch", "model.num_key_value_heads=2", "optim.detach_every=2"])
+    config = recipe.model.infini_config(vocab_size=64)
+    assert (config.memory_kernel, config.num_key_value_heads, recipe.optim.detach_every) == ("torch", 2, 2)
+    with pytest.raises(RecipeError, match=r"model\.num_attention_heads=4 is not a multiple of num_key_value_heads=3"):
+        load_recipe(None, ["model.num_key_value_heads=3"])
+    with pytest.raises(RecipeError, match=r"model\.memory_kernel='cuda' is unknown"):
+        load_recipe(None, ["model.memory_kernel=cuda"])
+    for key in ("model.detach_every=1", "model.vocab_size=5"):
+        with pytest.raises(RecipeError, match=rf"unknown recipe key '{key.split('=')[0]}'"):
+            load_recipe(None, [key])
+
+
 def test_overrides_are_parsed_as_yaml():
     r = load_recipe(None, ["run.max_steps=7", "optim.lr=1e-3", "data.paths=[a.txt, b.jsonl]", "run.max_minutes=null"])
     assert r.run.max_steps == 7 and r.optim.lr == 1e-3 and r.data.paths == ["a.txt", "b.jsonl"]

@@ -8,6 +8,7 @@ Command-line overrides use the same dotted names: `run.max_steps=100`, `finetune
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,45 +17,60 @@ from typing import Any, Union
 
 import yaml
 
-from ..modeling.configuration_infini import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES
+from ..modeling.configuration_infini import InfiniConfig
 
 
 class RecipeError(ValueError):
     """A recipe (file or override) that cannot be used; the message names the key and the value."""
 
 
-@dataclass
-class ModelConfig:
-    """The Infini model trained from scratch (ignored when finetuning: the checkpoint's config is used).
+# --- the model section: InfiniConfig's own fields ----------------------------------------------------------------
+# The recipe does not re-list the model's settings: `ModelConfig` is made from `InfiniConfig.__init__`'s signature
+# (names, types, defaults), and `check` builds an `InfiniConfig`, so the model's own validation names a bad value.
 
-    `init_from` starts from an existing checkpoint instead: an Infini folder continues it, a Llama folder is
-    converted (same weights, new gates: the paper's continued pretraining)."""
+# set from the tokenizer the stage uses, never by the recipe
+FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+# where the recipe's default differs from InfiniConfig's: a model that trains in minutes on a CPU
+MODEL_DEFAULTS = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "segment_length": 64}
+MODEL_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
-    init_from: str | None = None
-    hidden_size: int = 128
-    intermediate_size: int = 512
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-    tie_word_embeddings: bool = False
-    initializer_range: float = 0.02
-    segment_length: int = 64
-    memory_update: str = "linear"
-    use_memory: bool = True
-    gate_activation: str = "sigmoid"
-    gate_init: Union[str, float] = "zeros"
-    memory_eps: float = 1e-6
 
-    def check(self, where: str) -> None:
-        _choice(f"{where}.memory_update", self.memory_update, MEMORY_UPDATES)
-        _choice(f"{where}.gate_activation", self.gate_activation, GATE_ACTIVATIONS)
-        if isinstance(self.gate_init, str):
-            _choice(f"{where}.gate_init", self.gate_init, GATE_INITS)
-        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "segment_length"):
-            _positive(f"{where}.{name}", getattr(self, name))
+def _model_fields() -> list[tuple[str, Any, Any]]:
+    fields = [("init_from", Union[str, None], field(default=None))]
+    for name, param in inspect.signature(InfiniConfig.__init__, eval_str=True).parameters.items():
+        if name == "self" or param.kind is param.VAR_KEYWORD or name in FROM_TOKENIZER:
+            continue
+        fields.append((name, param.annotation, field(default=MODEL_DEFAULTS.get(name, param.default))))
+    return fields
+
+
+def _check_model(self, where: str) -> None:
+    for name in MODEL_SIZES:  # sizes InfiniConfig takes on trust (a zero would fail deep inside torch)
+        _positive(f"{where}.{name}", getattr(self, name))
+    try:
+        self.infini_config()
+    except ValueError as err:  # InfiniConfig's message starts with the field's name: prefix the section
+        raise RecipeError(f"{where}.{err}") from None
+
+
+def _infini_config(self, **from_tokenizer: Any) -> InfiniConfig:
+    """The `InfiniConfig` this section describes (`vocab_size` and the special token ids from the tokenizer)."""
+    settings = {k: v for k, v in vars(self).items() if k != "init_from"}
+    return InfiniConfig(**settings, **from_tokenizer)
+
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    _model_fields(),
+    namespace={"check": _check_model, "infini_config": _infini_config, "__module__": __name__, "__doc__": (
+        "The Infini model trained from scratch: every `InfiniConfig` field except the vocabulary size and special "
+        "token ids (taken from the tokenizer), with the recipe's small defaults (`MODEL_DEFAULTS`); ignored when "
+        "finetuning (the checkpoint's config is used).\n\n`init_from` starts from an existing checkpoint instead: "
+        "an Infini folder continues it, a Llama folder is converted (same weights, new gates: the paper's continued "
+        "pretraining)."
+    )},
+)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from ..data import text_corpus
-from ..modeling import InfiniConfig, InfiniForCausalLM, load_infini
+from ..modeling import InfiniForCausalLM, load_infini
 from ..modeling.checkpoint import check_checkpoint_dir
 from ..tokenizer import train_bpe_tokenizer
 from .batches import PackedText, WithText
@@ -91,13 +91,11 @@ def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
     if cfg.init_from:
         check_checkpoint_dir(cfg.init_from)
         return load_infini(cfg.init_from, convert_llama=True)
-    fields = {k: v for k, v in vars(cfg).items() if k != "init_from"}
-    config = InfiniConfig(
+    config = cfg.infini_config(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **fields,
     )
     torch.manual_seed(seed)
     return InfiniForCausalLM(config)
