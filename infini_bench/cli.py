@@ -7,20 +7,24 @@ import sys
 
 
 def _convert(argv: list[str]) -> int:
+    # The choices are the model's own lists (this command loads torch anyway; `report` and `--help` never get here).
+    from .modeling import convert_llama_checkpoint
+    from .modeling.configuration_infini import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES
+
     parser = argparse.ArgumentParser(
         prog="infini-bench convert",
-        description="Convert a transformers Llama checkpoint into an Infini one (same weights, new gates).",
+        description="Convert a transformers Llama checkpoint into an Infini one (same weights, new gates; for "
+        "delta_l2 also a new write-strength projection).",
     )
     parser.add_argument("--from", dest="src", required=True, help="Llama checkpoint folder")
     parser.add_argument("--to", dest="dst", required=True, help="output folder (must be new or empty)")
     parser.add_argument("--segment-length", type=int, required=True)
-    parser.add_argument("--memory-update", default="linear", choices=["linear", "delta"])
-    parser.add_argument("--gate-activation", default="sigmoid", choices=["sigmoid", "hard_sigmoid", "tanh"])
-    parser.add_argument("--gate-init", default="zeros", help="zeros | randn | a number")
+    parser.add_argument("--memory-update", default="linear", choices=MEMORY_UPDATES)
+    parser.add_argument("--gate-activation", default="sigmoid", choices=GATE_ACTIVATIONS)
+    parser.add_argument("--gate-init", default="zeros", help=f"{' | '.join(GATE_INITS)} | a number")
     args = parser.parse_args(argv)
-    from .modeling import convert_llama_checkpoint
 
-    gate_init = args.gate_init if args.gate_init in ("zeros", "randn") else _number(args.gate_init, "--gate-init")
+    gate_init = args.gate_init if args.gate_init in GATE_INITS else _number(args.gate_init, "--gate-init")
     dst = convert_llama_checkpoint(
         args.src,
         args.dst,

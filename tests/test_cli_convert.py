@@ -34,3 +34,31 @@ def test_convert_errors_name_the_value(tmp_path, tiny_llama_dir):
     assert proc.returncode == 1 and "segment_length=0" in proc.stderr
     proc = run("frobnicate")
     assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
+
+
+def test_convert_accepts_every_memory_rule_the_model_knows(tiny_llama_dir, tmp_path, capsys):
+    """The choices are InfiniConfig's own list: delta_l2 converts too, with its write-strength projection."""
+    import pytest
+    from safetensors import safe_open
+
+    from infini_bench.cli import main
+    from infini_bench.modeling.configuration_infini import MEMORY_UPDATES
+
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    assert f"--memory-update {{{','.join(MEMORY_UPDATES)}}}" in capsys.readouterr().out
+    out = tmp_path / "delta_l2"
+    proc = run("convert", "--from", str(tiny_llama_dir), "--to", str(out), "--segment-length", "16",
+               "--memory-update", "delta_l2", "--gate-activation", "tanh")
+    assert proc.returncode == 0, proc.stderr
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        saved = set(weights.keys())
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert len(model.model.layers) == 2
+    for i, layer in enumerate(model.model.layers):
+        assert {f"model.layers.{i}.self_attn.write_strength.weight", f"model.layers.{i}.self_attn.write_strength.bias"} <= saved
+        assert layer.self_attn.write_strength.weight.shape == (2, 64)  # one write strength per key/value head
+    assert (model.config.memory_update, model.config.gate_activation) == ("delta_l2", "tanh")
+    ids = torch.randint(0, model.config.vocab_size, (1, 40))  # 2.5 segments: the memory is written and read
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
