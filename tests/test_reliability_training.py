@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from infini_bench.data import text_corpus
+from infini_bench.data import cache
 from infini_bench.training.checkpoint import LOCK_FILE, list_checkpoints
 from infini_bench.training.commands import main as training_main
 from test_train_runs import corpus, overrides  # noqa: F401  (the module-scoped corpus fixture)
@@ -27,28 +27,39 @@ def snapshot(folder) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
+class FillsUp:
+    """A file whose disk fills after `allowed` writes."""
+
+    def __init__(self, handle, allowed):
+        self.handle, self.writes, self.allowed = handle, 0, allowed
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes > self.allowed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def disk_fills_up(monkeypatch, allowed: int) -> None:
+    """Every file the cache module writes (all training data goes through it) fails after `allowed` writes."""
+    real_open = open
+    monkeypatch.setattr(cache, "open", lambda *a, **k: FillsUp(real_open(*a, **k), allowed), raising=False)
+
+
+def files_under(folder) -> list:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
 def test_case7_full_disk_while_packing_the_training_data(tmp_path, corpus, monkeypatch, capsys):
     out = tmp_path / "out"
     texts_before = snapshot(corpus["texts"])
-    real_open = open
-
-    class FillsUp:  # the disk fills after the first chunk of tokens
-        def __init__(self, handle):
-            self.handle, self.writes = handle, 0
-
-        def write(self, data):
-            self.writes += 1
-            if self.writes > 1:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.handle.write(data)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    monkeypatch.setattr(text_corpus, "open", lambda *a, **k: FillsUp(real_open(*a, **k)), raising=False)
+    disk_fills_up(monkeypatch, allowed=1)  # the disk fills after the first chunk of tokens
     assert training_main(["train", *overrides(corpus, out, **SHORT)]) == 1
     err = capsys.readouterr().err
     assert (
@@ -56,9 +67,29 @@ def test_case7_full_disk_while_packing_the_training_data(tmp_path, corpus, monke
         "device): free space on that disk, or choose a run.output_dir on a disk with room" in err
     )
     assert "Traceback" not in err
-    assert not list((out / "data").glob("packed-*"))  # nothing half-written for a later run to trust
+    assert not files_under(out / "data")  # nothing half-written for a later run to trust
     assert not (out / LOCK_FILE).exists() and not list_checkpoints(out)
     assert snapshot(corpus["texts"]) == texts_before
+
+
+def test_case7_full_disk_while_writing_the_passkey_examples(tmp_path, corpus, monkeypatch, capsys):
+    """The finetuning examples are a cache entry like the packed corpus: the same one-sentence error, no leftovers."""
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert training_main(["train", *overrides(corpus, pre, **SHORT)]) == 0
+    disk_fills_up(monkeypatch, allowed=0)
+    capsys.readouterr()
+    args = ["finetune", "--from", str(pre / "latest"), f"finetune.run.output_dir={ft}", "finetune.passkey.lengths=[160]",
+            "finetune.passkey.num_examples=4", "finetune.optim.batch_size=2", "finetune.run.max_steps=2"]
+    assert training_main(args) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"infini-bench finetune: error: cannot write the passkey training examples in '{ft / 'data'}' (No space left "
+        "on device): free space on that disk, or choose a finetune.run.output_dir on a disk with room" in err
+    )
+    assert "Traceback" not in err and not files_under(ft / "data") and not list_checkpoints(ft)
+    monkeypatch.undo()  # room again: the same command builds, caches and trains
+    assert training_main(args) == 0
+    assert [p.suffix for p in files_under(ft / "data" / "passkey")] == [".npz"]
 
 
 def test_case7_second_training_of_another_size_into_the_same_output_dir(tmp_path, corpus, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,6 +131,45 @@ def test_cli_reports_missing_data_path(tmp_path, capsys):
     assert code == 1
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_one_expand_paths_for_every_reader_of_user_files(tmp_path):
+    """The corpus reader, essays and ppl_files expand paths by one rule: folders recursively and sorted, hidden
+    entries below a named folder skipped (a hidden folder above it is fine), types filtered when the reader asks."""
+    from infini_bench.data.corpus import expand_paths
+    from infini_bench.data.text_corpus import FILE_SUFFIXES
+
+    root = tmp_path / ".hidden_parent" / "texts"
+    (root / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    for name in ("b.txt", "a.py", "sub/c.jsonl", "notes.bin", ".secret.txt", ".git/x.txt"):
+        (root / name).write_text("x")
+    assert expand_paths([str(root)], "data.paths", FILE_SUFFIXES) == [root / "a.py", root / "b.txt", root / "sub/c.jsonl"]
+    assert expand_paths(str(root), "essays") == [root / n for n in ("a.py", "b.txt", "notes.bin", "sub/c.jsonl")]
+    with pytest.raises(ValueError, match=r"data.paths: file '.*notes.bin' has an unsupported type '.bin'"):
+        expand_paths([str(root / "notes.bin")], "data.paths", FILE_SUFFIXES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"data.paths: folder '.*empty' holds no .txt/.*parquet files"):
+        expand_paths([str(root), str(tmp_path / "empty")], "data.paths", FILE_SUFFIXES)
+    with pytest.raises(FileNotFoundError, match=r"essays: path '.*nowhere' does not exist"):
+        expand_paths([str(tmp_path / "nowhere")], "essays")
+
+
+def test_training_data_is_a_cache_entry_rebuilt_when_damaged(tmp_path, tiny_tokenizer, caplog):
+    """The packed corpus lives in the one cache module's format: a damaged entry is rebuilt, not trusted."""
+    from infini_bench.data.cache import Store
+    from infini_bench.data.text_corpus import packed_rows
+
+    store = Store(tmp_path / "data", "the packed training data", "choose another folder")
+    docs = ["def f(x):\n    return x + 1\n" * 20] * 4
+    rows = packed_rows(store, {"test": 1}, tiny_tokenizer, iter(docs), 16, None)
+    first = np.array(rows)
+    (data_file,) = (tmp_path / "data" / "packed").glob("*.bin")
+    data_file.write_bytes(data_file.read_bytes()[:10])
+    with caplog.at_level("WARNING"):
+        again = packed_rows(store, {"test": 1}, tiny_tokenizer, iter(docs), 16, None)
+    assert "corrupt or partial" in caplog.text and np.array_equal(np.array(again), first)
+    assert packed_rows(store, {"test": 1}, tiny_tokenizer, iter(()), 16, None).shape == first.shape  # read back
 
 
 def test_cli_reports_from_folder_that_is_no_checkpoint(tmp_path, capsys):

@@ -126,27 +126,39 @@ def stdlib_prose() -> str:
     return text
 
 
-def expand_paths(paths: str | list[str] | tuple[str, ...], what: str = "files") -> list[Path]:
-    """User-named files and folders (folders recursively, hidden files skipped), sorted; a missing path raises."""
+def expand_paths(
+    paths: str | Path | list[str] | tuple[str, ...], what: str = "files", suffixes: tuple[str, ...] | None = None
+) -> list[Path]:
+    """User-named files and folders as files, for every reader of user data (training corpus, essays, ppl_files).
+
+    In the order named; a folder gives its files recursively, sorted, leaving out hidden ones (a file or folder
+    below it whose name starts with "."); with `suffixes`, only files of those types. A missing path raises
+    FileNotFoundError; a named file of another type, or a named folder with no such file, raises ValueError; each
+    message starts with `what` and names the path."""
     if isinstance(paths, (str, Path)):
         paths = [str(paths)]
     if not paths:
         raise ValueError(f"{what}: no paths given")
+    kinds = f" {'/'.join(suffixes)}" if suffixes else ""
     found: list[Path] = []
     for raw in paths:
         path = Path(str(raw)).expanduser()
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
-                )
+            inside = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and (suffixes is None or p.suffix in suffixes)
             )
+            if not inside:
+                raise ValueError(f"{what}: folder {str(raw)!r} holds no{kinds} files")
+            found.extend(inside)
         elif path.is_file():
+            if suffixes is not None and path.suffix not in suffixes:
+                raise ValueError(f"{what}: file {str(raw)!r} has an unsupported type {path.suffix!r}: use one of"
+                                 f"{kinds}")
             found.append(path)
         else:
             raise FileNotFoundError(f"{what}: path {str(raw)!r} does not exist")
-    if not found:
-        raise ValueError(f"{what}: no files found under {list(map(str, paths))}")
     return found
 
 

@@ -3,52 +3,28 @@ equal-length sequences.
 
 The trainer packs because an Infini model takes no padding (padding would be folded into its memory): documents
 are joined with the tokenizer's end-of-text token and cut into rows of exactly `sequence_length` tokens (the
-remainder is dropped). The packed rows are cached as a flat `.bin` file (uint16 when the vocabulary allows) plus a
-`.json` shape, keyed by the source and the tokenizer, and read back as a memory map: a resumed or repeated run
-reads exactly the same tokens without tokenising again, and a corpus larger than RAM works.
-(The standard-library corpus and its train/eval split live in the data builders; this module only reads files.)
+remainder is dropped). The packed rows are a "rows" entry of a cache `Store` (`infini_bench.data.cache`: uint16
+when the vocabulary allows, keyed by the source and the tokenizer) read back as a memory map: a resumed or repeated
+run reads exactly the same tokens without tokenising again, and a corpus larger than RAM works.
+(The standard-library corpus and its train/eval split live in `corpus`, as does `expand_paths`; this module only
+reads files.)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
-from .cache import StorageError, storage_error
+from .cache import Store, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".text")
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus every supported file under a named folder (sorted, so the order is fixed)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"data path {str(raw)!r} does not exist")
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(
-                    f"data folder {str(raw)!r} holds no {'/'.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files"
-                )
-            files.extend(found)
-        elif path.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES:
-            files.append(path)
-        else:
-            raise ValueError(
-                f"data file {str(raw)!r} has an unsupported type {path.suffix!r}: use one of "
-                f"{', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)}"
-            )
-    return files
+FILE_SUFFIXES = TEXT_SUFFIXES + TABLE_SUFFIXES  # what `iter_file_documents` reads (for `corpus.expand_paths`)
 
 
 def iter_file_documents(files: Iterable[Path], text_field: str = "text") -> Iterator[str]:
@@ -109,68 +85,45 @@ def limit(documents: Iterable[str], max_documents: int | None) -> Iterator[str]:
         yield doc
 
 
-def pack_documents(
-    documents: Iterable[str],
-    tokenizer,
-    sequence_length: int,
-    path: str | Path,
-    max_tokens: int | None = None,
-    docs_per_call: int = 256,
+def packed_rows(
+    store: Store, source: dict, tokenizer, documents: Iterable[str], sequence_length: int, max_tokens: int | None
 ) -> np.ndarray:
-    """Tokenise, join with EOS, cut into rows of `sequence_length`, written to `path` (.bin + .json): returns a
-    read-only memory map [rows, sequence_length], so corpora larger than RAM work too."""
+    """The packed rows [rows, sequence_length] for (`source`, tokenizer): read from `store`, or built there once
+    from `documents` (tokenised, joined with EOS, cut into rows; at most `max_tokens` tokens read)."""
+    key = {"source": source, "tokenizer": tokenizer_fingerprint(tokenizer), "sequence_length": sequence_length,
+           "max_tokens": max_tokens}
+    rows = store.load_rows("packed", key)
+    if rows is None:
+        rows = store.save_rows("packed", key, lambda handle: _pack(documents, tokenizer, sequence_length, max_tokens, handle))
+        logger.info("packed %d sequences of %d tokens into %s", rows.shape[0], rows.shape[1], store.root)
+    return rows
+
+
+def _pack(
+    documents: Iterable[str], tokenizer, sequence_length: int, max_tokens: int | None, handle: IO[bytes],
+    docs_per_call: int = 256,
+) -> tuple[int, int, np.dtype]:
+    """Write the token stream to `handle`; returns (rows, sequence_length, dtype) (the store drops the tail)."""
     separator = tokenizer.eos_token_id
     if separator is None:
         raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
-    path = Path(path)
-    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
-    raw = path.with_suffix(".bin.tmp")
+    dtype = np.dtype(np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32)
     total = 0
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(raw, "wb") as f:
-            for docs in _chunks(documents, docs_per_call):
-                for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:  # batched: tokenised in parallel
-                    if not ids:
-                        continue
-                    piece = np.asarray(ids + [separator], dtype=dtype)
-                    if max_tokens is not None:
-                        piece = piece[: max_tokens - total]
-                    f.write(piece.tobytes())
-                    total += len(piece)
-                if max_tokens is not None and total >= max_tokens:
-                    break
-        rows = total // sequence_length
-        if rows == 0:
-            raise ValueError(
-                f"the corpus gives {total} tokens, fewer than one sequence of sequence_length={sequence_length}"
-            )
-        os.truncate(raw, rows * sequence_length * np.dtype(dtype).itemsize)
-        os.replace(raw, path.with_suffix(".bin"))
-        meta = {"rows": rows, "sequence_length": sequence_length, "dtype": np.dtype(dtype).name, "tokens_read": total}
-        tmp_meta = path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, path.with_suffix(".json"))  # written last: its presence marks a complete cache
-    except BaseException as err:  # nothing half-written stays: a later run would otherwise trust it
-        for leftover in (raw, path.with_suffix(".bin"), path.with_suffix(".json.tmp")):
-            try:
-                leftover.unlink(missing_ok=True)
-            except OSError:  # the folder itself is unusable: nothing was written there
-                pass
-        if isinstance(err, OSError) and not isinstance(err, StorageError):
-            raise storage_error(
-                "the packed training data", path.parent, err, "choose a run.output_dir on a disk with room (the data is "
-                "packed into its data/ folder)"
-            ) from err
-        raise
-    return open_packed(path)
-
-
-def open_packed(path: str | Path) -> np.ndarray:
-    path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    shape = (meta["rows"], meta["sequence_length"])
-    return np.memmap(path.with_suffix(".bin"), dtype=meta["dtype"], mode="r", shape=shape)
+    for docs in _chunks(documents, docs_per_call):
+        for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:  # batched: tokenised in parallel
+            if not ids:
+                continue
+            piece = np.asarray(ids + [separator], dtype=dtype)
+            if max_tokens is not None:
+                piece = piece[: max_tokens - total]
+            handle.write(piece.tobytes())
+            total += len(piece)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    rows = total // sequence_length
+    if rows == 0:
+        raise ValueError(f"the corpus gives {total} tokens, fewer than one sequence of sequence_length={sequence_length}")
+    return rows, sequence_length, dtype
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -182,23 +135,3 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def cache_key(source: dict, tokenizer) -> str:
-    """Hash of the data description and the tokenizer's full definition (vocabulary and merges)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    tok_repr = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    blob = json.dumps(source, sort_keys=True, default=str) + tok_repr
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def cached_pack(
-    cache_dir: str | Path, source: dict, tokenizer, documents: Iterable[str], sequence_length: int, max_tokens: int | None
-) -> np.ndarray:
-    """The packed rows for (`source`, tokenizer): read from `cache_dir`, or built there once."""
-    path = Path(cache_dir) / f"packed-{cache_key(source, tokenizer)}"
-    if path.with_suffix(".json").is_file():
-        return open_packed(path)
-    rows = pack_documents(documents, tokenizer, sequence_length, path, max_tokens)
-    logger.info("packed %d sequences of %d tokens into %s", rows.shape[0], rows.shape[1], path.with_suffix(".bin"))
-    return rows

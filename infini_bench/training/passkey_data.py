@@ -1,20 +1,21 @@
 """Passkey finetuning examples, built by the same builder the passkey tasks use (`infini_bench.data.passkey`).
 
 Each example is the prompt the passkey task of that length feeds, then the key and "."; all examples of one
-length have the same number of tokens, so a batch needs no padding. Seeds come from the training namespace (`infini_bench.data.seeds`: below 2**62), so no example can
-reproduce an evaluation document; the needle depth is drawn uniformly in [0, 100] % from the same seed.
+length have the same number of tokens, so a batch needs no padding. Seeds come from the training namespace
+(`infini_bench.data.seeds`: below 2**62), so no example can reproduce an evaluation document; the needle depth is
+drawn uniformly in [0, 100] % from the same seed. The examples are cached in the run's data folder (a cache
+`Store`, `infini_bench.data.cache`), so a resumed run trains on the very same ones.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import text_corpus
+from ..data.cache import Store, tokenizer_fingerprint
 from ..data.passkey import build_passkey_sample
 from ..data.seeds import check_training_seed
 from .batches import Batch, PasskeyPools
@@ -62,31 +63,33 @@ def answer_terminator(tokenizer, sample: dict) -> list[int]:
     return [tokenizer.eos_token_id]
 
 
-def passkey_pools(cfg: PasskeyConfig, tokenizer, max_steps: int, seed: int, cache_dir: str | Path) -> PasskeyPools:
-    """`num_examples` examples per length (cached under `cache_dir`), served by the step schedule."""
+def passkey_pools(cfg: PasskeyConfig, tokenizer, max_steps: int, seed: int, store: Store) -> PasskeyPools:
+    """`num_examples` examples per length (an arrays entry of `store`, the run's data cache, per length), served
+    by the step schedule."""
     pools = {}
     for length in cfg.lengths:
-        key = text_corpus.cache_key({"passkey": vars(cfg) | {"lengths": None}, "length": length, "v": 3}, tokenizer)
-        path = Path(cache_dir) / f"passkey-{key}.npz"
-        if path.is_file():
-            arrays = np.load(path)
-            ids, labels = arrays["input_ids"], arrays["labels"]
-        else:
-            try:
-                rows = [passkey_example(tokenizer, cfg, length, i)[:2] for i in range(cfg.num_examples)]
-            except ValueError as err:
-                raise ValueError(f"finetune.passkey.lengths has {length}, which the passkey builder refuses: {err}") from err
-            sizes = {len(r[0]) for r in rows}
-            if len(sizes) > 1:  # equal lengths are what lets a batch go without padding
-                raise ValueError(
-                    f"passkey examples for length {length} have different token counts {sorted(sizes)}: the tokenizer "
-                    "gives keys of different lengths (use one that splits digits one per token)"
-                )
-            ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-            labels = np.asarray([r[1] for r in rows], dtype=np.int64)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, input_ids=ids, labels=labels)
-            tmp.rename(path)
-        pools[length] = Batch(torch.from_numpy(ids), torch.from_numpy(labels))
+        key = {"passkey": vars(cfg) | {"lengths": None}, "length": length, "tokenizer": tokenizer_fingerprint(tokenizer),
+               "v": 4}
+        arrays = store.load_arrays("passkey", key)
+        if arrays is None:
+            arrays = _build_pool(cfg, tokenizer, length)
+            store.save_arrays("passkey", key, arrays)
+        pools[length] = Batch(torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["labels"]))
     return PasskeyPools(pools, cfg.schedule, max_steps, seed)
+
+
+def _build_pool(cfg: PasskeyConfig, tokenizer, length: int) -> dict[str, np.ndarray]:
+    try:
+        rows = [passkey_example(tokenizer, cfg, length, i)[:2] for i in range(cfg.num_examples)]
+    except ValueError as err:
+        raise ValueError(f"finetune.passkey.lengths has {length}, which the passkey builder refuses: {err}") from err
+    sizes = {len(r[0]) for r in rows}
+    if len(sizes) > 1:  # equal lengths are what lets a batch go without padding
+        raise ValueError(
+            f"passkey examples for length {length} have different token counts {sorted(sizes)}: the tokenizer "
+            "gives keys of different lengths (use one that splits digits one per token)"
+        )
+    return {
+        "input_ids": np.asarray([r[0] for r in rows], dtype=np.int64),
+        "labels": np.asarray([r[1] for r in rows], dtype=np.int64),
+    }

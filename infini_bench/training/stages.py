@@ -11,6 +11,8 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from ..data import text_corpus
+from ..data.cache import Store
+from ..data.corpus import expand_paths
 from ..modeling import InfiniForCausalLM, load_infini
 from ..modeling.checkpoint import check_checkpoint_dir
 from ..tokenizer import train_bpe_tokenizer
@@ -29,7 +31,7 @@ def pretraining(recipe: Recipe) -> Callable[[Accelerator], Setup]:
         out = Path(recipe.run.output_dir)
         with accelerator.main_process_first():  # the main process trains the tokenizer and fills the cache once
             tokenizer = pretraining_tokenizer(recipe, out / "tokenizer")
-            rows = packed_corpus(recipe.data, tokenizer, out / "data")
+            rows = packed_corpus(recipe.data, tokenizer, run_data(out, "run.output_dir"))
         model = initial_model(recipe.model, tokenizer, recipe.run.seed)
         if model.config.use_memory and recipe.data.sequence_length < model.config.segment_length:
             raise RecipeError(
@@ -48,7 +50,7 @@ def documents(data: DataConfig) -> Iterator[str]:
 
         docs = text_corpus.iter_file_documents(stdlib_files(split="train"))
     elif data.source == "files":
-        docs = text_corpus.iter_file_documents(text_corpus.expand_paths(data.paths), data.text_field)
+        docs = text_corpus.iter_file_documents(data_files(data), data.text_field)
     else:
         docs = text_corpus.iter_hub_documents(data.hub_name, data.hub_config, data.hub_split, data.text_field, data.streaming)
     return text_corpus.limit(docs, data.max_documents)
@@ -79,11 +81,22 @@ def _first_chars(docs: Iterator[str], budget: int) -> Iterator[str]:
         budget -= len(doc)
 
 
-def packed_corpus(data: DataConfig, tokenizer, cache_dir: Path) -> np.ndarray:
+def data_files(data: DataConfig) -> list[Path]:
+    """The files `data.paths` names (folders expanded), of the types the corpus reader reads."""
+    return expand_paths(data.paths, what="data.paths", suffixes=text_corpus.FILE_SUFFIXES)
+
+
+def run_data(out: Path, key: str, what: str = "the packed training data") -> Store:
+    """A training run's own data cache: its output folder's data/ (the packed corpus, the passkey examples), so a
+    resumed run reads exactly what it started with. Write errors name `what` and the recipe `key` to change."""
+    return Store(out / "data", what, f"choose a {key} on a disk with room (its data/ folder caches the training data)")
+
+
+def packed_corpus(data: DataConfig, tokenizer, store: Store) -> np.ndarray:
     source = {k: v for k, v in vars(data).items() if k not in ("tokenizer", "vocab_size", "tokenizer_train_chars")}
     if data.source == "files":  # fail now, naming the path, rather than inside the cache builder
-        source["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime) for p in text_corpus.expand_paths(data.paths)]
-    return text_corpus.cached_pack(cache_dir, source, tokenizer, documents(data), data.sequence_length, data.max_tokens)
+        source["files"] = [(str(p), p.stat().st_size, p.stat().st_mtime) for p in data_files(data)]
+    return text_corpus.packed_rows(store, source, tokenizer, documents(data), data.sequence_length, data.max_tokens)
 
 
 def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
@@ -121,11 +134,12 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[Accelerator], 
                 )
         from .passkey_data import passkey_pools
 
-        cache = Path(recipe.run.output_dir) / "data"
+        out, key = Path(recipe.run.output_dir), "finetune.run.output_dir"
         with accelerator.main_process_first():
-            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, cache)
+            examples = run_data(out, key, "the passkey training examples")
+            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, examples)
             if recipe.text_every:
-                text = PackedText(packed_corpus(full.data, tokenizer, cache), recipe.run.seed)
+                text = PackedText(packed_corpus(full.data, tokenizer, run_data(out, key)), recipe.run.seed)
                 data = WithText(data, text, recipe.text_every)
         return Setup(model=model, tokenizer=tokenizer, data=data)
 
