@@ -73,10 +73,13 @@ PPL_COMMENTS = {
 }
 
 
-def _task(base: str, name: str, metadata: dict[str, object], comment: str, version: str = VERSION) -> str:
+def _task(
+    base: str, name: str, metadata: dict[str, object], comment: str, version: str = VERSION,
+    comments: dict[str, str] | None = None,
+) -> str:
     lines = [f"# {comment}", f"include: {base}", f"task: {name}", "metadata:", f"  version: {version}"]
     for key, value in metadata.items():
-        lines.append(f"  {key}: {value}{PPL_COMMENTS.get(key, '')}")
+        lines.append(f"  {key}: {value}{(comments or {}).get(key, '')}")
     return HEADER + "\n".join(lines) + "\n"
 
 
@@ -107,13 +110,21 @@ def generate() -> dict[str, str]:
             "_passkey_base.yaml", f"passkey_{length}", {"task_context_length": tokens},
             f"Passkey retrieval (Landmark Attention's prompt) at {tokens} tokens.",
         )
+        files[f"niah/niah_{length}.yaml"] = _task(
+            "_niah_base.yaml", f"niah_{length}",
+            {"task_context_length": tokens, "task_variant": "single_1", "explicit_only": "true"},
+            f"The older name of niah_single_1_{length}, kept for older commands (same documents).",
+            comments={"explicit_only": "  # only by its exact name: a --tasks glob selects niah_single_1_* instead"},
+        )
         for variant in (v for v in NIAH_VARIANTS if length in niah_lengths(v)):
             files[f"niah/{niah_task(variant, length)}.yaml"] = _task(
                 "_niah_base.yaml", niah_task(variant, length), {"task_context_length": tokens, "task_variant": variant},
                 f"RULER's niah_{variant} at {tokens} tokens, over the depth grid.",
             )
     for name, metadata in PPL_TASKS.items():
-        files[f"ppl/{name}.yaml"] = _task("_ppl_base.yaml", name, metadata, f"Long-context perplexity: {name}.", PPL_VERSION)
+        files[f"ppl/{name}.yaml"] = _task(
+            "_ppl_base.yaml", name, metadata, f"Long-context perplexity: {name}.", PPL_VERSION, PPL_COMMENTS
+        )
     for i, length in enumerate(CONTEXT_LENGTH_NAMES):
         upto = CONTEXT_LENGTH_NAMES[: i + 1]
         files[f"suites/infinibench_passkey_upto_{length}.yaml"] = _group(
@@ -123,10 +134,6 @@ def generate() -> dict[str, str]:
         files[f"suites/infinibench_niah_upto_{length}.yaml"] = _group(
             f"infinibench_niah_upto_{length}", [niah_task(v, n) for n in upto for v in NIAH_VARIANTS if n in niah_lengths(v)], SCORES,
             f"RULER's eight NIAH variants at every length up to {length} tokens; scores averaged over all samples.",
-        )
-        files[f"suites/niah_{length}.yaml"] = _group(
-            f"niah_{length}", [niah_task("single_1", length)], SCORES,
-            f"Alias kept for older commands: niah_{length} runs niah_single_1_{length} (RULER's niah_single_1).",
         )
     files["suites/infinibench_ppl.yaml"] = _group(
         "infinibench_ppl", ["ppl_stdlib"], ("token_perplexity", "bits_per_byte"),

@@ -125,6 +125,7 @@ def test_every_family_has_every_length_and_suites_stop_at_their_limit():
     for variant in NIAH_VARIANTS:
         assert {f"niah_{variant}_{n}" for n in niah_lengths(variant)} <= tasks
     assert "niah_multiquery_256" not in tasks and "niah_single_1_256" in tasks  # several needles start at 512
+    assert {f"niah_{n}" for n in CONTEXT_LENGTH_NAMES} <= tasks  # the old names, kept
     assert {"ppl_stdlib", "ppl_files", "ppl_pg19"} <= tasks
     infos = {t.name: t for t in project_tasks()}
     for name, info in infos.items():
@@ -135,7 +136,7 @@ def test_every_family_has_every_length_and_suites_stop_at_their_limit():
             assert info.members and all(infos[m].context_length <= limit for m in info.members), name
     assert infos["infinibench_passkey_upto_4k"].members == ("passkey_256", "passkey_512", "passkey_1k", "passkey_2k", "passkey_4k")
     assert len(infos["infinibench_niah_upto_1k"].members) == 3 + 8 + 8
-    assert infos["niah_4k"].members == ("niah_single_1_4k",)  # the old name, an alias group
+    assert infos["niah_4k"].kind == "task" and infos["niah_4k"].explicit_only  # the old name of niah_single_1_4k
     assert infos["infinibench_ppl"].members == ("ppl_stdlib",)
 
 
@@ -154,12 +155,12 @@ def test_globs_select_exactly_this_projects_tasks():
     assert passkey == [f"passkey_{n}" for n in CONTEXT_LENGTH_NAMES]
     niah = expand_task_patterns(["niah_*"])
     assert len(niah) == sum(len(niah_lengths(v)) for v in NIAH_VARIANTS)
-    assert "niah_single_1" not in niah and "niah_4k" not in niah  # neither RULER's built-ins nor our alias groups
+    assert "niah_single_1" not in niah and "niah_4k" not in niah  # neither RULER's built-ins nor our old names
     assert expand_task_patterns(["niah_single_1_*"]) == [f"niah_single_1_{n}" for n in CONTEXT_LENGTH_NAMES]
     assert expand_task_patterns(["ppl_*"]) == ["ppl_stdlib"]
     assert expand_task_patterns(["ppl_*"], {"files": ["a.txt"]}) == ["ppl_files", "ppl_stdlib"]
-    assert expand_task_patterns(["ppl_pg19", "hellaswag", "passkey_1k,niah_single_2_2k"]) == [
-        "ppl_pg19", "hellaswag", "passkey_1k", "niah_single_2_2k"
+    assert expand_task_patterns(["ppl_pg19", "hellaswag", "passkey_1k,niah_single_2_2k", "niah_1k"]) == [
+        "ppl_pg19", "hellaswag", "passkey_1k", "niah_single_2_2k", "niah_1k"
     ]
     assert expand_task_patterns(["arc_*"]) == ["arc_*"]  # not ours: left to lm-eval
     assert expand_task_patterns(["infinibench_passkey_upto_2k"]) == ["infinibench_passkey_upto_2k"]
@@ -186,8 +187,8 @@ def test_list_tasks_prints_names_and_include_path(capsys):
     assert list_tasks([]) == 0
     out = capsys.readouterr().out
     assert f"include path: {TASKS_DIR}" in out
-    n_tasks = len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3
-    n_groups = 3 * len(CONTEXT_LENGTH_NAMES) + 1
+    n_tasks = 2 * len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3
+    n_groups = 2 * len(CONTEXT_LENGTH_NAMES) + 1
     assert "passkey_1m" in out and "infinibench_niah_upto_8k" in out and f"{n_tasks} tasks, {n_groups} groups" in out
 
 
