@@ -163,8 +163,9 @@ def bench_rolling(models: EvalModels, small: bool) -> list[dict]:
         seconds = time.perf_counter() - start
         if i == 0:
             continue
-        rows.append({"tokens": tokens, "chunk": lm.get_model_info()["prefill_chunk_tokens"], "seconds": seconds, "tok_s": tokens / seconds, "encode_s": encode_s,
-                     "peak_gb": peak_gb(), "nll_per_token": -logprob / tokens})
+        rows.append({"tokens": tokens, "chunk": lm.get_model_info()["prefill_chunk_tokens"], "seconds": seconds,
+                     "tok_s": tokens / seconds, "encode_s": encode_s, "peak_gb": peak_gb(),
+                     "nll_per_token": -logprob / tokens})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
