@@ -164,6 +164,29 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus):
         torch.testing.assert_close(m1[name], m2[name], rtol=1e-4, atol=1e-6)
 
 
+def test_two_process_finetune_of_a_memory_off_model(tmp_path, corpus):
+    """The full-attention baseline (use_memory=False) trains under DDP: its gates take no gradient, so the
+    accelerator, built once the model is known, tells DDP to expect unused parameters (else step 2 fails)."""
+    pre = tmp_path / "pre"
+    off = {"model.use_memory": "false", "run.max_steps": 2, "run.save_every": 2}
+    assert training_main(["train", *overrides(corpus, pre, **off)]) == 0
+    ft = tmp_path / "ft"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "infini_bench.training", "finetune", "--from", str(pre / "latest"), f"finetune.run.output_dir={ft}",
+        "finetune.passkey.lengths=[160]", "finetune.passkey.num_examples=4", "finetune.optim.batch_size=2",
+        "finetune.optim.micro_batch_size=1", "finetune.optim.warmup_steps=1", "finetune.run.max_steps=3",
+        "finetune.run.save_every=3", "finetune.run.log_every=1",
+    ]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((ft / "latest" / "trainer_state.json").read_text())
+    assert (state["processes"], state["step"]) == (2, 3)
+    assert [r["step"] for r in log(ft)] == [1, 2, 3]
+    assert AutoModelForCausalLM.from_pretrained(ft / "latest").config.use_memory is False
+
+
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
     out = tmp_path / "out"
     recipe = load_recipe(None, overrides(corpus, out, **{"run.max_steps": 4, "run.save_every": 2}))

@@ -49,7 +49,7 @@ def _resume_mode(args: argparse.Namespace) -> str:
 def train_main(argv: list[str] | None = None) -> int:
     """Pretrain with the recipe's `model`, `data`, `optim` and `run` sections."""
     args = _parser("infini-bench train", "Pretrain an Infini model (causal LM loss on text).", False).parse_args(argv)
-    from .loop import make_accelerator, train
+    from .loop import process_state, train
     from .recipe import load_recipe, recipe_to_yaml
     from .stages import pretraining
 
@@ -58,13 +58,12 @@ def train_main(argv: list[str] | None = None) -> int:
         print(recipe_to_yaml(recipe))
         return 0
     _quiet_libraries()
-    accelerator = make_accelerator(recipe.run, recipe.model.use_memory)
-    try:
-        final = train(recipe.optim, recipe.run, pretraining(recipe), recipe_to_yaml(recipe), _resume_mode(args), accelerator)
+    try:  # the accelerator is made inside, once the model is built (DDP must know whether the gates are used)
+        final = train(recipe.optim, recipe.run, pretraining(recipe), recipe_to_yaml(recipe), _resume_mode(args))
     except CLEAR_ERRORS as err:
         print(f"infini-bench train: error: {err}", file=sys.stderr)
         return 1
-    accelerator.print(f"final checkpoint: {final}")
+    process_state().print(f"final checkpoint: {final}")
     return 0
 
 
@@ -73,7 +72,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     args = _parser(
         "infini-bench finetune", "Finetune an Infini checkpoint on passkey retrieval (training seeds only).", True
     ).parse_args(argv)
-    from .loop import make_accelerator, train
+    from .loop import process_state, train
     from .recipe import RecipeError, load_recipe, recipe_to_yaml
     from .stages import finetuning
 
@@ -86,16 +85,13 @@ def finetune_main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     stage = recipe.finetune
     build = finetuning(recipe, args.checkpoint)
-    accelerator = make_accelerator(stage.run)
-    try:
-        final = train(
-            stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args), accelerator,
-            output_key="finetune.run.output_dir",
-        )
+    try:  # the accelerator is made inside, once the checkpoint is loaded (a memory-off model leaves its gates unused)
+        final = train(stage.optim, stage.run, build, recipe_to_yaml(recipe), _resume_mode(args),
+                      output_key="finetune.run.output_dir")
     except CLEAR_ERRORS as err:
         print(f"infini-bench finetune: error: {err}", file=sys.stderr)
         return 1
-    accelerator.print(f"final checkpoint: {final}")
+    process_state().print(f"final checkpoint: {final}")
     return 0
 
 

@@ -1,8 +1,13 @@
-"""The training loop, whole: one optimizer step = one global batch of full multi-segment sequences.
+"""The training loop: one optimizer step = one global batch of full multi-segment sequences.
 
 Every sequence goes through the model in one call, so the loss of the last segment backpropagates through the
 memory into every earlier segment (truncated every `detach_every` segments when set). `accelerate` carries the
 same loop from one CPU to many GPUs (DDP or FSDP) and handles bf16 autocast; nothing distributed is home-made.
+
+The shape (litgpt's pretrain.py): `train` guards the output folder (resume mode, lock) and calls `fit`, which
+builds the stage, resumes it (`resume_from`) and loops over named steps: `train_step` (one optimizer step over the
+micro-batches), `log_step` (one JSONL record) and `save_checkpoint`. The learning rate comes from the scheduler
+(`optim.lr_factor`: warmup, then cosine to a floor); there is no validation split (the lm-eval tasks evaluate).
 """
 from __future__ import annotations
 
@@ -15,13 +20,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
 from ..modeling.checkpoint import check_weight_files
-from .batches import PackedText, PasskeyPools, WithText, rank_micro_batches
+from .batches import Batch, PackedText, PasskeyPools, WithText, rank_micro_batches
 from .checkpoint import (
     ACCELERATE_DIR,
     STATE_FILE,
@@ -65,12 +70,31 @@ class Progress:
         self.tokens, self.seconds = state["tokens"], state["seconds"]
 
 
-def make_accelerator(run: RunConfig, use_memory: bool = True) -> Accelerator:
+@dataclass
+class StepResult:
+    """What one optimizer step leaves for the log: the summed micro-batch losses (this process), the gradient
+    norm before clipping, and the learning rate of each parameter group during the step."""
+
+    loss_sum: torch.Tensor
+    grad_norm: torch.Tensor | float
+    lrs: dict[str, float]
+
+
+@dataclass
+class Window:
+    """Tokens and seconds since the last log line (the logged tokens/s)."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def make_accelerator(run: RunConfig, model: torch.nn.Module) -> Accelerator:
+    """The accelerator for this model, made once the model is built: a memory-off model (the full-attention
+    baseline) never uses its gates, and DDP must be told to expect unused parameters, or it fails at step 2."""
     precision = run.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
-    # With the memory off the gates take no gradient; DDP must be told, or it waits for them forever.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=not use_memory)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=not model.config.use_memory)
     # cpu=True without CUDA: under torchrun, accelerate then runs gloo data parallelism (MULTI_CPU) instead of
     # silently treating each process as a lone run.
     return Accelerator(
@@ -78,13 +102,17 @@ def make_accelerator(run: RunConfig, use_memory: bool = True) -> Accelerator:
     )
 
 
+def process_state() -> PartialState:
+    """This process's place in the run (rank, main process, the process group), before any model exists."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def train(
     optim: OptimConfig,
     run: RunConfig,
-    build: Callable[[Accelerator], Setup],
+    build: Callable[[PartialState], Setup],
     recipe_yaml: str,
     resume: str = "auto",
-    accelerator: Accelerator | None = None,
     output_key: str = "run.output_dir",
 ) -> Path:
     """Run (or resume) one stage; returns the final checkpoint folder.
@@ -102,131 +130,197 @@ def train(
             f"output folder {str(out)!r} already holds checkpoints (newest {previous.name}); resume it (the default) "
             f"or choose another {output_key}"
         )
-    accelerator = accelerator or make_accelerator(run)
+    state = process_state()
     lock = None
-    if accelerator.is_main_process:
+    if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(out, output_key)  # one training per folder: a second one would interleave the log
     try:
-        return _train(optim, run, build, recipe_yaml, resume, accelerator, previous, output_key)
+        return fit(optim, run, build, recipe_yaml, state, previous, output_key)
     finally:
         if lock is not None:
             release_lock(lock)
 
 
-def _train(
+def fit(
     optim: OptimConfig,
     run: RunConfig,
-    build: Callable[[Accelerator], Setup],
+    build: Callable[[PartialState], Setup],
     recipe_yaml: str,
-    resume: str,
-    accelerator: Accelerator,
+    state: PartialState,
     previous: Path | None,
     output_key: str,
 ) -> Path:
+    """Build the stage, resume it from `previous` (when given), train to `max_steps` or `max_minutes`, saving every
+    `save_every` steps and at the end; returns the final checkpoint folder."""
     out = Path(run.output_dir)
+    prepare_process(run)
+    setup = build(state)
+    accelerator = make_accelerator(run, setup.model)
+    accumulation = accumulation_steps(optim, accelerator.num_processes)
+    optimizer = build_optimizer(setup.model, optim)
+    scheduler = build_scheduler(optimizer, optim, run.max_steps)
+    model, optimizer = accelerator.prepare(setup.model, optimizer)
+    progress = Progress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    if previous is not None:
+        resume_from(accelerator, setup.model, previous, out, output_key, progress)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(accelerator, model, setup.tokenizer, progress, optim, run, recipe_yaml)
+
+    bar = tqdm(total=run.max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
+    window = Window()
+    last_saved = progress.step if previous is not None else -1
+    while progress.step < run.max_steps and not _out_of_time(progress, run, accelerator):
+        t0 = time.perf_counter()
+        batch = setup.data.global_batch(progress.step, optim.batch_size, progress.cursors)
+        result = train_step(accelerator, model, optimizer, scheduler, batch, optim, accumulation)
+        seconds, tokens = time.perf_counter() - t0, batch.input_ids.numel()
+        progress.step += 1
+        progress.tokens += tokens
+        progress.seconds += seconds
+        window.tokens += tokens
+        window.seconds += seconds
+        if progress.step % run.log_every == 0 or progress.step == run.max_steps:
+            log_step(accelerator, model, out, progress, batch, result, accumulation, window, bar)
+            window = Window()
+        bar.update(1)
+        if progress.step % run.save_every == 0:
+            checkpoint()
+            last_saved = progress.step
+    bar.close()
+    final = checkpoint() if last_saved != progress.step else out / f"checkpoint-{progress.step:06d}"
+    accelerator.wait_for_everyone()
+    return final
+
+
+def prepare_process(run: RunConfig) -> None:
+    """Seed every generator and set the CPU's thread count and denormal handling, before anything is built."""
     set_seed(run.seed)
     if run.cpu_threads is not None:
         torch.set_num_threads(run.cpu_threads)
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)  # denormal floats in the memory make CPU training ~5x slower (DESIGN §4)
-    setup = build(accelerator)
-    model, data = setup.model, setup.data
-    world, rank = accelerator.num_processes, accelerator.process_index
+
+
+def accumulation_steps(optim: OptimConfig, world: int) -> int:
+    """Micro-batches per process and optimizer step, so the global batch is `optim.batch_size` on any number of
+    processes."""
     per_step = optim.micro_batch_size * world
     if optim.batch_size % per_step:
         raise RecipeError(
             f"optim.batch_size={optim.batch_size} is not a multiple of optim.micro_batch_size={optim.micro_batch_size} "
             f"x {world} processes"
         )
-    accumulation = optim.batch_size // per_step
+    return optim.batch_size // per_step
 
-    optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, run.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    progress = Progress()
-    accelerator.register_for_checkpointing(scheduler, progress)
-    if previous is not None and resume != "never":
-        _check_same_model(previous, setup.model, out, output_key)
-        previous = _load_newest_intact(accelerator, out, output_key)
-        _truncate_log(out / LOG_FILE, progress.step, accelerator.is_main_process)
-        accelerator.print(f"resumed from {previous} at step {progress.step}")
 
-    def save() -> Path:
-        def write(folder: Path) -> None:
-            accelerator.save_state(str(folder / ACCELERATE_DIR))
-            state_dict = accelerator.get_state_dict(model)
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
-                setup.tokenizer.save_pretrained(folder)
-                (folder / "recipe.yaml").write_text(recipe_yaml)
-                state = {**progress.state_dict(), "processes": world, "batch_size": optim.batch_size}
-                (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch: Batch,
+    optim: OptimConfig,
+    accumulation: int,
+) -> StepResult:
+    """One optimizer step: this process's micro-batches of the global batch, forward and backward (gradients
+    all-reduced once, after the last), clipping, the update and the schedule's next learning rate."""
+    model.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    micro_batches = rank_micro_batches(batch, optim.micro_batch_size, accelerator.num_processes, accelerator.process_index)
+    for i, micro in enumerate(micro_batches):
+        sync = i == len(micro_batches) - 1  # all-reduce gradients once, after the last micro-batch
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            loss = model(
+                micro.input_ids.to(accelerator.device),
+                labels=micro.labels.to(accelerator.device),
+                detach_every=optim.detach_every,
+            ).loss
+            accelerator.backward(loss / accumulation)
+        loss_sum += loss.detach()
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or float("inf"))
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss_sum, grad_norm, lrs)
 
-        return save_atomically(
-            out, progress.step, write, accelerator.is_main_process, accelerator.wait_for_everyone, run.keep_checkpoints
-        )
 
-    bar = tqdm(total=run.max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
-    window = {"tokens": 0, "seconds": 0.0}
-    last_saved = progress.step if previous is not None else -1
-    while progress.step < run.max_steps and not _out_of_time(progress, run, accelerator):
-        t0 = time.perf_counter()
-        model.train()
-        batch = data.global_batch(progress.step, optim.batch_size, progress.cursors)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        micro_batches = rank_micro_batches(batch, optim.micro_batch_size, world, rank)
-        for i, micro in enumerate(micro_batches):
-            sync = i == len(micro_batches) - 1  # all-reduce gradients once, after the last micro-batch
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                loss = model(
-                    micro.input_ids.to(accelerator.device),
-                    labels=micro.labels.to(accelerator.device),
-                    detach_every=optim.detach_every,
-                ).loss
-                accelerator.backward(loss / accumulation)
-            loss_sum += loss.detach()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or float("inf"))
-        lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+def log_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    out: Path,
+    progress: Progress,
+    batch: Batch,
+    result: StepResult,
+    accumulation: int,
+    window: Window,
+    bar: tqdm,
+) -> dict:
+    """One line of `log.jsonl` (main process) and the progress bar's figures; the loss is averaged over processes
+    (a collective: every process calls this at the same steps). Returns the record."""
+    loss = accelerator.reduce(result.loss_sum / accumulation, "mean").item()
+    record = {
+        "step": progress.step,
+        "loss": loss,
+        "source": batch.source,
+        "lr": result.lrs.get("decay", result.lrs.get("no_decay")),
+        "gate_lr": result.lrs.get("gates"),
+        "grad_norm": float(result.grad_norm),
+        "tokens_per_s": window.tokens / max(window.seconds, 1e-9),
+        "seq_len": batch.input_ids.shape[1],
+        "tokens": progress.tokens,
+        "seconds": round(progress.seconds, 3),
+        "gates": gate_statistics(accelerator.unwrap_model(model)),
+    }
+    if accelerator.is_main_process:
+        with open(out / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+    return record
 
-        seconds = time.perf_counter() - t0
-        tokens = batch.input_ids.numel()
-        progress.step += 1
-        progress.tokens += tokens
-        progress.seconds += seconds
-        window["tokens"] += tokens
-        window["seconds"] += seconds
-        if progress.step % run.log_every == 0 or progress.step == run.max_steps:
-            loss = accelerator.reduce(loss_sum / accumulation, "mean").item()
-            record = {
-                "step": progress.step,
-                "loss": loss,
-                "source": batch.source,
-                "lr": lrs.get("decay", lrs.get("no_decay")),
-                "gate_lr": lrs.get("gates"),
-                "grad_norm": float(grad_norm),
-                "tokens_per_s": window["tokens"] / max(window["seconds"], 1e-9),
-                "seq_len": batch.input_ids.shape[1],
-                "tokens": progress.tokens,
-                "seconds": round(progress.seconds, 3),
-                "gates": gate_statistics(accelerator.unwrap_model(model)),
-            }
-            window = {"tokens": 0, "seconds": 0.0}
-            if accelerator.is_main_process:
-                with open(out / LOG_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-        bar.update(1)
-        if progress.step % run.save_every == 0:
-            save()
-            last_saved = progress.step
-    bar.close()
-    final = save() if last_saved != progress.step else out / f"checkpoint-{progress.step:06d}"
-    accelerator.wait_for_everyone()
-    return final
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer,
+    progress: Progress,
+    optim: OptimConfig,
+    run: RunConfig,
+    recipe_yaml: str,
+) -> Path:
+    """Write `checkpoint-<step>` atomically: accelerate's state (optimizer, scheduler, RNG, `progress`) for resume,
+    plus an ordinary `save_pretrained` folder (weights, config, tokenizer), the recipe and the trainer state; point
+    `latest` at it and keep the newest `run.keep_checkpoints`."""
+    out = Path(run.output_dir)
+
+    def write(folder: Path) -> None:
+        accelerator.save_state(str(folder / ACCELERATE_DIR))
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
+            tokenizer.save_pretrained(folder)
+            (folder / "recipe.yaml").write_text(recipe_yaml)
+            state = {**progress.state_dict(), "processes": accelerator.num_processes, "batch_size": optim.batch_size}
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    return save_atomically(
+        out, progress.step, write, accelerator.is_main_process, accelerator.wait_for_everyone, run.keep_checkpoints
+    )
+
+
+def resume_from(
+    accelerator: Accelerator, model: torch.nn.Module, previous: Path, out: Path, key: str, progress: Progress
+) -> Path:
+    """Continue from the newest checkpoint in `out` that loads (model, optimizer, scheduler, RNG and `progress`,
+    through accelerate), after checking it is this model's; drop log lines written after it."""
+    _check_same_model(previous, model, out, key)
+    resumed = _load_newest_intact(accelerator, out, key)
+    _truncate_log(out / LOG_FILE, progress.step, accelerator.is_main_process)
+    accelerator.print(f"resumed from {resumed} at step {progress.step}")
+    return resumed
 
 
 def gate_statistics(model: torch.nn.Module) -> list[dict[str, float]]:
@@ -307,4 +401,7 @@ def _truncate_log(path: Path, step: int, is_main: bool) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-__all__ = ["Progress", "Setup", "gate_statistics", "list_checkpoints", "make_accelerator", "train"]
+__all__ = [
+    "Progress", "Setup", "fit", "gate_statistics", "list_checkpoints", "log_step", "make_accelerator", "resume_from",
+    "save_checkpoint", "train", "train_step",
+]

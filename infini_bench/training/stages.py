@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from ..data import text_corpus
@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 # --- pretraining ---------------------------------------------------------------------------------------------
 
 
-def pretraining(recipe: Recipe) -> Callable[[Accelerator], Setup]:
-    def build(accelerator: Accelerator) -> Setup:
+def pretraining(recipe: Recipe) -> Callable[[PartialState], Setup]:
+    def build(state: PartialState) -> Setup:
         out = Path(recipe.run.output_dir)
-        with accelerator.main_process_first():  # the main process trains the tokenizer and fills the cache once
+        with state.main_process_first():  # the main process trains the tokenizer and fills the cache once
             tokenizer = pretraining_tokenizer(recipe, out / "tokenizer")
             rows = packed_corpus(recipe.data, tokenizer, run_data(out, "run.output_dir"))
         model = initial_model(recipe.model, tokenizer, recipe.run.seed)
@@ -117,12 +117,12 @@ def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
 # --- passkey finetuning ---------------------------------------------------------------------------------------
 
 
-def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[Accelerator], Setup]:
+def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState], Setup]:
     """The recipe's `finetune` stage; its `data` section is the corpus that `finetune.text_every` mixes in."""
     check_finetune_source(checkpoint)
     recipe: FinetuneRecipe = full.finetune
 
-    def build(accelerator: Accelerator) -> Setup:
+    def build(state: PartialState) -> Setup:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = load_infini(checkpoint)
         segment = model.config.segment_length
@@ -135,7 +135,7 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[Accelerator], 
         from .passkey_data import passkey_pools
 
         out, key = Path(recipe.run.output_dir), "finetune.run.output_dir"
-        with accelerator.main_process_first():
+        with state.main_process_first():
             examples = run_data(out, key, "the passkey training examples")
             data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, examples)
             if recipe.text_every:
