@@ -268,3 +268,19 @@ def test_gradient_reaches_the_first_segment_from_the_last():
     assert first_segment_embedding_grad(tiny_model(vocab_size=48, use_memory=False)).abs().sum() == 0
     # Truncating every 2 segments cuts the path from segment 4 back to segment 1 as well.
     assert first_segment_embedding_grad(model, detach_every=2).abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "memory_update, use_memory, length, unused",
+    [("delta_l2", True, 17, False), ("delta_l2", True, 8, True), ("linear", True, 17, False), ("linear", False, 17, True)],
+)
+def test_ddp_is_told_when_a_step_leaves_parameters_unused(memory_update, use_memory, length, unused):
+    """The accelerator is made from the built model and data: memory off (gates unused) or sequences of one
+    segment (delta_l2's write strength unused) make DDP look for unused parameters, as a real step shows."""
+    from infini_bench.training.loop import may_leave_parameters_unused
+
+    model = tiny_model(memory_update=memory_update, use_memory=use_memory)
+    ids = torch.randint(0, 64, (1, length))
+    model(ids, labels=ids).loss.backward()
+    without_grad = [name for name, p in model.named_parameters() if p.grad is None]
+    assert bool(without_grad) == unused == may_leave_parameters_unused(model, length), without_grad

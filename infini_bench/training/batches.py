@@ -40,6 +40,7 @@ class PackedText:
     def __init__(self, rows: np.ndarray, seed: int):
         self.rows = rows
         self.order = EpochOrder(len(rows), seed)
+        self.shortest = rows.shape[1]  # tokens in the shortest sequence this data yields
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
         start = cursors.get("text", 0)
@@ -60,6 +61,7 @@ class PasskeyPools:
         self.lengths = list(pools)
         self.schedule, self.max_steps = schedule, max_steps
         self.orders = {length: EpochOrder(len(pool.input_ids), seed + j) for j, (length, pool) in enumerate(pools.items())}
+        self.shortest = min(pool.input_ids.shape[1] for pool in pools.values())
 
     def length_at(self, step: int) -> int:
         if self.schedule == "mix":
@@ -84,6 +86,7 @@ class WithText:
 
     def __init__(self, passkey: PasskeyPools, text: PackedText, every: int):
         self.passkey, self.text, self.every = passkey, text, every
+        self.shortest = min(passkey.shortest, text.shortest)
 
     def _is_text(self, step: int) -> bool:
         return step % self.every == self.every - 1

@@ -88,18 +88,24 @@ class Window:
     seconds: float = 0.0
 
 
-def make_accelerator(run: RunConfig, model: torch.nn.Module) -> Accelerator:
-    """The accelerator for this model, made once the model is built: a memory-off model (the full-attention
-    baseline) never uses its gates, and DDP must be told to expect unused parameters, or it fails at step 2."""
+def make_accelerator(run: RunConfig, setup: Setup) -> Accelerator:
+    """The accelerator for this stage, made once its model and data are built: DDP must be told when a step can
+    leave parameters without a gradient (`may_leave_parameters_unused`), or it fails at step 2."""
     precision = run.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=not model.config.use_memory)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=may_leave_parameters_unused(setup.model, setup.data.shortest))
     # cpu=True without CUDA: under torchrun, accelerate then runs gloo data parallelism (MULTI_CPU) instead of
     # silently treating each process as a lone run.
     return Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no", kwargs_handlers=[ddp]
     )
+
+
+def may_leave_parameters_unused(model: torch.nn.Module, shortest: int) -> bool:
+    """A memory-off model (the full-attention baseline) never uses its gates; a sequence of one segment or less
+    never reads what it writes into the memory (delta_l2's write strength then gets no gradient)."""
+    return not model.config.use_memory or shortest <= model.config.segment_length
 
 
 def process_state() -> PartialState:
@@ -156,7 +162,7 @@ def fit(
     out = Path(run.output_dir)
     prepare_process(run)
     setup = build(state)
-    accelerator = make_accelerator(run, setup.model)
+    accelerator = make_accelerator(run, setup)
     accumulation = accumulation_steps(optim, accelerator.num_processes)
     optimizer = build_optimizer(setup.model, optim)
     scheduler = build_scheduler(optimizer, optim, run.max_steps)
