@@ -326,7 +326,7 @@ def list_tasks(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="infini-bench tasks", description=list_tasks.__doc__)
     parser.add_argument("--path", action="store_true", help="print only the include path")
-    if parser.parse_args(argv).path:
+    if parser.parse_args([] if argv is None else argv).path:
         print(TASKS_DIR)
         return 0
     infos = project_tasks()

@@ -54,8 +54,8 @@ class InfiniLM(TemplateLM):
     also a loaded `InfiniForCausalLM`, with its `tokenizer` object or path, as lm-eval's `HFLM` takes), `tokenizer`
     (defaults to `pretrained`), `dtype` (float32 | bfloat16 | float16 | auto), `segment_length`, `use_memory` and
     `memory_kernel` (override the checkpoint's config), `attn_implementation` (sdpa | flash_attention_2 | eager,
-    as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384: peak memory is
-    set by it, not by the document's length), `max_length` (reported to tasks; default the config's
+    as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384 on CUDA and 2048 on
+    the CPU: peak memory is set by it, not by the document's length), `max_length` (reported to tasks; default the config's
     `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`.
     `--device`, `--batch_size` (integer or auto) and `--max_batch_size` come from lm-eval's own flags.
     """
@@ -69,7 +69,7 @@ class InfiniLM(TemplateLM):
         use_memory: bool | None = None,
         memory_kernel: str | None = None,
         attn_implementation: str | None = None,
-        prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        prefill_chunk_tokens: int | None = None,
         convert_llama: bool = False,
         max_length: int | None = None,
         max_gen_toks: int = 256,
@@ -117,7 +117,7 @@ class InfiniLM(TemplateLM):
             None if attn_implementation is None
             else options.choice("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
         )
-        self._chunk_tokens = options.positive_int("prefill_chunk_tokens", prefill_chunk_tokens)
+        chunk_tokens = None if prefill_chunk_tokens is None else options.positive_int("prefill_chunk_tokens", prefill_chunk_tokens)
         self._dtype = options.dtype_name(dtype)
         self._max_length = options.optional_positive_int("max_length", max_length)
         self._max_gen_toks = options.positive_int("max_gen_toks", max_gen_toks)
@@ -129,6 +129,7 @@ class InfiniLM(TemplateLM):
         self.parallel = setup_data_parallel(options.resolve_device(device))
         self._device = self.parallel.device
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
+        self._chunk_tokens = chunk_tokens or DEFAULT_CHUNK_TOKENS.get(self._device.type, DEFAULT_CHUNK_TOKENS["cpu"])
         if loaded:
             self.pretrained = pretrained.name_or_path
             self._model = pretrained.eval().to(self._device)

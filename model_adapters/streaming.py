@@ -19,7 +19,10 @@ from infini_bench.modeling import InfiniForCausalLM, InfiniCache
 Progress = Callable[[int], None] | None
 Tokens = Sequence[int] | torch.Tensor  # a row of token ids: a list, or a 1-D tensor (4 bytes a token in int32)
 
-DEFAULT_CHUNK_TOKENS = 16_384  # the adapter's `prefill_chunk_tokens` default
+# The adapter's `prefill_chunk_tokens` default, by device. On a GPU larger chunks feed the kernels better (and peak
+# memory follows the chunk); on a CPU, freshly allocated chunk-sized tensors cost page faults and cache misses, and
+# a tiny model read 64K tokens 1.3x faster in chunks of 2,048 than of 16,384 (benchmarks/RESULTS_adapter.md).
+DEFAULT_CHUNK_TOKENS = {"cuda": 16_384, "cpu": 2_048}
 LOGITS_SLICE = 2_048  # positions per float32 log-softmax: [rows, LOGITS_SLICE, vocab] at a time
 
 
@@ -49,7 +52,7 @@ def prefill(
     rows: Sequence[Tokens],
     device: torch.device,
     progress: Progress = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS["cpu"],
 ) -> Iterator[tuple[list[int], InfiniCache | None]]:
     """Read every row into a fresh memory, batched, without computing logits.
 
@@ -86,7 +89,7 @@ def score(
     targets: Sequence[Tokens],
     device: torch.device,
     progress: Progress = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS["cpu"],
 ) -> list[tuple[float, bool]]:
     """Continue `state` (one row per input, all at one position; None for fresh memories) with each row's
     `inputs`, where `targets[i][t]` is the token that follows `inputs[i][t]`.
