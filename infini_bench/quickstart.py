@@ -37,6 +37,9 @@ DEFAULT_SAMPLES = 3  # per depth and length
 PPL_METADATA = {"doc_tokens": 4096, "min_doc_tokens": 4096, "max_docs": 3}
 MIN_MINUTES = 0.01  # below this a stage's budget rounds to nothing
 MARKER = ".infini-bench-quickstart"  # in every folder the quickstart made (and so may empty)
+# `--out` ignores itself in git (as a venv or pytest's cache does), so the README's first command, run inside a
+# checkout with the default `--out ./quickstart`, leaves the checkout clean
+GITIGNORE = "# written by infini-bench quickstart: everything here is generated (delete this file to commit it)\n*\n"
 
 
 class QuickstartError(ValueError):
@@ -208,6 +211,8 @@ def check_out(out: Path) -> None:
         probe.unlink()
         if _read_marker(out) is None:
             _write_marker(out, kind="quickstart output folder")
+        if not (out / ".gitignore").exists():
+            (out / ".gitignore").write_text(GITIGNORE)
     except OSError as err:
         raise QuickstartError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from None
 
@@ -477,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infini-bench quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="quickstart",
                         help="output folder (default ./quickstart): new, empty, or an earlier quickstart's; rerun to "
-                        "resume")
+                        "resume. It carries a .gitignore of '*', so a run inside a git checkout leaves it clean")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help="training budget in minutes; the Infini model and the baseline train side by side, "
                         f"each within it (default {DEFAULT_MINUTES:g}, at least {MIN_MINUTES:g})")

@@ -139,3 +139,30 @@ def test_case9_a_budget_too_small_is_refused_up_front(tmp_path, recipe, fake_sta
     err = capsys.readouterr().err
     assert "--minutes=0.001 is too small" in err and "give --minutes 0.01 or more" in err
     assert not fresh.exists()
+
+
+def test_the_default_output_leaves_a_git_checkout_clean(tmp_path, recipe, fake_stages, monkeypatch, capsys):
+    """The README's first command runs inside the checkout: its default `--out ./quickstart` ignores itself in
+    git, so `git status` shows nothing new afterwards (an earlier quickstart's folder gets the same file)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (checkout / "README.md").write_text("a project\n")
+    git("add", "README.md")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.chdir(checkout)
+    assert quickstart.main(["--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]) == 0
+    assert (checkout / "quickstart" / "report" / "report.html").is_file()
+    assert git("status", "--porcelain", "--untracked-files=all") == ""
+    (checkout / "quickstart" / ".gitignore").unlink()  # a folder from before this rule: marked, so it is ours
+    assert quickstart.main(["--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]) == 0
+    assert git("status", "--porcelain", "--untracked-files=all") == ""
