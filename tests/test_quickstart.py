@@ -60,7 +60,7 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
     out, _, proc = finished_run
     from transformers import AutoConfig
 
-    import infini_bench  # noqa: F401  registers model_type "infini"
+    import infini_bench.modeling  # noqa: F401  registers model_type "infini" (import infini_bench alone is lazy)
 
     assert AutoConfig.from_pretrained(out / "infini" / "finetune" / "latest").model_type == "infini"
     assert AutoConfig.from_pretrained(out / "baseline" / "llama").model_type == "llama"
