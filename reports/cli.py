@@ -5,8 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from infini_bench.tasks.names import parse_length
+
 from .grid import METRICS
-from .loading import parse_length
 from .report import ReportError, build_report
 from .text import render_text
 
@@ -41,7 +42,9 @@ def build_parser(prog: str = "infini-bench report") -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="[NAME=]PATH",
                         help="lm-eval --output_path folders and/or results_*.json files; NAME= labels the model(s) "
-                        "found there (default: a label from the checkpoint path and model args)")
+                        "found there (default: a label from the checkpoint path and model args). One NAME given to "
+                        "several paths marks seed replicates (one model per path): the report shows their mean and "
+                        "spread (min-max, std) next to the Wilson interval of all their samples pooled")
     parser.add_argument("-o", "--output", default="report", help="folder for the report (default: ./report)")
     parser.add_argument("--train-length", action="append", type=_train_length, default=[], metavar="MODEL=N",
                         help="training length of a model (label, name or folder name), e.g. tiny=2k; repeatable")

@@ -137,6 +137,8 @@ def heatmap(grid: Grid, path: Path, title: str | None = None) -> Figure:
     norm = plt.Normalize(0, 100)
     image = _draw_grid(ax, values, depths, lengths, counts, ACCURACY_CMAP, norm, show_counts=uniform_n is None)
     subtitle = f" (n={uniform_n} per cell)" if uniform_n is not None else ""
+    if grid.seeds > 1:
+        subtitle = f", mean of {grid.seeds} seeds" + (f" (n={uniform_n} pooled per cell)" if uniform_n else "")
     ax.set_title(title or f"{grid.model} · {grid.family}: {grid.metric} %{subtitle}", fontsize=11)
     if grid.train_length:
         _train_marker(fig, ax, lengths, grid.train_length)
@@ -146,7 +148,8 @@ def heatmap(grid: Grid, path: Path, title: str | None = None) -> Figure:
 
 
 def depth_bars(grid: Grid, path: Path, mean: float | None) -> Figure:
-    """Accuracy per depth over all lengths, bars coloured on the heatmap scale, Wilson intervals as error bars."""
+    """Accuracy per depth over all lengths, bars coloured on the heatmap scale, Wilson intervals as error bars;
+    for seed replicates the bar is the mean over the runs and each run's value is a dot."""
     per_depth = grid.per_depth()
     depths = per_depth.index.tolist()
     values = per_depth["acc"].to_numpy(dtype=float) * 100.0
@@ -159,8 +162,12 @@ def depth_bars(grid: Grid, path: Path, mean: float | None) -> Figure:
         high = per_depth["ci_high"].to_numpy(dtype=float) * 100.0 - values
         ax.errorbar(x, values, yerr=np.clip(np.nan_to_num(np.vstack([low, high])), 0.0, None), fmt="none",
                     ecolor="#333333", capsize=3, linewidth=1)
+    for i, run in enumerate(grid.replicates):
+        seed_values = run.per_depth()["acc"].reindex(depths).to_numpy(dtype=float) * 100.0
+        ax.scatter(x, seed_values, s=14, color="black", zorder=3, label="each seed" if i == 0 else None)
     if mean is not None:
         ax.axhline(mean * 100.0, color="black", linestyle="--", linewidth=1, label=f"mean {mean * 100:.1f}%")
+    if mean is not None or grid.replicates:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(x, [format_depth(d) for d in depths])
     ax.set_ylim(0, 105)
@@ -182,10 +189,11 @@ def side_by_side(grids: list[Grid], path: Path) -> Figure:
     for ax, grid in zip(axes[0], grids):
         values = grid.pivot("acc").reindex(index=depths, columns=lengths).to_numpy(dtype=float) * 100.0
         image = _draw_grid(ax, values, depths, lengths, None, ACCURACY_CMAP, norm)
-        ax.set_title(grid.model, fontsize=11)
+        seeds = f", mean of {grid.seeds} seeds" if grid.seeds > 1 else ""
+        ax.set_title(f"{grid.model}{f' ({seeds[2:]})' if seeds else ''}", fontsize=11)
         if grid.train_length:
             ax.axvline(_train_line_x(lengths, grid.train_length), color="black", linestyle="--", linewidth=2)
-            ax.set_title(f"{grid.model} (trained at {format_length(grid.train_length)}, dashed)", fontsize=11)
+            ax.set_title(f"{grid.model} (trained at {format_length(grid.train_length)}, dashed{seeds})", fontsize=11)
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     fig.suptitle(f"{grids[0].family}: {grids[0].metric} % side by side", fontsize=12)
@@ -227,7 +235,7 @@ def perplexity_curves(results: list[PerplexityResult], path: Path) -> Figure:
         lookup = {(lo, hi): v for lo, hi, v in r.positions}
         ys = np.array([lookup.get(b, math.nan) for b in buckets], dtype=float)
         spread.extend(ys[~np.isnan(ys)].tolist())
-        ax.plot(x, ys, marker="o", linewidth=2, label=r.model)
+        ax.plot(x, ys, marker="o", linewidth=2, label=r.display)
     positive = [v for v in spread if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_yscale("log")

@@ -3,26 +3,38 @@
 A grid is built from the samples log when it was written (every cell is then the exact mean of its samples and
 has a count), and otherwise from the per-depth ``acc_dNNN`` metrics of the results JSON (one column per task,
 counts unknown). Tasks are grouped into families by dropping their length suffix: ``passkey_1k`` and
-``passkey_4k`` form one ``passkey`` grid.
+``passkey_4k`` form one ``passkey`` grid. Every name is read with the tasks' own naming module
+(``infini_bench.tasks.names``), never re-implemented here.
+
+Seed replicates (several runs of one model label) pool into one grid: each cell, length and depth shows the mean
+over the runs (``acc``) with its spread across them (``seeds``, ``seed_min``, ``seed_max``, ``seed_std``: the
+sample standard deviation, n − 1), next to the Wilson interval of all their samples pooled (``n``, ``ci_low``,
+``ci_high``, around ``pooled_acc``). A single run is the same with one seed.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .loading import ModelRuns, Sample, TaskResult, parse_length
+from infini_bench.tasks.names import (
+    PERPLEXITY_METRICS,
+    SCORES,
+    family_sort_key,
+    parse_bucket_metric,
+    parse_depth_metric,
+    parse_length,
+    split_task_name,
+)
+from infini_bench.tasks.names import format_length as _format_length
 
-DEPTH_METRIC_RE = re.compile(r"^(?P<base>.+)_d(?P<depth>\d{3})(?:p(?P<frac>\d+))?$")
-LENGTH_SUFFIX_RE = re.compile(r"^(?P<family>.+?)_(?P<length>\d+(?:\.\d+)?[kKmM]|\d{3,})$")
-PPL_MARKERS = ("token_perplexity", "word_perplexity", "bits_per_byte", "byte_perplexity")
+from .loading import ModelRuns, Sample, TaskResult
 
 #: The per-sample scores a grid can pivot (every passkey and NIAH sample carries both; see tasks/README.md).
-METRICS = ("acc", "ruler_match")
+METRICS = SCORES
 
 #: The Infini-attention paper's passkey view (its Table 3: accuracy with the key at the start, middle or end of the
 #: input): the depths pooled into thirds. A depth on a boundary (33 1/3 %, 66 2/3 %) counts as middle.
@@ -31,16 +43,14 @@ DEPTH_BINS = (("start", 0.0, 100.0 / 3), ("middle", 100.0 / 3, 200.0 / 3), ("end
 #: Assessment bands of the mean per-depth accuracy, as the project's earlier analysis scripts printed them.
 BANDS = ((0.9, "excellent"), (0.8, "good"), (0.7, "fair"))
 
+#: Columns of `Grid.cells`.
+CELL_COLUMNS = ["depth", "length", "acc", "n", "successes", "ci_low", "ci_high", "source", "pooled_acc", "seeds",
+                "seed_min", "seed_max", "seed_std"]
+
 
 def family_of(task: str) -> tuple[str, int | None]:
     """``passkey_4k`` -> (``passkey``, 4096); a task without a length suffix is its own family."""
-    m = LENGTH_SUFFIX_RE.match(task)
-    if not m:
-        return task, None
-    try:
-        return m.group("family"), parse_length(m.group("length"))
-    except ValueError:
-        return task, None
+    return split_task_name(task)
 
 
 def depth_bin(depth: float) -> str:
@@ -85,15 +95,10 @@ def effective_length(per_length: dict[int, float], threshold: float) -> int | No
 
 
 def format_length(n: int | float | None) -> str:
-    """4096 -> ``4k``, 1048576 -> ``1m``, 1000 -> ``1000`` (the way the task names write lengths)."""
+    """4096 -> ``4k``, 1048576 -> ``1m``, 1000 -> ``1000`` (the tasks' own way); ``-`` for an unknown length."""
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "-"
-    n = int(n)
-    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)}m"
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024}k"
-    return str(n)
+    return _format_length(int(n))
 
 
 def format_depth(d: float) -> str:
@@ -107,15 +112,29 @@ def format_bucket(lo: int, hi: int | None) -> str:
 
 @dataclass
 class Grid:
-    """One model × task family: cells (depth, length) with accuracy, count and Wilson interval, plus samples."""
+    """One model × task family: cells (depth, length) with accuracy, count and Wilson interval, plus samples.
+
+    A grid of seed replicates holds one grid per run in `replicates` (each with its `run` name); its own cells are
+    the runs' cells pooled (see the module docstring)."""
 
     model: str
     family: str
     metric: str
     tasks: list[str]
-    cells: pd.DataFrame  # columns: depth, length, acc, n, successes, ci_low, ci_high, source
+    cells: pd.DataFrame  # columns: CELL_COLUMNS
     samples: dict[tuple[float, int], list[Sample]] = field(default_factory=dict)
     train_length: int | None = None
+    run: str | None = None  # which run of its model label this grid is (seed replicates only)
+    replicates: list["Grid"] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> int:
+        """How many runs this grid pools (1 for a single run)."""
+        return len(self.replicates) or 1
+
+    @property
+    def runs(self) -> list[str]:
+        return [g.run or "" for g in self.replicates]
 
     @property
     def depths(self) -> list[float]:
@@ -135,35 +154,47 @@ class Grid:
         return bool(self.cells["n"].notna().all())
 
     def per_depth(self) -> pd.DataFrame:
-        """Accuracy per depth over all lengths: sample-weighted when counts are known, else the mean of cells."""
-        return _marginal(self.cells, "depth")
+        """Accuracy per depth over all lengths: sample-weighted when counts are known, else the mean of cells
+        (for replicates: that per run, then the mean and spread over runs)."""
+        return self._over_seeds(["depth"])
 
     def per_length(self) -> pd.DataFrame:
-        return _marginal(self.cells, "length")
+        return self._over_seeds(["length"])
 
     def depth_bins(self) -> pd.DataFrame:
         """The paper's view: one row per (bin, length) with the pooled score (sample-weighted when counts are
         known), its count and interval; bins as in `DEPTH_BINS`."""
-        rows = []
-        cells = self.cells.assign(bin=[depth_bin(d) for d in self.cells["depth"]])
-        for (name, length), group in cells.groupby(["bin", "length"], sort=False):
-            row = _marginal(group.assign(all=0), "all").iloc[0].to_dict()
-            rows.append({"bin": name, "length": int(length), **row})
-        frame = pd.DataFrame(rows, columns=["bin", "length", "acc", "n", "ci_low", "ci_high"])
+        frame = self._over_seeds(["bin", "length"], _with_bins).reset_index()
         order = {name: i for i, (name, _, _) in enumerate(DEPTH_BINS)}
         return frame.sort_values(["length", "bin"], key=lambda col: col.map(order) if col.name == "bin" else col)
 
+    def _over_seeds(self, keys: list[str], prepare: Callable[[pd.DataFrame], pd.DataFrame] = lambda c: c,
+                    ) -> pd.DataFrame:
+        """Marginal over `keys`: count and Wilson interval of every sample pooled (``pooled_acc``, ``n``,
+        ``ci_low``, ``ci_high``), ``acc`` the mean over the runs of each run's own marginal, and its spread."""
+        pooled = _marginal(prepare(self.cells), keys)
+        pooled["pooled_acc"] = pooled["acc"]
+        if not self.replicates:
+            return _with_spread(pooled, pooled[["acc"]])
+        per_run = pd.concat(
+            [_marginal(prepare(g.cells), keys)["acc"].rename(i) for i, g in enumerate(self.replicates)], axis=1
+        ).reindex(pooled.index)
+        return _with_spread(pooled, per_run)
+
     def stats(self, threshold: float) -> dict[str, Any]:
-        """mean / std / min / max (with their depths) of the per-depth accuracy, the band and the effective length."""
+        """mean / std / min / max (with their depths) of the per-depth accuracy, the band and the effective length;
+        for replicates also each run's mean and effective length and their range (``seed_*``)."""
         per_depth = self.per_depth()
         values = per_depth["acc"].to_numpy(dtype=float)
         ok = ~np.isnan(values)
         per_length = self.per_length()
         lengths = {int(k): float(v) for k, v in per_length["acc"].items() if not math.isnan(v)}
         n_total = int(self.cells["n"].sum()) if self.has_counts else None
+        seeds = self._seed_stats(threshold)
         if not ok.any():
             return {"mean": None, "std": None, "min": None, "min_depth": None, "max": None, "max_depth": None,
-                    "assessment": None, "n_samples": n_total, "effective_length": None, "threshold": threshold}
+                    "assessment": None, "n_samples": n_total, "effective_length": None, "threshold": threshold,
+                    **seeds}
         depths = per_depth.index.to_numpy(dtype=float)[ok]
         vals = values[ok]
         mean = float(vals.mean())
@@ -181,25 +212,61 @@ class Grid:
             ),
             "effective_length": effective_length(lengths, threshold),
             "threshold": threshold,
+            **seeds,
+        }
+
+    def _seed_stats(self, threshold: float) -> dict[str, Any]:
+        """Each run's mean and effective length, and their spread (None for a single run)."""
+        runs = [{"run": g.run, **{k: g.stats(threshold)[k] for k in ("mean", "effective_length")}}
+                for g in self.replicates]
+        means = [r["mean"] for r in runs if r["mean"] is not None]
+        effective = [r["effective_length"] or 0 for r in runs]  # 0: not even the shortest length holds
+        return {
+            "seeds": self.seeds,
+            "per_seed": runs,
+            "seed_mean_min": min(means) if len(means) > 1 else None,
+            "seed_mean_max": max(means) if len(means) > 1 else None,
+            "seed_mean_std": float(np.std(means, ddof=1)) if len(means) > 1 else None,
+            "seed_effective_length_min": (min(effective) or None) if len(runs) > 1 else None,
+            "seed_effective_length_max": (max(effective) or None) if len(runs) > 1 else None,
         }
 
 
-def _marginal(cells: pd.DataFrame, by: str) -> pd.DataFrame:
+def _with_bins(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.assign(bin=[depth_bin(d) for d in cells["depth"]])
+
+
+def _with_spread(frame: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
+    """``acc`` = the mean over the runs (columns of `per_run`), with ``seeds`` (runs with a value), ``seed_min``,
+    ``seed_max`` and ``seed_std`` (sample standard deviation; NaN below two runs)."""
+    frame = frame.copy()
+    frame["acc"] = per_run.mean(axis=1)
+    frame["seeds"] = per_run.count(axis=1)
+    frame["seed_min"] = per_run.min(axis=1)
+    frame["seed_max"] = per_run.max(axis=1)
+    frame["seed_std"] = per_run.std(axis=1, ddof=1) if per_run.shape[1] > 1 else math.nan
+    return frame
+
+
+def _marginal(cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per value of `keys`: acc, n and the Wilson interval of the samples pooled (counts known), else the mean of
+    the cells' accuracies without counts."""
     rows = []
-    for key, group in cells.groupby(by, sort=True):
+    for key, group in cells.groupby(keys, sort=True):
+        at = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         valid = group.dropna(subset=["acc"])
         if valid.empty:
-            rows.append({by: key, "acc": math.nan, "n": math.nan, "ci_low": math.nan, "ci_high": math.nan})
+            rows.append({**at, "acc": math.nan, "n": math.nan, "ci_low": math.nan, "ci_high": math.nan})
             continue
         if valid["n"].notna().all():
             n = int(valid["n"].sum())
             k = float(valid["successes"].sum())
             low, high = wilson(k, n)
-            rows.append({by: key, "acc": k / n, "n": n, "ci_low": low, "ci_high": high})
+            rows.append({**at, "acc": k / n, "n": n, "ci_low": low, "ci_high": high})
         else:
-            rows.append({by: key, "acc": float(valid["acc"].mean()), "n": math.nan, "ci_low": math.nan,
+            rows.append({**at, "acc": float(valid["acc"].mean()), "n": math.nan, "ci_low": math.nan,
                          "ci_high": math.nan})
-    return pd.DataFrame(rows).set_index(by)
+    return pd.DataFrame(rows, columns=[*keys, "acc", "n", "ci_low", "ci_high"]).set_index(keys)
 
 
 def _depth_of(sample: Sample) -> float | None:
@@ -262,25 +329,18 @@ def _rows_from_results(task: TaskResult, metric: str) -> list[dict]:
         return []
     rows = []
     for name, value in task.metrics.items():
-        m = DEPTH_METRIC_RE.match(name)
-        if m and m.group("base") == metric:
-            rows.append({"depth": depth_of_metric(m), "length": length, "acc": value, "task": task.name})
+        parsed = parse_depth_metric(name)
+        if parsed and parsed[0] == metric:
+            rows.append({"depth": parsed[1], "length": length, "acc": value, "task": task.name})
     return rows
 
 
-def depth_of_metric(m: re.Match) -> float:
-    """``acc_d050`` -> 50.0, ``acc_d012p5`` -> 12.5 (the tasks' naming, see tasks/names.py)."""
-    return float(f"{int(m.group('depth'))}.{m.group('frac') or 0}")
-
-
 def has_depth_metrics(task: TaskResult, metric: str) -> bool:
-    return any(
-        (m := DEPTH_METRIC_RE.match(name)) is not None and m.group("base") == metric for name in task.metrics
-    )
+    return any((parsed := parse_depth_metric(name)) is not None and parsed[0] == metric for name in task.metrics)
 
 
 def is_perplexity_task(task: TaskResult) -> bool:
-    return any(name.startswith(PPL_MARKERS) for name in task.metrics)
+    return any(name.startswith(PERPLEXITY_METRICS) for name in task.metrics)
 
 
 @dataclass
@@ -291,7 +351,8 @@ class GridBuild:
 
 
 def build_grids(models: list[ModelRuns], metric: str = "acc") -> GridBuild:
-    """Group every model's depth-grid tasks into families and pivot them; say why any task has no grid."""
+    """Group every model's depth-grid tasks into families (primary family first) and pivot them; pool the runs of
+    seed replicates into one grid per label and family; say why any task has no grid."""
     grids: list[Grid] = []
     notes: list[str] = []
     ungridded: list[tuple[ModelRuns, TaskResult]] = []
@@ -303,49 +364,48 @@ def build_grids(models: list[ModelRuns], metric: str = "acc") -> GridBuild:
                 families.setdefault(family_of(task.name)[0], []).append(task)
             else:
                 ungridded.append((model, task))
-        for family, tasks in sorted(families.items()):
-            sample_rows: list[dict] = []
-            result_rows: list[dict] = []
-            per_cell: dict[tuple[float, int], list[Sample]] = {}
-            for task in sorted(tasks, key=lambda t: (family_of(t.name)[1] or 0, t.name)):
-                why = None
-                if task.samples is not None:
-                    rows, cells, why = _rows_from_samples(task, metric)
-                    if rows:
-                        sample_rows.extend(rows)
-                        for key, items in cells.items():
-                            per_cell.setdefault(key, []).extend(items)
-                        continue
-                rows = _rows_from_results(task, metric)
-                if rows:
-                    result_rows.extend(rows)
-                    notes.append(
-                        f"{model.label} / {task.name}: "
-                        + (f"samples not usable ({why}); " if why else "no samples log (run lm-eval with "
-                           "--log_samples for counts, intervals and example prompts); ")
-                        + "cells taken from its per-depth metrics, without counts"
-                    )
-                else:
-                    notes.append(
-                        f"{model.label} / {task.name}: cannot place it on the depth × length grid "
-                        f"({why or 'no samples log, and no single context length in its metadata or name'}); "
-                        "left out of the heatmap"
-                    )
-            cells = _cells(sample_rows, result_rows)
-            if cells.empty:
+        for family in sorted(families, key=family_sort_key):
+            grid = _family_grid(model, family, families[family], metric, notes)
+            if grid is not None:
+                grids.append(grid)
+    return GridBuild(grids=pool_replicates(grids), notes=notes, ungridded=ungridded)
+
+
+def _family_grid(model: ModelRuns, family: str, tasks: list[TaskResult], metric: str,
+                 notes: list[str]) -> Grid | None:
+    """One model's grid of one family: cells from the samples logs, else from the per-depth metrics."""
+    sample_rows: list[dict] = []
+    result_rows: list[dict] = []
+    per_cell: dict[tuple[float, int], list[Sample]] = {}
+    for task in sorted(tasks, key=lambda t: (family_of(t.name)[1] or 0, t.name)):
+        why = None
+        if task.samples is not None:
+            rows, cells, why = _rows_from_samples(task, metric)
+            if rows:
+                sample_rows.extend(rows)
+                for key, items in cells.items():
+                    per_cell.setdefault(key, []).extend(items)
                 continue
-            grids.append(
-                Grid(
-                    model=model.label,
-                    family=family,
-                    metric=metric,
-                    tasks=sorted(t.name for t in tasks),
-                    cells=cells,
-                    samples=per_cell,
-                    train_length=model.train_length,
-                )
+        rows = _rows_from_results(task, metric)
+        if rows:
+            result_rows.extend(rows)
+            notes.append(
+                f"{model.display} / {task.name}: "
+                + (f"samples not usable ({why}); " if why else "no samples log (run lm-eval with "
+                   "--log_samples for counts, intervals and example prompts); ")
+                + "cells taken from its per-depth metrics, without counts"
             )
-    return GridBuild(grids=grids, notes=notes, ungridded=ungridded)
+        else:
+            notes.append(
+                f"{model.display} / {task.name}: cannot place it on the depth × length grid "
+                f"({why or 'no samples log, and no single context length in its metadata or name'}); "
+                "left out of the heatmap"
+            )
+    cells = _cells(sample_rows, result_rows)
+    if cells.empty:
+        return None
+    return Grid(model=model.label, family=family, metric=metric, tasks=sorted(t.name for t in tasks), cells=cells,
+                samples=per_cell, train_length=model.train_length, run=model.run)
 
 
 def _cells(sample_rows: list[dict], result_rows: list[dict]) -> pd.DataFrame:
@@ -374,12 +434,56 @@ def _cells(sample_rows: list[dict], result_rows: list[dict]) -> pd.DataFrame:
         df["source"] = "results"
         frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=["depth", "length", "acc", "n", "successes", "ci_low", "ci_high", "source"])
+        return pd.DataFrame(columns=CELL_COLUMNS)
     cells = pd.concat(frames, ignore_index=True)
     cells["depth"] = cells["depth"].astype(float)
     cells["length"] = cells["length"].astype(int)
     cells["n"] = cells["n"].astype(float)
-    return cells.sort_values(["depth", "length"]).reset_index(drop=True)
+    cells["pooled_acc"] = cells["acc"]
+    cells = _with_spread(cells, cells[["acc"]])
+    return cells.sort_values(["depth", "length"]).reset_index(drop=True)[CELL_COLUMNS]
+
+
+def pool_replicates(grids: list[Grid]) -> list[Grid]:
+    """Replace the grids of seed-replicate runs (same label and family) by one pooled grid, where the first was."""
+    order: list[Grid | tuple[str, str]] = []
+    runs: dict[tuple[str, str], list[Grid]] = {}
+    for grid in grids:
+        if grid.run is None:
+            order.append(grid)
+            continue
+        key = (grid.model, grid.family)
+        if key not in runs:
+            runs[key] = []
+            order.append(key)
+        runs[key].append(grid)
+    return [pooled_grid(runs[item]) if isinstance(item, tuple) else item for item in order]
+
+
+def pooled_grid(runs: list[Grid]) -> Grid:
+    """One grid of several runs: per cell the mean over runs and its spread, the pooled count and Wilson interval."""
+    frame = pd.concat([g.cells.assign(_run=i) for i, g in enumerate(runs)], ignore_index=True)
+    rows = []
+    for (depth, length), group in frame.groupby(["depth", "length"], sort=True):
+        counted = bool(group["n"].notna().all())
+        n = float(group["n"].sum()) if counted else math.nan
+        k = float(group["successes"].sum()) if counted else math.nan
+        low, high = wilson(k, int(n)) if counted else (math.nan, math.nan)
+        rows.append({"depth": depth, "length": length, "n": n, "successes": k, "ci_low": low, "ci_high": high,
+                     "source": "samples" if (group["source"] == "samples").all() else "results",
+                     "pooled_acc": k / n if counted and n else float(group["acc"].mean())})
+    cells = pd.DataFrame(rows)
+    per_run = frame.pivot_table(index=["depth", "length"], columns="_run", values="acc", aggfunc="first",
+                                dropna=False).reindex(pd.MultiIndex.from_frame(cells[["depth", "length"]]))
+    per_run = per_run.reindex(columns=range(len(runs)))
+    cells = _with_spread(cells.set_index(["depth", "length"]), per_run).reset_index()
+    samples: dict[tuple[float, int], list[Sample]] = {}
+    for g in runs:
+        for key, items in g.samples.items():
+            samples.setdefault(key, []).extend(items)
+    return Grid(model=runs[0].model, family=runs[0].family, metric=runs[0].metric,
+                tasks=sorted({t for g in runs for t in g.tasks}), cells=cells[CELL_COLUMNS], samples=samples,
+                train_length=runs[0].train_length, replicates=list(runs))
 
 
 @dataclass
@@ -390,9 +494,11 @@ class PerplexityResult:
     word_perplexity: float | None
     bits_per_byte: float | None
     positions: list[tuple[int, int | None, float]]  # (lo, hi or None for "to the end", token perplexity)
+    run: str | None = None  # which run of its model label (seed replicates only)
 
-
-POS_RE = re.compile(r"^token_perplexity_pos_(?P<lo>\d+(?:\.\d+)?[kKmM]?)_(?P<hi>\d+(?:\.\d+)?[kKmM]?|end)$")
+    @property
+    def display(self) -> str:
+        return self.model if self.run is None else f"{self.model} [{self.run}]"
 
 
 def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
@@ -404,12 +510,9 @@ def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
                 continue
             positions = []
             for name, value in task.metrics.items():
-                m = POS_RE.match(name)
-                if not m:
-                    continue
-                lo = 0 if m.group("lo") == "0" else parse_length(m.group("lo"))
-                hi = None if m.group("hi") == "end" else parse_length(m.group("hi"))
-                positions.append((lo, hi, value))
+                bucket = parse_bucket_metric(name)
+                if bucket is not None:
+                    positions.append((*bucket, value))
             positions.sort(key=lambda p: (p[0], math.inf if p[1] is None else p[1]))
             out.append(
                 PerplexityResult(
@@ -419,6 +522,7 @@ def perplexity_results(models: list[ModelRuns]) -> list[PerplexityResult]:
                     word_perplexity=task.metrics.get("word_perplexity"),
                     bits_per_byte=task.metrics.get("bits_per_byte"),
                     positions=positions,
+                    run=model.run,
                 )
             )
     return out

@@ -49,12 +49,49 @@ def _table(df: pd.DataFrame, index: bool = False) -> str:
     return df.to_html(index=index, escape=True, border=0, classes="data", na_rep="–")
 
 
+def _seed_range(low: float | None, high: float | None, std: float | None = None) -> str:
+    """``seeds 85–95%, sd 4.1`` for a range over seed replicates; empty for a single run."""
+    if low is None or high is None:
+        return ""
+    return f"seeds {low * 100:.0f}–{_pct(high)}" + (f", sd {std * 100:.1f}" if std is not None else "")
+
+
+def _effective(length: int | None) -> str:
+    return format_length(length) if length else "none"
+
+
+def _headline_table(summary: dict[str, Any]) -> str:
+    """Per family (primary first) and model: the effective length and the mean, with their range over seeds."""
+    rows = []
+    for row in summary["headline"]:
+        eff = _effective(row["effective_length"])
+        if row["effective_multiple"]:
+            eff += f" ({row['effective_multiple']:g}× training length)"
+        mean = _pct(row["mean"], 1)
+        if row["seeds"] > 1:
+            low, high = row["effective_length_min"], row["effective_length_max"]
+            eff += f"\nseeds {_effective(low)}" + (f"–{_effective(high)}" if high != low else " (all)")
+            mean += "\n" + _seed_range(row["mean_min"], row["mean_max"], row["mean_std"])
+        rows.append({"family": row["family"], "model": row["model"], "effective length": eff, "mean": mean,
+                     "seeds": row["seeds"],
+                     "longest length tested": format_length(row["longest_length"])})
+    frame = pd.DataFrame(rows)
+    if not frame.empty and (frame["seeds"] == 1).all():
+        frame = frame.drop(columns="seeds")
+    return _table(frame)
+
+
 def _comparison_table(entry: dict[str, Any]) -> str:
     rows = []
     for row in entry["table"]:
         record: dict[str, Any] = {"model": row["model"]}
+        spreads = row.get("per_length_seeds", {})
         for length, acc in sorted(row["per_length"].items(), key=lambda kv: int(kv[0])):
             record[format_length(int(length))] = _pct(acc, 1)
+            spread = spreads.get(length, {})
+            if row.get("seeds", 1) > 1 and spread.get("seed_min") is not None:
+                record[format_length(int(length))] += "\n" + _seed_range(spread["seed_min"], spread["seed_max"],
+                                                                          spread["seed_std"])
         record["mean"] = _pct(row["mean"], 1)
         record["effective length"] = format_length(row["effective_length"]) if row["effective_length"] else "none"
         rows.append(record)
@@ -86,6 +123,8 @@ def _grid_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
                     "colour": _cell_colour(cell["acc"] if cell else None),
                     "ink": _ink(cell["acc"] if cell else None),
                     "text": _pct(cell["acc"]) if cell else "–",
+                    "seeds": (_seed_range(cell["seed_min"], cell["seed_max"])
+                              if cell and (cell.get("seeds") or 1) > 1 else ""),
                     "ci": (
                         f"[{_pct(cell['ci_low'])}–{_pct(cell['ci_high'])}]"
                         if cell and cell["ci_low"] is not None
@@ -156,12 +195,15 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
     comparisons = [{**c, "html_table": _comparison_table(c), "bins_table": _bins_table(c)} for c in summary["comparisons"]]
     ppl_table = ""
     ppl_positions = ""
+    ppl_seeds = ""
     if summary["perplexity"]:
+        with_runs = any(p.get("run") for p in summary["perplexity"])
         ppl_table = _table(
             pd.DataFrame(
                 [
                     {
                         "model": p["model"],
+                        **({"run": p.get("run") or ""} if with_runs else {}),
                         "task": p["task"],
                         "token perplexity": _fmt(p["token_perplexity"]),
                         "word perplexity": _fmt(p["word_perplexity"]),
@@ -171,8 +213,17 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
                 ]
             )
         )
+        if summary.get("perplexity_seeds"):
+            ppl_seeds = _table(pd.DataFrame([
+                {"model": e["model"], "task": e["task"], "seeds": e["seeds"],
+                 **{label: (f"{e[name]['mean']:.{d}f} [{e[name]['min']:.{d}f}–{e[name]['max']:.{d}f}]"
+                            if e[name] else "–")
+                    for name, label, d in (("token_perplexity", "token perplexity", 3),
+                                           ("bits_per_byte", "bits per byte", 4))}}
+                for e in summary["perplexity_seeds"]
+            ]))
         position_rows = [
-            {"model": p["model"], "task": p["task"],
+            {"model": p["model"] if not p.get("run") else f"{p['model']} [{p['run']}]", "task": p["task"],
              "bucket": format_bucket(q["lo"], q["hi"]),
              "token perplexity": q["token_perplexity"]}
             for p in summary["perplexity"]
@@ -187,6 +238,8 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
     metrics_table = ""
     if summary["metrics"]:
         frame = pd.DataFrame(summary["metrics"])
+        if "run" in frame and frame["run"].isna().all():
+            frame = frame.drop(columns="run")
         frame["value"] = frame["value"].map(_fmt)
         frame["stderr"] = frame["stderr"].map(_fmt)
         metrics_table = _table(frame)
@@ -195,6 +248,7 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
             [
                 {
                     "model": m["label"],
+                    **({"run": m.get("run") or ""} if any(x.get("run") for x in summary["models"]) else {}),
                     "name": m["name"],
                     "type": m["model_type"],
                     "model args": ", ".join(f"{k}={v}" for k, v in m["model_args"].items()),
@@ -210,6 +264,8 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
     template = env.get_template("report.html.j2")
     return template.render(
         summary=summary,
+        headline_table=_headline_table(summary) if summary.get("headline") else "",
+        ppl_seeds=ppl_seeds,
         grids=grids,
         comparisons=comparisons,
         ppl_table=ppl_table,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from infini_bench.tasks.names import parse_length
+
 #: lm-eval names output files with ``datetime.now().isoformat().replace(":", "-")``.
 DATE_ID_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)$")
 
@@ -40,6 +42,7 @@ class Sample:
     needle_char: int | None
     response: str
     target: str
+    run: str | None = None  # which run of its model label (seed replicates only)
 
 
 @dataclass
@@ -72,6 +75,12 @@ class ModelRuns:
     train_length: int | None = None
     train_length_source: str | None = None
     label: str = ""
+    run: str | None = None  # seed replicates: which run of the label (the part of its input path that differs)
+
+    @property
+    def display(self) -> str:
+        """The label, and for a seed replicate its run: ``infini [seed1]``."""
+        return self.label if self.run is None else f"{self.label} [{self.run}]"
 
 
 @dataclass
@@ -79,22 +88,6 @@ class Loaded:
     models: list[ModelRuns]
     problems: list[str]
     results_files: list[Path]
-
-
-def parse_length(text: str | int | float) -> int:
-    """Parse a token count such as ``4096``, ``4k`` (= 4096) or ``1m`` (= 1048576); raise ValueError otherwise."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if int(text) != text or text <= 0:
-            raise ValueError(f"not a positive whole number of tokens: {text!r}")
-        return int(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", str(text))
-    if not m:
-        raise ValueError(f"not a token count: {text!r} (use e.g. 4096, 4k or 1m)")
-    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-    value = float(m.group(1)) * scale
-    if value <= 0 or value != int(value):
-        raise ValueError(f"not a positive whole number of tokens: {text!r}")
-    return int(value)
 
 
 def parse_model_args(model_args: Any) -> dict[str, str]:
@@ -367,19 +360,26 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
     """Load every results file under ``inputs`` with its samples logs, merged per model.
 
     The same model evaluated in several lm-eval runs (e.g. one run per context length) becomes one entry; when the
-    same task appears in more than one run of a model, the newest run wins and the older one is reported.
+    same task appears in more than one run of a model, the newest run wins and the older one is reported. A label
+    given to several inputs (``NAME=PATH NAME=PATH2``) marks seed replicates: each input is one run of NAME, kept
+    apart (`ModelRuns.run`), and the report pools them.
     """
     problems: list[str] = []
     files: list[Path] = []
     seen: set[Path] = set()
     given: dict[Path, str] = {}  # results file -> the label its input named
-    for label, raw in map(split_label, inputs):
+    labelled = [split_label(raw) for raw in inputs]
+    repeated = {label for label, count in Counter(lab for lab, _ in labelled if lab).items() if count > 1}
+    replicate_of: dict[Path, tuple[str, int]] = {}  # results file -> (label, input index) for seed replicates
+    for index, (label, raw) in enumerate(labelled):
         for path in collect_results_files([raw], problems):
             if path.resolve() not in seen:
                 seen.add(path.resolve())
                 files.append(path)
             if label:
                 given[path.resolve()] = label
+            if label in repeated:
+                replicate_of.setdefault(path.resolve(), (label, index))
     models: dict[tuple, ModelRuns] = {}
     used_files: list[Path] = []
     parsed: list[tuple[str, Path, dict[str, Any]]] = []
@@ -398,6 +398,8 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
         name, model_type, model_args = model_identity(data)
         ident = tuple(sorted((k, v) for k, v in model_args.items() if k not in RUNTIME_ARGS))
         key = (model_type, ident if ident else (("name", name),))
+        if path.resolve() in replicate_of:  # one run of a replicated label: never merged with another input's
+            key = ("replicate", replicate_of[path.resolve()], key)
         model = models.get(key)
         if model is None:
             model = models[key] = ModelRuns(key=key, name=name, model_type=model_type, model_args=model_args)
@@ -437,7 +439,8 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
             model.tasks[task] = result
     ordered = list(models.values())
     assign_labels(ordered)
-    apply_given_labels(ordered, given)
+    runs = group_replicates(ordered, [str(raw) for _, raw in labelled], problems)
+    apply_given_labels([m for m in ordered if id(m) not in runs], given)
     apply_train_lengths(ordered, train_lengths or {}, problems)
     return Loaded(models=ordered, problems=problems, results_files=used_files)
 
@@ -449,6 +452,60 @@ def split_label(raw: str | Path) -> tuple[str | None, str | Path]:
     if sep and name and path and "/" not in name and not Path(text).exists():
         return name, path
     return None, raw
+
+
+def group_replicates(models: list[ModelRuns], inputs: list[str], problems: list[str]) -> set[int]:
+    """Seed replicates: a label given to several inputs names one model, one run per input. Each run gets the
+    label and a run name (the part of its input path that differs from the others'); returns the ids of the
+    models so grouped. An input holding several models cannot be one run: its label's models stay apart, as
+    for a label given once, and the problem is reported."""
+    by_label: dict[str, dict[int, list[ModelRuns]]] = {}
+    for model in models:
+        if model.key[0] == "replicate":
+            label, index = model.key[1]
+            by_label.setdefault(label, {}).setdefault(index, []).append(model)
+    grouped: set[int] = set()
+    for label, per_input in by_label.items():
+        crowded = {index: found for index, found in per_input.items() if len(found) > 1}
+        if crowded:
+            index, found = next(iter(crowded.items()))
+            problems.append(
+                f"{label}={inputs[index]}: holds {len(found)} models ({', '.join(m.label for m in found)}); a label "
+                f"given to several inputs marks seed replicates, one model per input, so {label}'s models are "
+                "kept apart (give each model folder its own NAME=PATH)"
+            )
+            continue
+        indices = sorted(per_input)
+        kinds = sorted({per_input[i][0].model_type for i in indices})
+        if len(kinds) > 1:
+            problems.append(f"{label}: its runs are different kinds of model ({', '.join(kinds)}); pooled as seed "
+                            "replicates all the same, as the repeated label asks")
+        names = run_names([inputs[i] for i in indices])
+        for index, run in zip(indices, names):
+            (model,) = per_input[index]
+            model.label, model.run = label, run
+            grouped.add(id(model))
+            for task in model.tasks.values():
+                for sample in task.samples or []:
+                    sample.run = run
+    return grouped
+
+
+def run_names(paths: list[str]) -> list[str]:
+    """Short names for the runs of one model: each path without the parts all of them share at the start and at
+    the end (``s0/eval/infini``, ``s1/eval/infini`` -> ``s0``, ``s1``); ``run N`` where nothing differs."""
+    parts = [[p for p in re.split(r"[/\\]+", os.path.normpath(path)) if p] for path in paths]
+    shortest = min((len(p) for p in parts), default=0)
+    head = 0
+    while head < shortest and len({tuple(p[: head + 1]) for p in parts}) == 1:
+        head += 1
+    tail = 0
+    while tail < shortest - head and len({p[len(p) - tail - 1] for p in parts}) == 1:
+        tail += 1
+    names = ["/".join(p[head : len(p) - tail]) for p in parts]
+    if len(set(names)) < len(names) or not all(names):
+        return [f"run {i + 1}" for i in range(len(paths))]
+    return names
 
 
 def apply_given_labels(models: list[ModelRuns], given: dict[Path, str]) -> None:

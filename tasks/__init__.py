@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from infini_bench.tasks.names import NIAH_VARIANTS
+from infini_bench.tasks.names import NIAH_VARIANTS, RETRIEVAL_FAMILIES, split_task_name
 
 TASKS_DIR: str = str(Path(__file__).resolve().parent)
 
-_FAMILY_ORDER = ("passkey", *(f"niah_{v}" for v in NIAH_VARIANTS), "niah", "ppl", "suite")
+_FAMILY_ORDER = (*RETRIEVAL_FAMILIES, "ppl", "suite")
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,9 @@ def project_tasks() -> tuple[TaskInfo, ...]:
 
 def _sort_key(info: TaskInfo) -> tuple[Any, ...]:
     """Tasks before groups, by family, then by length (passkey_2k before passkey_16k)."""
-    from infini_bench.tasks.names import parse_length
-
-    stem, _, last = info.name.rpartition("_")
-    try:
-        length, stem = parse_length(last), stem
-    except ValueError:
-        length, stem = 0, info.name
+    stem, length = split_task_name(info.name)
     rank = _FAMILY_ORDER.index(info.family) if info.family in _FAMILY_ORDER else len(_FAMILY_ORDER)
-    return (info.kind != "task", rank, stem, length, info.name)
+    return (info.kind != "task", rank, stem, length or 0, info.name)
 
 
 def task_names(kind: str | None = None) -> list[str]:

@@ -22,10 +22,10 @@ from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
 
 from infini_bench.data.perplexity import build_ppl_docs
 from infini_bench.tasks.base_task import InfiniBenchTask
-from infini_bench.tasks.names import bucket_metric
+from infini_bench.tasks.names import WHOLE_DOC_PERPLEXITY, bucket_metric
 from infini_bench.tasks.options import as_int, as_length, as_list, check_option_keys, model_context
 
-WHOLE_DOC_METRICS = ("token_perplexity", "word_perplexity", "byte_perplexity")
+WHOLE_DOC_METRICS = WHOLE_DOC_PERPLEXITY
 
 
 def bucket_names(doc: dict[str, Any], user_edges: bool) -> list[str]:

@@ -7,14 +7,8 @@ import pytest
 
 from infini_bench.reports.cli import _threshold, _train_length, build_parser
 from infini_bench.reports.grid import assessment, depth_bin, effective_length, family_of, format_length, wilson
-from infini_bench.reports.loading import (
-    ModelRuns,
-    _short_names,
-    assign_labels,
-    date_id_of,
-    parse_length,
-    parse_model_args,
-)
+from infini_bench.reports.loading import ModelRuns, _short_names, assign_labels, date_id_of, parse_model_args
+from infini_bench.tasks.names import parse_length
 
 
 @pytest.mark.parametrize(
@@ -74,10 +68,10 @@ def test_family_of(task, family, length):
 
 
 def test_lengths_parse_and_format_round_trip():
-    for text, value in [("4096", 4096), ("4k", 4096), ("1M", 1048576), ("1.5k", 1536), (2048, 2048)]:
+    for text, value in [("4096", 4096), ("4k", 4096), ("1M", 1048576), ("1.5k", 1536), (2048, 2048), (" 2k ", 2048)]:
         assert parse_length(text) == value
     assert [format_length(x) for x in (512, 1000, 4096, 131072, 1048576)] == ["512", "1000", "4k", "128k", "1m"]
-    for bad in ("", "abc", "0", "-1k", "1.3"):
+    for bad in ("", "abc", "0", "-1k", "1.3", 0, 1.5, True):
         with pytest.raises(ValueError):
             parse_length(bad)
 
@@ -136,16 +130,56 @@ def test_cli_argument_parsing():
 
 
 def test_depth_metric_names_and_position_buckets_parse():
-    from infini_bench.reports.grid import DEPTH_METRIC_RE, POS_RE, depth_of_metric, format_bucket
+    from infini_bench.reports.grid import format_bucket
+    from infini_bench.tasks.names import parse_bucket_metric, parse_depth_metric
 
-    assert depth_of_metric(DEPTH_METRIC_RE.match("acc_d050")) == 50.0
-    assert depth_of_metric(DEPTH_METRIC_RE.match("acc_d012p5")) == 12.5
-    assert DEPTH_METRIC_RE.match("acc_d100").group("base") == "acc"
-    assert DEPTH_METRIC_RE.match("acc_stderr") is None
-    m = POS_RE.match("token_perplexity_pos_1k_2k")
-    assert (m.group("lo"), m.group("hi")) == ("1k", "2k")
-    assert POS_RE.match("token_perplexity_pos_4k_end").group("hi") == "end"
+    assert parse_depth_metric("acc_d050") == ("acc", 50.0)
+    assert parse_depth_metric("acc_d012p5") == ("acc", 12.5)
+    assert parse_depth_metric("ruler_match_d100") == ("ruler_match", 100.0)
+    assert parse_depth_metric("acc_stderr") is None and parse_depth_metric("acc") is None
+    assert parse_bucket_metric("token_perplexity_pos_1k_2k") == (1024, 2048)
+    assert parse_bucket_metric("token_perplexity_pos_0_1k") == (0, 1024)
+    assert parse_bucket_metric("token_perplexity_pos_4k_end") == (4096, None)
+    assert parse_bucket_metric("token_perplexity") is None
     assert format_bucket(0, 1024) == "0–1k" and format_bucket(4096, None) == "4k–end"
+
+
+def test_reports_read_back_every_name_the_tasks_write():
+    """One naming module: every task name, depth metric and position bucket the tasks write parses back."""
+    from infini_bench.reports.grid import family_of
+    from infini_bench.reports.grid import format_length as report_length
+    from infini_bench.tasks.names import (
+        CONTEXT_LENGTH_NAMES,
+        NIAH_VARIANTS,
+        bucket_metric,
+        depth_metric,
+        niah_lengths,
+        niah_task,
+        parse_bucket_metric,
+        parse_depth_metric,
+    )
+
+    for length in CONTEXT_LENGTH_NAMES:
+        tokens = parse_length(length)
+        assert family_of(f"passkey_{length}") == ("passkey", tokens)
+        assert family_of(f"niah_{length}") == ("niah", tokens)
+        assert report_length(tokens) == length
+    for variant in NIAH_VARIANTS:
+        for length in niah_lengths(variant):
+            assert family_of(niah_task(variant, length)) == (f"niah_{variant}", parse_length(length))
+    for score in ("acc", "ruler_match"):
+        for depth in (0, 5, 12.5, 33.3, 50, 100):
+            assert parse_depth_metric(depth_metric(depth, score)) == (score, pytest.approx(depth))
+    for lo, hi in ((0, 1024), (1024, 2048), (4096, None), (1 << 20, None), (1500, 3000)):
+        assert parse_bucket_metric(bucket_metric(lo, hi)) == (lo, hi)
+
+
+def test_headline_and_comparisons_put_the_primary_family_first():
+    from infini_bench.tasks.names import PRIMARY_FAMILY, family_sort_key
+
+    families = ["ppl_files", "niah", "niah_multikey_1", "my_task", "niah_single_1", "passkey"]
+    assert sorted(families, key=family_sort_key) == [
+        PRIMARY_FAMILY, "niah_single_1", "niah_multikey_1", "niah", "my_task", "ppl_files"]
 
 
 def test_tasks_without_a_grid_are_set_aside_with_a_reason(tmp_path):
