@@ -64,14 +64,13 @@ def _headline_table(summary: dict[str, Any]) -> str:
     """Per family (primary first) and model: the effective length and the mean, with their range over seeds."""
     rows = []
     for row in summary["headline"]:
-        eff = _effective(row["effective_length"])
-        if row["effective_multiple"]:
-            eff += f" ({row['effective_multiple']:g}× training length)"
+        notes = [f"{row['effective_multiple']:g}× training length"] if row["effective_multiple"] else []
         mean = _pct(row["mean"], 1)
         if row["seeds"] > 1:
             low, high = row["effective_length_min"], row["effective_length_max"]
-            eff += f"\nseeds {_effective(low)}" + (f"–{_effective(high)}" if high != low else " (all)")
-            mean += "\n" + _seed_range(row["mean_min"], row["mean_max"], row["mean_std"])
+            notes.append(f"seeds {_effective(low)}–{_effective(high)}" if high != low else "every seed")
+            mean += f" ({_seed_range(row['mean_min'], row['mean_max'], row['mean_std'])})"
+        eff = _effective(row["effective_length"]) + (f" ({'; '.join(notes)})" if notes else "")
         rows.append({"family": row["family"], "model": row["model"], "effective length": eff, "mean": mean,
                      "seeds": row["seeds"],
                      "longest length tested": format_length(row["longest_length"])})
@@ -90,8 +89,8 @@ def _comparison_table(entry: dict[str, Any]) -> str:
             record[format_length(int(length))] = _pct(acc, 1)
             spread = spreads.get(length, {})
             if row.get("seeds", 1) > 1 and spread.get("seed_min") is not None:
-                record[format_length(int(length))] += "\n" + _seed_range(spread["seed_min"], spread["seed_max"],
-                                                                          spread["seed_std"])
+                seeds = _seed_range(spread["seed_min"], spread["seed_max"], spread["seed_std"])
+                record[format_length(int(length))] += f" ({seeds})"
         record["mean"] = _pct(row["mean"], 1)
         record["effective length"] = format_length(row["effective_length"]) if row["effective_length"] else "none"
         rows.append(record)

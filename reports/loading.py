@@ -1,7 +1,7 @@
 """Read what lm-eval wrote: ``results_*.json`` files and their ``samples_<task>_<date>.jsonl`` logs.
 
-Only files are read here; the model and the tasks are never imported, so a report can be built on a machine that
-has neither. Every problem with the input (missing folder, a file that is not lm-eval output, a truncated JSONL
+Only files are read here; the model and the tasks are never imported (only the tasks' naming module), so a report
+can be built on a machine that has neither. Every problem with the input (missing folder, a file that is not lm-eval output, a truncated JSONL
 line) becomes a human-readable line in ``Loaded.problems`` and the rest of the input is still used.
 """
 from __future__ import annotations

@@ -249,6 +249,7 @@ def test_headline_leads_with_the_primary_family(report):
     assert "passkey" in first_rows[2] and "2k (2× training)" in first_rows[2] and "[seeds 1k–2k]" in first_rows[2]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.index('id="headline"') < html.index('id="models"') < html.index('id="compare-1"')
+    assert "<td>2k (2× training length; seeds 1k–2k)</td>" in html and "69.4% (seeds 61–78%, sd 8.3)" in html
     assert html.index("<h2>Comparison: passkey") < html.index("<h2>Comparison: niah_single_1")
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["headline"] == json.loads(json.dumps(headline))
