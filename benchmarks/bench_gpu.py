@@ -20,7 +20,6 @@ import json
 import logging
 import platform
 import sys
-import sysconfig
 import tempfile
 import time
 import traceback
@@ -30,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_train  # noqa: E402  (the trainer and Llama loops, shared with the CPU training benchmark)
+from bench_adapter import FILLER, stdlib_text  # noqa: E402  (the offline text both evaluation benchmarks read)
 
 from infini_bench import InfiniConfig, InfiniForCausalLM  # noqa: E402
 from infini_bench.modeling import infini_to_llama  # noqa: E402
@@ -38,7 +38,6 @@ from infini_bench.modeling.memory_ops import segment_retrievals, unit  # noqa: E
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 
 
 def sync() -> None:
@@ -93,20 +92,6 @@ def bench_training(small: bool) -> list[dict]:
 
 
 # --- (b), (c) evaluation through lm-eval -------------------------------------------------------------------------
-def stdlib_text(chars: int) -> str:
-    parts, size = [], 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        parts.append(text)
-        size += len(text)
-        if size >= chars:
-            break
-    return "".join(parts)
-
-
 class EvalModels:
     """One random-weight Infini checkpoint (bf16 on CUDA) and its full-attention Llama export, on disk."""
 
