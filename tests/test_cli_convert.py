@@ -1,5 +1,7 @@
 """`infini-bench convert` end to end, through the installed console script."""
 import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -8,7 +10,8 @@ from infini_bench import InfiniForCausalLM
 
 
 def run(*args):
-    return subprocess.run(["infini-bench", *args], capture_output=True, text=True)
+    script = Path(sys.executable).with_name("infini-bench")  # the console script installed beside this Python
+    return subprocess.run([str(script), *args], capture_output=True, text=True)
 
 
 def test_convert_writes_a_loadable_infini_checkpoint(tiny_llama_dir, tmp_path):
