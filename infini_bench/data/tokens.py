@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .cache import tokenizer_fingerprint
+
 # Below this many characters a text is encoded in one call; above it, in parallel chunks cut at spaces.
 _CHUNK_CHARS = 1 << 18
 # Junction checks re-tokenise this many characters at least on each side of a cut.
@@ -96,7 +98,7 @@ class TokenizerView:
         meta = json.dumps(
             [type(tokenizer).__name__, self.add_special_tokens, self.lead, self.trail], sort_keys=True
         )
-        self.fingerprint = hashlib.sha256((serialized + meta).encode()).hexdigest()
+        self.fingerprint = hashlib.sha256((tokenizer_fingerprint(tokenizer) + meta).encode()).hexdigest()
 
     # -- counting ---------------------------------------------------------------------------------------------
     def raw(self, text: str) -> list[int]:
