@@ -55,7 +55,7 @@ def test_logits_match_float64_reference(memory_update, gate_activation):
 
 def test_delta_l2_long_segments_are_solved_in_chunks_exactly():
     """Segments longer than DELTA_CHUNK rows go through several triangular solves; still the token-by-token rule."""
-    from infini_bench.modeling.memory import DELTA_CHUNK
+    from infini_bench.modeling.memory_ops import DELTA_CHUNK
 
     model = tiny_model(memory_update="delta_l2", segment_length=DELTA_CHUNK + 16)
     ids = torch.randint(0, 97, (1, 2 * (DELTA_CHUNK + 16) + 3))
@@ -302,7 +302,8 @@ def test_single_segment_model_without_memory_exports_as_llama():
 def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     """Training on CUDA runs under bf16 autocast; the memory write opts out of it, so folding a segment under
     autocast gives exactly the float32 result (bf16 matmuls would not)."""
-    from infini_bench.modeling.memory import LayerState, sigma, unit
+    from infini_bench.modeling.memory import LayerState
+    from infini_bench.modeling.memory_ops import sigma, unit
 
     torch.manual_seed(0)
     keys, values = torch.randn(2, 2, 8, 16), torch.randn(2, 2, 8, 16)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .configuration_infini import InfiniConfig
-from .fla_ops import resolve_kernel
 from .local_attention import local_causal_attention
 from .memory import LayerState
 from .memory_ops import memory_read, segment_retrievals, sigma, unit
@@ -66,13 +65,19 @@ class InfiniAttention(nn.Module):
         return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
 
     def forward_segments(
-        self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: LayerState, detach_after: Sequence[bool]
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        state: LayerState,
+        detach_after: Sequence[bool],
+        kernel: str = "torch",
     ) -> torch.Tensor:
         """The parallel form (training, prefill): `hidden` [B, S·L, D] is S whole segments of L tokens, starting on
         a segment boundary (the local cache in `state` is empty). Local attention runs as one batched call with the
         segments in the batch; every segment's retrieval from the memory as it was before it, and the memory after
         the last one (left in `state`), come from one op (`segment_retrievals`: a scan and one batched read, or a
-        single fla-core kernel call)."""
+        single fla-core kernel call; `kernel`, resolved once per forward call by the model, says which)."""
         b, total, _ = hidden.shape
         seg = cos.shape[0]
         s = total // seg
@@ -86,7 +91,6 @@ class InfiniAttention(nn.Module):
         out = out.unflatten(0, (b, s)).transpose(1, 2).flatten(2, 3)  # [B, H, S·L, d]
         if self.config.use_memory:
             c = self.config
-            kernel = resolve_kernel(c.memory_kernel, c.memory_update, hidden.device, hidden.dtype)
             keys = self._memory_keys(hidden, k).unflatten(2, (s, seg))  # [B, H_kv, S, L, d]
             queries = q.view(b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
             with torch.autocast(hidden.device.type, enabled=False):  # the memory accumulates in float32

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache
 
-from .memory_ops import DELTA_CHUNK, memory_scan, sigma, unit  # noqa: F401  (re-exported: the state's features)
+from .memory_ops import memory_scan
 
 
 @dataclass

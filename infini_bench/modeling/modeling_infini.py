@@ -67,8 +67,8 @@ class InfiniDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, state)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def forward_segments(self, x, cos, sin, state, detach_after):
-        x = x + self.self_attn.forward_segments(self.input_layernorm(x), cos, sin, state, detach_after)
+    def forward_segments(self, x, cos, sin, state, detach_after, kernel):
+        x = x + self.self_attn.forward_segments(self.input_layernorm(x), cos, sin, state, detach_after, kernel)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -133,7 +133,7 @@ class InfiniModel(InfiniPreTrainedModel):
         while start < total:
             whole = (total - start) // seg * seg if parallel and state.position == 0 else 0
             if whole:
-                x = self._whole_segments(hidden[:, start : start + whole], state, detach_every)
+                x = self._whole_segments(hidden[:, start : start + whole], state, detach_every, kernel)
             else:
                 x = self._segment_piece(hidden[:, start : start + seg - state.position], state, detach_every, kernel)
             outputs.append(x)
@@ -163,14 +163,14 @@ class InfiniModel(InfiniPreTrainedModel):
             state.position = 0
         return x
 
-    def _whole_segments(self, x: torch.Tensor, state: InfiniCache, detach_every: int) -> torch.Tensor:
+    def _whole_segments(self, x: torch.Tensor, state: InfiniCache, detach_every: int, kernel: str) -> torch.Tensor:
         """S whole segments from a segment boundary, layer by layer (the parallel form)."""
         c = self.config
         count = x.shape[1] // c.segment_length
         cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, 0, c.segment_length, x.device, x.dtype)
         detach_after = [bool(detach_every) and (state.segments + s + 1) % detach_every == 0 for s in range(count)]
         for layer, layer_state in zip(self.layers, state.layers):
-            x = layer.forward_segments(x, cos, sin, layer_state, detach_after)
+            x = layer.forward_segments(x, cos, sin, layer_state, detach_after, kernel)
         state.segments += count
         return x
 
