@@ -13,7 +13,7 @@ import inspect
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from infini_bench.data.tokens import TokenizerError, load_tokenizer, tokenizer_view, TokenizerView
 

@@ -28,7 +28,6 @@ never reuse a real key.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import uuid
 from dataclasses import dataclass, replace
@@ -41,7 +40,6 @@ from infini_bench.data.docs import DocPlan, PromptFrame
 from infini_bench.data.grid import NIAH_DEPTHS, check_count, clean_depth, resolve_depths
 from infini_bench.data.haystack import (
     Haystack,
-    HaystackError,
     HaystackSpec,
     haystack_spec,
     haystack_text,
