@@ -54,9 +54,15 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
         k = (h @ sd[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, d)
         v = (h @ sd[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, d)
         g = _gate(sd[p + "self_attn.gate"], c.gate_activation)
-        if c.memory_update == "delta_l2":  # write strength β_t per token and kv head
+        bounded = c.memory_update in ("delta_l2", "gated_delta")  # unit keys, no normaliser
+        if bounded:  # write strength β_t per token and kv head
             w, bias = sd[p + "self_attn.write_strength.weight"], sd[p + "self_attn.write_strength.bias"]
             write = 1.0 / (1.0 + torch.exp(-(h @ w.T + bias)))  # [B, T, Hkv]
+        decay = torch.ones(B, T, Hkv, dtype=torch.float64)  # α_t: 1 except for gated_delta
+        if c.memory_update == "gated_delta":  # α_t = exp(−exp(A_log)·softplus(a_t + dt_bias))
+            a = h @ sd[p + "self_attn.decay_proj.weight"].T + sd[p + "self_attn.decay_bias"]
+            softplus = torch.where(a > 30, a, torch.log1p(torch.exp(a)))
+            decay = torch.exp(-torch.exp(sd[p + "self_attn.decay_log_rate"]) * softplus)
         M = torch.zeros(B, Hkv, d, d, dtype=torch.float64)
         z = torch.zeros(B, Hkv, d, dtype=torch.float64)
         attn_out = torch.zeros(B, T, H, d, dtype=torch.float64)
@@ -72,7 +78,7 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                     scores = qr @ kr.T / math.sqrt(d)
                     scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
                     local = torch.softmax(scores, dim=-1) @ vs
-                    if c.use_memory and c.memory_update == "delta_l2":
+                    if c.use_memory and bounded:
                         mem = _unit(qs) @ M[b, kv]
                         local = g[head] * mem + (1 - g[head]) * local
                     elif c.use_memory:
@@ -83,9 +89,10 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
             if c.use_memory and s1 - s0 == L:  # a finished segment is written into memory
                 for b in range(B):
                     for kv in range(Hkv):
-                        if c.memory_update == "delta_l2":  # one token at a time: M += β k̂ᵀ(v − k̂M)
+                        if bounded:  # one token at a time: M ← αM, then M += β k̂ᵀ(v − k̂M)
                             for t in range(s0, s1):
                                 kt = _unit(k[b, t, kv])
+                                M[b, kv] = decay[b, t, kv] * M[b, kv]
                                 err = v[b, t, kv] - kt @ M[b, kv]
                                 M[b, kv] = M[b, kv] + write[b, t, kv] * torch.outer(kt, err)
                             continue

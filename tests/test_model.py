@@ -38,7 +38,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2"])
+@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
 @pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid", "tanh"])
 def test_logits_match_float64_reference(memory_update, gate_activation):
     model = tiny_model(memory_update=memory_update, gate_activation=gate_activation)
@@ -53,11 +53,13 @@ def test_logits_match_float64_reference(memory_update, gate_activation):
         assert relative_error(model(ids).logits, ref) > 1e-3
 
 
-def test_delta_l2_long_segments_are_solved_in_chunks_exactly():
-    """Segments longer than DELTA_CHUNK rows go through several triangular solves; still the token-by-token rule."""
+@pytest.mark.parametrize("memory_update", ["delta_l2", "gated_delta"])
+def test_delta_l2_long_segments_are_solved_in_chunks_exactly(memory_update):
+    """Segments longer than DELTA_CHUNK rows go through several triangular solves; still the token-by-token rule
+    (for gated_delta, with the decay carried across the chunk boundary)."""
     from infini_bench.modeling.memory_ops import DELTA_CHUNK
 
-    model = tiny_model(memory_update="delta_l2", segment_length=DELTA_CHUNK + 16)
+    model = tiny_model(memory_update=memory_update, segment_length=DELTA_CHUNK + 16)
     ids = torch.randint(0, 97, (1, 2 * (DELTA_CHUNK + 16) + 3))
     with torch.no_grad():
         assert relative_error(model(ids).logits, reference_logits(model, ids)) <= 1e-4
@@ -75,7 +77,30 @@ def test_delta_l2_memory_stays_bounded_under_repetition():
         return float(long / short)
 
     assert growth("delta_l2") < 1.25
+    assert growth("gated_delta") < 1.25
     assert growth("delta") > 3.0
+
+
+def test_gated_delta_decay_forgets_and_is_a_named_parameterisation():
+    """gated_delta's α_t comes from Gated DeltaNet's −exp(A_log)·softplus(a_t + dt_bias): with the decay pushed to
+    zero (α = 1) it is delta_l2 exactly; with a strong decay the memory of early segments is gone."""
+    torch.manual_seed(0)
+    gated = tiny_model(memory_update="gated_delta")
+    plain = tiny_model(memory_update="delta_l2")
+    missing, unexpected = plain.load_state_dict(gated.state_dict(), strict=False)
+    assert not missing
+    assert {k.split("self_attn.")[1] for k in unexpected} == {"decay_bias", "decay_log_rate", "decay_proj.weight"}
+    ids = torch.randint(0, 97, (1, 8 * 6))
+    with torch.no_grad():
+        for layer in gated.model.layers:
+            layer.self_attn.decay_bias.fill_(-60.0)  # softplus ≈ 0: α = 1
+        torch.testing.assert_close(gated(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+        for layer in gated.model.layers:
+            layer.self_attn.decay_bias.fill_(20.0)  # α ≈ e^-20 per token: nothing survives a segment
+        memory = gated(ids).cache.layers[0].memory
+        last = gated(ids[:, -8:]).cache.layers[0].memory  # layer 0's keys and values depend on the tokens only
+    assert float(memory.norm()) > 0
+    torch.testing.assert_close(memory, last, rtol=1e-4, atol=1e-6)  # only the last segment's writes remain
 
 
 def test_reference_without_gqa_and_with_tied_embeddings():
@@ -85,7 +110,7 @@ def test_reference_without_gqa_and_with_tied_embeddings():
         assert relative_error(model(ids).logits, reference_logits(model, ids)) <= 1e-4
 
 
-@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2"])
+@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
 @pytest.mark.parametrize("chunks", [[8, 8, 8, 5], [3, 8, 1, 7, 10], [1] * 29, [29]])
 def test_streaming_equals_one_call(memory_update, chunks):
     model = tiny_model(memory_update=memory_update)
@@ -298,7 +323,7 @@ def test_single_segment_model_without_memory_exports_as_llama():
     assert llama.config.max_position_embeddings == 4096
 
 
-@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2"])
+@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
 def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     """Training on CUDA runs under bf16 autocast; the memory write opts out of it, so folding a segment under
     autocast gives exactly the float32 result (bf16 matmuls would not)."""
@@ -308,10 +333,12 @@ def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     torch.manual_seed(0)
     keys, values = torch.randn(2, 2, 8, 16), torch.randn(2, 2, 8, 16)
     memory, norm = torch.randn(2, 2, 16, 16), torch.rand(2, 2, 16) * 8
-    features = unit(keys) * torch.rand(2, 2, 8, 1).sqrt() if memory_update == "delta_l2" else sigma(keys)
+    bounded = memory_update in ("delta_l2", "gated_delta")
+    features = unit(keys) * torch.rand(2, 2, 8, 1).sqrt() if bounded else sigma(keys)
+    log_decay = -torch.rand(2, 2, 8) * 0.1
 
     def folded(autocast: bool) -> LayerState:
-        state = LayerState(memory, norm, keys, values, features)
+        state = LayerState(memory, norm, keys, values, features, log_decay)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             state.fold(memory_update, 1e-6, detach=False)
         return state

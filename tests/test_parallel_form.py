@@ -8,7 +8,7 @@ from infini_bench.modeling.memory_ops import memory_scan, segment_retrievals, si
 
 from test_model import relative_error, tiny_model
 
-UPDATES = ["linear", "delta", "delta_l2"]
+UPDATES = ["linear", "delta", "delta_l2", "gated_delta"]
 
 
 def _run(model, ids, parallel, prefix, detach_every):
@@ -61,30 +61,38 @@ def test_memory_scan_states_equal_one_segment_at_a_time(memory_update):
     torch.manual_seed(0)
     b, h, s, seg, d = 2, 3, 5, 70, 16  # 70 rows: two delta chunks per segment, the second partial
     keys = torch.randn(b, h, s, seg, d)
-    keys = unit(keys) * torch.rand(b, h, s, seg, 1).sqrt() if memory_update == "delta_l2" else sigma(keys)
+    bounded = memory_update in ("delta_l2", "gated_delta")
+    keys = unit(keys) * torch.rand(b, h, s, seg, 1).sqrt() if bounded else sigma(keys)
     values = torch.randn(b, h, s, seg, d)
+    log_decay = -torch.rand(b, h, s, seg) * 0.05
     memory, norm = torch.randn(b, h, d, d) * 0.1, torch.rand(b, h, d) * 4
-    befores, norms, final, final_norm = memory_scan(memory_update, memory, norm, keys, values, 1e-6)
+    befores, norms, final, final_norm = memory_scan(memory_update, memory, norm, keys, values, 1e-6,
+                                                    log_decay=log_decay)
     m, z = memory, norm
     for i in range(s):
         assert relative_error(befores[:, :, i], m) <= 1e-5 and relative_error(norms[:, :, i], z) <= 1e-5
-        _, _, m, z = memory_scan(memory_update, m, z, keys[:, :, i : i + 1], values[:, :, i : i + 1], 1e-6)
+        _, _, m, z = memory_scan(memory_update, m, z, keys[:, :, i : i + 1], values[:, :, i : i + 1], 1e-6,
+                                 log_decay=log_decay[:, :, i : i + 1])
     assert relative_error(final, m) <= 1e-5 and relative_error(final_norm, z) <= 1e-5
 
 
-def delta_rule_kernel(q, k, v, beta, scale, initial_state, output_final_state):
-    """fla's chunk_delta_rule as its documentation defines it, token by token in float32 ([B, T, H, d] layout):
-    S_t = S_{t-1} + β_t k_tᵀ(v_t − k_t S_{t-1}), o_t = scale · q_t S_t."""
+def delta_rule_kernel(q, k, v, beta, scale, initial_state, output_final_state, g=None):
+    """fla's chunk_delta_rule (chunk_gated_delta_rule with `g`) as its documentation defines it, token by token in
+    float32 ([B, T, H, d] layout): S_t = α_t S_{t-1} + β_t k_tᵀ(v_t − α_t k_t S_{t-1}) with α_t = exp(g_t) (1 without
+    g), o_t = scale · q_t S_t."""
     state, outputs = initial_state.clone(), []
     for t in range(q.shape[1]):
         kt, vt, bt = k[:, t], v[:, t], beta[:, t, :, None]
+        if g is not None:
+            state = state * g[:, t].exp()[..., None, None]
         state = state + kt.unsqueeze(-1) * (bt * (vt - (kt.unsqueeze(-1) * state).sum(-2))).unsqueeze(-2)
         outputs.append(scale * (q[:, t].unsqueeze(-2) @ state).squeeze(-2))
     return torch.stack(outputs, dim=1), state
 
 
+@pytest.mark.parametrize("update", ["delta_l2", "gated_delta"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_fla_layout_reads_each_segment_before_its_writes(groups):
+def test_fla_layout_reads_each_segment_before_its_writes(groups, update):
     """The single-call layout (each segment's reads as β = 0 tokens ahead of its writes) gives the torch path's
     retrievals and final memory, with gradients, when the kernel is exact (float32 here; fla's is bf16)."""
     from infini_bench.modeling.fla_ops import fla_delta_l2_read
@@ -95,8 +103,10 @@ def test_fla_layout_reads_each_segment_before_its_writes(groups):
     values = torch.randn(b, h, s, seg, d, requires_grad=True)
     queries = torch.randn(b, h, groups, s, seg, d, requires_grad=True)
     memory, norm = torch.randn(b, h, d, d) * 0.1, torch.zeros(b, h, d)
-    ref, ref_memory, _ = segment_retrievals("delta_l2", memory, norm, keys, values, queries, 1e-6)
-    got, got_memory = fla_delta_l2_read(memory, keys, values, queries, kernel=delta_rule_kernel, dtype=torch.float32)
+    log_decay = (-torch.rand(b, h, s, seg) * 0.3) if update == "gated_delta" else None
+    ref, ref_memory, _ = segment_retrievals(update, memory, norm, keys, values, queries, 1e-6, log_decay=log_decay)
+    got, got_memory = fla_delta_l2_read(memory, keys, values, queries, kernel=delta_rule_kernel, dtype=torch.float32,
+                                        log_decay=log_decay)
     assert relative_error(got.detach(), ref.detach()) <= 1e-5
     assert relative_error(got_memory.detach(), ref_memory.detach()) <= 1e-5
     weights = torch.randn_like(ref)

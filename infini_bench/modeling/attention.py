@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration_infini import InfiniConfig
@@ -41,8 +42,12 @@ class InfiniAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.gate = nn.Parameter(torch.zeros(self.num_heads))  # β, one per query head
-        if config.memory_update == "delta_l2":  # per-token, per-kv-head write strength of the delta rule
+        if config.memory_update in ("delta_l2", "gated_delta"):  # per-token, per-kv-head write strength β_t
             self.write_strength = nn.Linear(config.hidden_size, self.num_kv_heads, bias=True)
+        if config.memory_update == "gated_delta":  # Gated DeltaNet's decay: log α_t = −exp(A_log)·softplus(a_t + dt_bias)
+            self.decay_proj = nn.Linear(config.hidden_size, self.num_kv_heads, bias=False)
+            self.decay_log_rate = nn.Parameter(torch.zeros(self.num_kv_heads))  # A_log
+            self.decay_bias = nn.Parameter(torch.zeros(self.num_kv_heads))  # dt_bias
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: LayerState) -> torch.Tensor:
         """The segment-by-segment form (decoding, partial segments, the reference): `hidden` [B, n, D] lies inside
@@ -56,6 +61,7 @@ class InfiniAttention(nn.Module):
         out = self._local(apply_rotary(q, cos, sin), state.keys, state.values)
         if self.config.use_memory:
             state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
+            state.log_decay = torch.cat([state.log_decay, self._log_decay(hidden)], dim=2)
             groups = (b, self.num_kv_heads, self.num_heads // self.num_kv_heads, n, self.head_dim)
             retrieved = memory_read(
                 self.config.memory_update, q.view(groups), state.memory[:, :, None], state.norm[:, :, None],
@@ -97,6 +103,7 @@ class InfiniAttention(nn.Module):
                 retrieved, state.memory, state.norm = segment_retrievals(
                     c.memory_update, state.memory, state.norm, keys, v.unflatten(2, (s, seg)), queries,
                     c.memory_eps, detach_after=detach_after, kernel=kernel,
+                    log_decay=self._log_decay(hidden).unflatten(2, (s, seg)),
                 )
             out = self._mix(retrieved.reshape(q.shape), out)
         return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, total, self.num_heads * self.head_dim))
@@ -117,7 +124,16 @@ class InfiniAttention(nn.Module):
         return g * retrieved.to(local.dtype) + (1.0 - g) * local
 
     def _memory_keys(self, hidden: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        if self.config.memory_update != "delta_l2":
+        if self.config.memory_update not in ("delta_l2", "gated_delta"):
             return sigma(k)
         beta = torch.sigmoid(self.write_strength(hidden).float()).transpose(1, 2).unsqueeze(-1)  # [B, H_kv, n, 1]
         return beta.sqrt() * unit(k)
+
+    def _log_decay(self, hidden: torch.Tensor) -> torch.Tensor:
+        """log α_t ≤ 0 per token and kv head, float32 [B, H_kv, n]: gated_delta's decay (zeros, no decay, for the
+        other rules), as Gated DeltaNet / Mamba-2 parameterise it: −exp(A_log)·softplus(a_t + dt_bias)."""
+        b, n, _ = hidden.shape
+        if self.config.memory_update != "gated_delta":
+            return hidden.new_zeros(b, self.num_kv_heads, n, dtype=torch.float32)
+        rate = self.decay_log_rate.float().exp()
+        return (-rate * F.softplus(self.decay_proj(hidden).float() + self.decay_bias.float())).transpose(1, 2)

@@ -150,13 +150,16 @@ def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
 
 
 def infini_only(name: str) -> bool:
-    """Parameters a Llama lacks: the gates β and delta_l2's write-strength projection."""
-    return name.endswith("self_attn.gate") or ".self_attn.write_strength." in name
+    """Parameters a Llama lacks: the gates β, the write-strength projection (delta_l2, gated_delta) and
+    gated_delta's decay parameters."""
+    return name.endswith("self_attn.gate") or any(
+        f".self_attn.{part}" in name for part in ("write_strength.", "decay_proj.", "decay_log_rate", "decay_bias")
+    )
 
 
 def llama_to_infini(llama: LlamaForCausalLM, **overrides) -> InfiniForCausalLM:
     """Same weights by name, new gates initialised by `gate_init` (the paper's continued pre-training start) and,
-    for delta_l2, a freshly initialised write-strength projection."""
+    for delta_l2 and gated_delta, a freshly initialised write-strength projection (and decay)."""
     model = InfiniForCausalLM(infini_config_from_llama(llama.config, **overrides))
     missing, unexpected = model.load_state_dict(llama.state_dict(), strict=False)
     missing = [k for k in missing if not infini_only(k)]

@@ -5,7 +5,7 @@ from transformers import PretrainedConfig
 
 from .fla_ops import KERNELS as MEMORY_KERNELS
 
-MEMORY_UPDATES = ("linear", "delta", "delta_l2")
+MEMORY_UPDATES = ("linear", "delta", "delta_l2", "gated_delta")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh")
 GATE_INITS = ("zeros", "randn")
 
@@ -18,13 +18,16 @@ class InfiniConfig(PretrainedConfig):
         memory_update: "linear" (M += σ(K)ᵀV) or "delta" (M += σ(K)ᵀ(V − σ(K)M/(σ(K)z+eps))), the paper's rules;
             or "delta_l2", a bounded variant: the delta rule token by token on unit keys with a learned write
             strength β_t (M ← M + β_t k̂ᵀ(v − k̂M)) and reads Q/|Q|·M with no z, so a needle's share of a read
-            does not fade like 1/N as filler accumulates (DeltaNet: Schlag et al. 2021, Yang et al. 2024).
+            does not fade like 1/N as filler accumulates (DeltaNet: Schlag et al. 2021, Yang et al. 2024);
+            or "gated_delta", delta_l2 with Gated DeltaNet's data-dependent decay (Yang, Kautz & Hatamizadeh, ICLR
+            2025): M ← α_t M + β_t k̂ᵀ(v − α_t k̂M), log α_t = −exp(A_log)·softplus(a_t + dt_bias) per token and kv
+            head, so the model can clear what it no longer needs instead of only overwriting it.
         use_memory: False gives the local-attention-only control (memory is never read nor written).
         gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
         memory_eps: the eps in the retrieval denominator σ(Q)z + eps.
-        memory_kernel: how the delta_l2 update runs: "auto" (fla-core's Triton kernel on CUDA in bf16/fp16 when it
-            is installed, else the float32 torch path), "torch" or "fla". The paper's rules always use torch.
+        memory_kernel: how the delta_l2 / gated_delta update runs: "auto" (fla-core's Triton kernels on CUDA in
+            bf16/fp16 when installed, else the float32 torch path), "torch" or "fla". The paper's rules use torch.
         The local attention's backend is transformers' own `attn_implementation` ("sdpa" by default,
         "flash_attention_2", "eager"), given to `from_pretrained` or `load_infini`.
     Truncating backpropagation through the memory is a training setting, not part of the model: the trainer's

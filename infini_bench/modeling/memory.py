@@ -21,8 +21,10 @@ class LayerState:
     keys: torch.Tensor  # RoPE'd keys of the current segment so far: [batch, kv_heads, t, head_dim]
     values: torch.Tensor  # values of the current segment so far: [batch, kv_heads, t, head_dim]
     # Memory features of the segment's keys (before RoPE), float32 [batch, kv_heads, t, head_dim]: σ(K) for the
-    # paper's updates; √β·K/|K| for delta_l2, whose write strength β is then the row's squared norm.
+    # paper's updates; √β·K/|K| for delta_l2 and gated_delta, whose write strength β is then the row's squared norm.
     memory_keys: torch.Tensor
+    # log α_t of the segment's tokens, float32 [batch, kv_heads, t]: gated_delta's decay (zeros for other rules).
+    log_decay: torch.Tensor
 
     def fold(self, update: str, eps: float, detach: bool, write: bool = True, kernel: str = "torch") -> None:
         """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
@@ -31,9 +33,10 @@ class LayerState:
             with torch.autocast(self.memory.device.type, enabled=False):  # the memory accumulates in float32
                 _, _, self.memory, self.norm = memory_scan(
                     update, self.memory, self.norm, self.memory_keys.unsqueeze(2), self.values.unsqueeze(2),
-                    eps, detach_after=[detach], kernel=kernel,
+                    eps, detach_after=[detach], kernel=kernel, log_decay=self.log_decay.unsqueeze(2),
                 )
-        self.keys, self.values, self.memory_keys = self.keys[:, :, :0], self.values[:, :, :0], self.memory_keys[:, :, :0]
+        self.keys, self.values = self.keys[:, :, :0], self.values[:, :, :0]
+        self.memory_keys, self.log_decay = self.memory_keys[:, :, :0], self.log_decay[:, :, :0]
 
 
 class InfiniCache(Cache):
@@ -60,6 +63,7 @@ class InfiniCache(Cache):
                 keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=dtype),
                 values=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=dtype),
                 memory_keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=torch.float32),
+                log_decay=torch.zeros(batch, kv_heads, 0, device=device, dtype=torch.float32),
             )
 
         return cls(layers=[layer() for _ in range(num_layers)])
@@ -76,7 +80,8 @@ class InfiniCache(Cache):
         """A new cache with `fn` applied to every tensor (the original is left as it was)."""
         return InfiniCache(
             layers=[
-                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys))) for l in self.layers
+                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys, l.log_decay)))
+                for l in self.layers
             ],
             position=self.position,
             segments=self.segments,
@@ -119,7 +124,7 @@ class InfiniCache(Cache):
     def reset(self) -> None:
         self.layers = [
             LayerState(torch.zeros_like(l.memory), torch.zeros_like(l.norm), l.keys[:, :, :0], l.values[:, :, :0],
-                       l.memory_keys[:, :, :0])
+                       l.memory_keys[:, :, :0], l.log_decay[:, :, :0])
             for l in self.layers
         ]
         self.position = self.segments = self.seen_tokens = 0

@@ -2,6 +2,7 @@
 transformers `PreTrainedModel`. Module names match Llama's so a Llama state dict loads by name."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,19 @@ class InfiniPreTrainedModel(PreTrainedModel):
                 init.normal_(module.gate, mean=0.0, std=1.0)
             else:
                 init.constant_(module.gate, float(gate_init))
+            if self.config.memory_update == "gated_delta":
+                _init_decay(module)
+
+
+def _init_decay(module: InfiniAttention) -> None:
+    """Gated DeltaNet's (and Mamba-2's) start: A ~ U[1, 16], softplus(dt_bias) = dt ~ log-uniform in [1e-3, 0.1],
+    so heads begin with decay rates spread over two orders of magnitude (per-token α from about 0.2 to 0.999)."""
+    heads = module.decay_bias.shape[0]
+    with torch.no_grad():
+        a = torch.empty(heads).uniform_(1.0, 16.0)
+        dt = torch.exp(torch.empty(heads).uniform_(math.log(1e-3), math.log(0.1))).clamp_min(1e-4)
+        init.copy_(module.decay_log_rate, torch.log(a))
+        init.copy_(module.decay_bias, dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
 
 
 class InfiniModel(InfiniPreTrainedModel):
