@@ -72,7 +72,7 @@ def test_case7_full_disk_while_packing_the_training_data(tmp_path, corpus, monke
     assert snapshot(corpus["texts"]) == texts_before
 
 
-def test_case7_full_disk_while_writing_the_passkey_examples(tmp_path, corpus, monkeypatch, capsys):
+def test_case7_full_disk_while_writing_the_retrieval_examples(tmp_path, corpus, monkeypatch, capsys):
     """The finetuning examples are a cache entry like the packed corpus: the same one-sentence error, no leftovers."""
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     assert training_main(["train", *overrides(corpus, pre, **SHORT)]) == 0
@@ -83,7 +83,7 @@ def test_case7_full_disk_while_writing_the_passkey_examples(tmp_path, corpus, mo
     assert training_main(args) == 1
     err = capsys.readouterr().err
     assert (
-        f"infini-bench finetune: error: cannot write the passkey training examples in '{ft / 'data'}' (No space left "
+        f"infini-bench finetune: error: cannot write the retrieval training examples in '{ft / 'data'}' (No space left "
         "on device): free space on that disk, or choose a finetune.run.output_dir on a disk with room" in err
     )
     assert "Traceback" not in err and not files_under(ft / "data") and not list_checkpoints(ft)

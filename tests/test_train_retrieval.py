@@ -1,22 +1,36 @@
-"""Passkey finetuning data: the shared builder, training seeds only, answer-only loss, the length schedule, and a
-finetune run end to end."""
+"""Retrieval finetuning data (passkey and NIAH): the tasks' own builders, training seeds only, answer-only loss, the
+length and family schedule, exact resume, and finetune runs end to end."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import pytest
 import torch
 
+from infini_bench.data.niah import VARIANTS, build_niah_docs
 from infini_bench.data.passkey import build_passkey_docs
-from infini_bench.data.seeds import is_eval_seed
-from infini_bench.training.batches import Batch, PasskeyPools
+from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed, is_eval_seed
+from infini_bench.tasks import TASKS_DIR
+from infini_bench.training.batches import Batch, PackedText, RetrievalPools, WithText, retrieval_step
 from infini_bench.training.commands import main as training_main
-from infini_bench.training.passkey_data import passkey_example, training_seed
-from infini_bench.training.recipe import PasskeyConfig
+from infini_bench.training.recipe import NiahTrainConfig, PasskeyConfig, RecipeError, load_recipe
+from infini_bench.training.retrieval_data import niah_example, niah_sample, passkey_example, training_seed
 
 from test_train_runs import corpus, log, overrides  # noqa: F401  (module fixture and helpers)
 
+FAMILIES = ("passkey", *(f"niah_{v}" for v in VARIANTS))
 
-def test_examples_are_the_task_prompt_plus_the_key(tiny_tokenizer):
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    from infini_bench.data import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "doc-cache"))
+
+
+# --- examples --------------------------------------------------------------------------------------------------
+def test_passkey_examples_are_the_task_prompt_plus_the_key(tiny_tokenizer):
     """Each example is exactly the prompt the passkey task feeds at that length (length - 16 answer tokens), then
     the key and "."; the loss is on the key and "." only."""
     cfg = PasskeyConfig(lengths=[192])
@@ -36,32 +50,177 @@ def test_examples_are_the_task_prompt_plus_the_key(tiny_tokenizer):
     assert labels == ids
 
 
-def test_training_seeds_never_build_an_evaluation_document(tiny_tokenizer):
-    seeds = {training_seed(base, length, i) for base in (0, 1, 2**40) for length in (192, 1024) for i in range(500)}
-    assert len(seeds) == 3000 and not any(is_eval_seed(s) for s in seeds)
-    docs, _ = build_passkey_docs(tiny_tokenizer, 192, depths=[0, 50, 100], samples=2)
-    assert all(is_eval_seed(d["seed"]) for d in docs) and not seeds & {d["seed"] for d in docs}
+def _lm_eval_task(name: str, tiny_llama_dir, depths: list[int]):
+    from lm_eval.tasks import TaskManager
+
+    metadata = {"pretrained": str(tiny_llama_dir), "depths": depths, "samples": 1}
+    return TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=metadata).load([name])["tasks"][name]
 
 
-def pools(lengths, schedule, max_steps):
-    fake = {n: Batch(torch.full((4, n), n), torch.full((4, n), n)) for n in lengths}
-    return PasskeyPools(fake, schedule, max_steps, seed=0)
+@pytest.mark.parametrize("variant, length", [("single_1", 256), ("multikey_1", 512)])
+def test_niah_examples_are_the_task_prompt_plus_the_answer_it_scores(tiny_tokenizer, tiny_llama_dir, variant, length):
+    """For the seed and depth of each document the lm-eval task builds, the trainer's builder gives the very same
+    prompt (text and token ids, the task's answer budget); a training example is such a prompt followed by the
+    answer and ".", and the task's scorer gives that answer full marks."""
+    task = _lm_eval_task(f"niah_{variant}_{length}", tiny_llama_dir, [0, 50, 100])
+    cfg = NiahTrainConfig(variants=[variant])
+    budget = task.config.generation_kwargs["max_gen_toks"]
+    for doc in task.eval_docs:
+        sample = niah_sample(tiny_tokenizer, cfg, variant, length, doc["depth_percent"], doc["seed"])
+        assert sample["prompt"] == doc["prompt"] and sample["answer"] == doc["answer"]
+        assert sample["input_ids"] == tiny_tokenizer(doc["prompt"])["input_ids"]  # what lm-eval feeds the model
+        assert sample["answer_tokens"] == budget and sample["prompt_tokens"] == length - budget
+    for index in range(3):
+        ids, labels, sample = niah_example(tiny_tokenizer, cfg, variant, length, index)
+        n = sample["prompt_tokens"]
+        assert ids[:n] == sample["input_ids"] and labels[:n] == [-100] * n and ids[n:] == labels[n:]
+        target = tiny_tokenizer.decode(ids[n:])
+        assert target == f" {sample['answer']}." and len(ids) - n <= budget
+        assert sample["seed"] == training_seed(0, length, index, f"niah_{variant}")
+        doc = {**sample, "depth_percent": task.depths[0]}
+        assert task.process_results(doc, [target])["acc"] == 1.0  # what the scorer accepts
+
+
+def test_training_seeds_of_every_family_are_never_evaluation_seeds():
+    """Seeds hash the family's name, stay below 2**62, and differ between families and from every evaluation seed
+    of a grid like the tasks' (lengths x depths x samples)."""
+    seeds = {
+        family: {training_seed(base, length, i, family) for base in (0, 1, 2**40) for length in (192, 256, 512)
+                 for i in range(300)}
+        for family in FAMILIES
+    }
+    for family, own in seeds.items():
+        assert len(own) == 2700 and not any(is_eval_seed(s) for s in own)
+        evaluation = {eval_doc_seed(EVAL_SEED_BASE, family.replace("_", "-", 1) if family != "passkey" else family,
+                                    length, depth, k)
+                      for length in (192, 256, 512) for depth in range(0, 101, 10) for k in range(5)}
+        assert all(is_eval_seed(s) for s in evaluation) and not own & evaluation
+    assert not seeds["passkey"] & seeds["niah_single_1"]  # each family draws its own examples
+
+
+@pytest.mark.parametrize("family, length", [("passkey", 192), ("niah_single_1", 256), ("niah_multikey_1", 512),
+                                            ("niah_multikey_2", 256)])
+def test_no_training_example_is_an_evaluation_document(tiny_tokenizer, family, length):
+    """Build the evaluation documents of a small grid and a set of training examples at the same length: no
+    prompt (text or token ids) is shared."""
+    if family == "passkey":
+        docs, _ = build_passkey_docs(tiny_tokenizer, length, depths=[0, 25, 50, 75, 100], samples=2)
+        examples = [passkey_example(tiny_tokenizer, PasskeyConfig(lengths=[length]), length, i) for i in range(40)]
+    else:
+        variant = family.removeprefix("niah_")
+        docs, _ = build_niah_docs(tiny_tokenizer, length, depths=[0, 25, 50, 75, 100], samples=2, variant=variant)
+        cfg = NiahTrainConfig(variants=[variant])
+        examples = [niah_example(tiny_tokenizer, cfg, variant, length, i) for i in range(40)]
+    evaluation = {tuple(tiny_tokenizer(d["prompt"])["input_ids"]) for d in docs}
+    assert len(evaluation) == len(docs) == 10 and all(is_eval_seed(d["seed"]) for d in docs)
+    for ids, _, sample in examples:
+        assert tuple(sample["input_ids"]) not in evaluation and tuple(ids) not in evaluation
+        assert sample["prompt"] not in {d["prompt"] for d in docs} and not is_eval_seed(sample["seed"])
+
+
+# --- recipe ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("finetune.niah.variants=[single_9]", r"finetune\.niah\.variants\[0\]='single_9' is unknown: choose among "
+                                          r"single_1, single_2, single_3, multikey_1"),
+    ("finetune.niah.variants=[single_1,single_1]", r"names a variant twice"),
+    ("finetune.niah.num_examples=0", r"finetune\.niah\.num_examples=0 must be > 0"),
+    ("finetune.niah.n_digits=19", r"finetune\.niah\.n_digits=19 must be <= 18"),
+    ("finetune.niah.loss_on=key", r"finetune\.niah\.loss_on='key' is unknown"),
+    ("finetune.niah.lengths=[]", r"finetune\.niah\.lengths is empty"),
+    ("finetune.niah.lengths=[256,-1]", r"finetune\.niah\.lengths\[1\]=-1 must be > 0"),
+    (["finetune.niah.variants=[single_1,multikey_1]", "finetune.niah.lengths={multikey_1: [512]}"],
+     r"finetune\.niah\.lengths has no entry for variant 'single_1'"),
+    ("finetune.niah.lengths={single_1: [256], single_2: [256]}", r"finetune\.niah\.lengths\.single_2 names a variant"),
+    ("finetune.niah.lengths={single_1: []}", r"finetune\.niah\.lengths\.single_1 is empty"),
+    ("finetune.niah.lengths=big", r"finetune\.niah\.lengths='big' has the wrong type"),
+    ("finetune.niah.varients=[single_1]", r"unknown recipe key 'finetune\.niah\.varients'"),
+])
+def test_niah_recipe_errors_name_the_key(override: str | list[str], message: str):
+    extra = [override] if isinstance(override, str) else override
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, ["finetune.niah.variants=[single_1]", *extra])
+
+
+def test_niah_recipe_lengths():
+    r = load_recipe(None, ["finetune.passkey.lengths=[192,256]", "finetune.niah.variants=[single_1,multikey_1]",
+                           "finetune.niah.lengths={single_1: [256], multikey_1: [384, 512]}"])
+    niah = r.finetune.niah
+    assert niah.lengths_for("single_1", [192, 256]) == [256] and niah.lengths_for("multikey_1", []) == [384, 512]
+    assert NiahTrainConfig().variants == [] and NiahTrainConfig().lengths_for("single_1", [128]) == [128]
+    assert load_recipe(None).finetune is None
+
+
+# --- schedule --------------------------------------------------------------------------------------------------
+def fake_pools(spec: dict[tuple[str, int], int], lengths, schedule="mix", max_steps=12) -> RetrievalPools:
+    """Pools of `rows` rows whose every token is the row's number, so a batch shows which rows it took."""
+    pools = {key: Batch(torch.arange(rows).repeat_interleave(key[1]).view(rows, key[1]), torch.zeros(rows, key[1]))
+             for key, rows in spec.items()}
+    return RetrievalPools(pools, lengths, schedule, max_steps, seed=0)
 
 
 def test_length_schedules():
-    mix = pools([128, 256, 512], "mix", 9)
+    mix = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "mix", 9)
     assert [mix.length_at(s) for s in range(6)] == [128, 256, 512, 128, 256, 512]
-    ramp = pools([128, 256, 512], "ramp", 9)  # a curriculum: short sequences first, longer ones join the mix
+    ramp = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "ramp", 9)
+    # a curriculum: short sequences first, longer ones join the mix
     assert [ramp.length_at(s) for s in range(9)] == [128, 128, 128, 256, 128, 256, 128, 256, 512]
     cursors: dict[str, int] = {}
     batch = mix.global_batch(1, 3, cursors)
-    assert batch.input_ids.shape == (3, 256) and cursors == {"256": 3}
+    assert batch.input_ids.shape == (3, 256) and cursors == {"256": 3} and batch.source == "passkey"
 
 
+def test_families_take_turns_within_each_length():
+    pools = fake_pools({("passkey", 128): 4, ("passkey", 256): 4, ("niah_single_1", 256): 4,
+                        ("niah_multikey_1", 256): 4, ("niah_multikey_1", 512): 4}, [128, 256, 512])
+    assert [pools.pool_at(s) for s in range(9)] == [
+        ("passkey", 128), ("passkey", 256), ("niah_multikey_1", 512),
+        ("passkey", 128), ("niah_single_1", 256), ("niah_multikey_1", 512),
+        ("passkey", 128), ("niah_multikey_1", 256), ("niah_multikey_1", 512),
+    ]
+    cursors: dict[str, int] = {}
+    sources = [pools.global_batch(s, 2, cursors).source for s in range(9)]
+    assert sources.count("passkey") == 4 and sources.count("niah_multikey_1") == 4
+    assert cursors == {"128": 6, "256": 2, "niah_single_1:256": 2, "niah_multikey_1:256": 2,
+                       "niah_multikey_1:512": 6}
+    with pytest.raises(ValueError, match=r"no retrieval pool at lengths \[1024\]"):
+        fake_pools({("passkey", 128): 4}, [128, 1024])
+
+
+def test_text_steps_do_not_alias_the_retrieval_cycle():
+    """With a text batch every 2nd step and two lengths, both lengths (and both families) still train: the pools
+    count retrieval steps only."""
+    assert [retrieval_step(s, 4) for s in range(9)] == [0, 1, 2, 2, 3, 4, 5, 5, 6]  # steps 3 and 7 are text
+    pools = fake_pools({("passkey", 128): 4, ("passkey", 192): 4, ("niah_single_1", 192): 4}, [128, 192])
+    text = PackedText(torch.zeros(8, 64, dtype=torch.int64).numpy(), seed=0)
+    data = WithText(pools, text, 2)
+    cursors: dict[str, int] = {}
+    seen = [(b.source, b.input_ids.shape[1]) for b in (data.global_batch(s, 1, cursors) for s in range(12))]
+    assert set(seen) == {("passkey", 128), ("passkey", 192), ("niah_single_1", 192), ("text", 64)}
+
+
+def test_global_batches_depend_only_on_the_seed_and_cursors():
+    """Exact resume: a fresh pool set, given the cursors saved at step k, serves the batches an uninterrupted run
+    serves from step k on."""
+    spec = {("passkey", 128): 5, ("niah_single_1", 128): 3, ("niah_multikey_1", 256): 7}
+
+    def run(pools, steps, cursors):
+        return [pools.global_batch(s, 2, cursors).input_ids[:, 0].tolist() for s in steps]
+
+    straight = run(fake_pools(spec, [128, 256]), range(20), {})
+    cursors: dict[str, int] = {}
+    first = run(fake_pools(spec, [128, 256]), range(8), cursors)
+    saved = json.loads(json.dumps(cursors))  # as the trainer state stores them
+    assert first + run(fake_pools(spec, [128, 256]), range(8, 20), saved) == straight
+    niah = [r for batch in straight[1::2] for r in batch]  # every 256 step: the NIAH pool of 7 rows
+    assert sorted(niah[:7]) == list(range(7))  # an epoch visits every row once
+
+
+# --- runs ------------------------------------------------------------------------------------------------------
 def pretrain_then_finetune_args(tmp_path, corpus, lengths: str, *extra: str) -> list[str]:  # noqa: F811
     """Pretrain 2 steps into tmp_path/pre; return a 4-step finetune command (batch 2) writing tmp_path/ft."""
     pre = tmp_path / "pre"
-    assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
+    if not (pre / "latest").exists():
+        assert training_main(["train", *overrides(corpus, pre, **{"run.max_steps": 2, "run.save_every": 2})]) == 0
     return [
         "finetune", "--from", str(pre / "latest"), f"finetune.run.output_dir={tmp_path / 'ft'}",
         f"finetune.passkey.lengths={lengths}", "finetune.passkey.num_examples=8", "finetune.optim.batch_size=2",
@@ -77,7 +236,7 @@ def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: 
     )
     assert training_main(args) == 0
     records = log(ft)
-    assert [r["seq_len"] for r in records] == [160 - 9, 192 - 9, 160 - 9, 192 - 9]  # prompt + key + "." 
+    assert [r["seq_len"] for r in records] == [160 - 9, 192 - 9, 160 - 9, 192 - 9]  # prompt + key + "."
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["cursors"] == {"160": 4, "192": 4}
     assert (ft / "latest" / "tokenizer.json").is_file()  # the tokenizer comes from --from
@@ -97,3 +256,41 @@ def test_finetune_mixes_corpus_text_in_every_kth_step(tmp_path, corpus):  # noqa
     assert [r["seq_len"] for r in records] == [160 - 9, 64, 160 - 9, 64]  # text rows: the recipe's data section
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["cursors"] == {"160": 4, "text": 4}
+
+
+def test_finetune_with_niah_logs_each_family_and_resumes_exactly(tmp_path, corpus):  # noqa: F811
+    """passkey at 160 and 256, NIAH single_1 at 256: steps cycle 160 / 256, and at 256 passkey and NIAH take turns;
+    a run resumed from its step-2 checkpoint logs the same losses as the uninterrupted run."""
+    ft = tmp_path / "ft"
+    args = pretrain_then_finetune_args(
+        tmp_path, corpus, "[160,256]", "finetune.niah.variants=[single_1]", "finetune.niah.lengths=[256]",
+        "finetune.niah.num_examples=6", "finetune.run.max_steps=6", "finetune.run.save_every=2",
+    )
+    assert training_main(args) == 0
+    records = log(ft)
+    assert [r["source"] for r in records] == ["passkey", "passkey", "passkey", "niah_single_1", "passkey", "passkey"]
+    assert [r["seq_len"] for r in records] == [151, 256 - 9, 151, 256 - 16 + 9, 151, 256 - 9]  # answer + "."
+    state = json.loads((ft / "latest" / "trainer_state.json").read_text())
+    assert state["cursors"] == {"160": 6, "256": 4, "niah_single_1:256": 2}
+    assert sorted(p.name for p in (ft / "data").iterdir()) == ["niah_single_1", "passkey"]
+
+    for later in ("checkpoint-000004", "checkpoint-000006", "latest"):  # as if killed after the step-2 save
+        path = ft / later
+        path.unlink() if path.is_symlink() else shutil.rmtree(path)
+    (ft / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
+    assert training_main(args) == 0
+    resumed = log(ft)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["source"] for r in resumed] == [r["source"] for r in records]
+    assert [r["loss"] for r in resumed[2:]] == pytest.approx([r["loss"] for r in records[2:]], rel=1e-5)
+
+
+def test_finetune_names_the_niah_variant_and_length_the_builder_refuses(tmp_path, corpus, capsys):  # noqa: F811
+    args = pretrain_then_finetune_args(
+        tmp_path, corpus, "[160]", "finetune.niah.variants=[multikey_1]", "finetune.niah.num_examples=2",
+    )
+    capsys.readouterr()
+    assert training_main(args) == 1
+    err = capsys.readouterr().err
+    assert "finetune.niah: variant multikey_1 at length 160 is refused by the NIAH builder" in err
+    assert "Traceback" not in err

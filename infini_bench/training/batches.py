@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import zlib
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ import torch
 class Batch:
     input_ids: torch.Tensor  # [rows, length] token ids
     labels: torch.Tensor  # [rows, length]; -100 where no loss is taken (shifted inside the model)
-    source: str = "text"  # "text" (corpus, loss on every token) or "passkey"; logged with the loss
+    source: str = "text"  # "text" (corpus), "passkey" or "niah_<variant>"; logged with the loss
 
 
 class EpochOrder:
@@ -50,49 +52,93 @@ class PackedText:
         return Batch(ids, ids.clone())
 
 
-class PasskeyPools:
-    """Finetuning: one pool of examples per context length; each step uses one length, chosen by `schedule`.
+def pool_key(family: str, length: int) -> str:
+    """A pool's cursor name: the length alone for passkey (the name runs saved before NIAH existed), else
+    "<family>:<length>" (e.g. "niah_single_1:256")."""
+    return str(length) if family == "passkey" else f"{family}:{length}"
 
-    mix: lengths cycle step by step. ramp (curriculum): the run is cut into len(lengths) equal stages; stage k
-    cycles through the first k+1 lengths, so short sequences come first and stay in the mix."""
 
-    def __init__(self, pools: dict[int, Batch], schedule: str, max_steps: int, seed: int):
+class RetrievalPools:
+    """Finetuning: one pool of examples per (family, context length); each step uses one pool, so rows of
+    different token counts never share a batch.
+
+    The length comes from `schedule` over `lengths` — mix: lengths cycle step by step; ramp (curriculum): the run
+    is cut into len(lengths) equal stages, stage k cycles through the first k+1 lengths, so short sequences come
+    first and stay in the mix. Within a length the families that have a pool there (in `pools` order: passkey,
+    then the NIAH variants) take turns, one per visit of that length. Both choices are functions of the step
+    alone, and each pool keeps its own cursor: a global batch depends only on the seed and the cursors."""
+
+    def __init__(self, pools: dict[tuple[str, int], Batch], lengths: list[int], schedule: str, max_steps: int,
+                 seed: int):
         self.pools = pools
-        self.lengths = list(pools)
+        self.lengths = list(lengths)
+        missing = [n for n in self.lengths if not any(length == n for _, length in pools)]
+        if missing or not pools:
+            raise ValueError(f"no retrieval pool at lengths {missing}")
+        self.families = {n: [f for f, length in pools if length == n] for n in self.lengths}
         self.schedule, self.max_steps = schedule, max_steps
-        self.orders = {length: EpochOrder(len(pool.input_ids), seed + j) for j, (length, pool) in enumerate(pools.items())}
+        self.orders = {key: EpochOrder(len(pool.input_ids), _order_seed(seed, key, j))
+                       for j, (key, pool) in enumerate(pools.items())}
         self.shortest = min(pool.input_ids.shape[1] for pool in pools.values())
 
-    def length_at(self, step: int) -> int:
+    def _cycle(self, step: int) -> int:
+        """How many lengths the schedule cycles through at `step`."""
         if self.schedule == "mix":
-            return self.lengths[step % len(self.lengths)]
-        unlocked = min(len(self.lengths), 1 + step * len(self.lengths) // self.max_steps)
-        return self.lengths[step % unlocked]
+            return len(self.lengths)
+        return min(len(self.lengths), 1 + step * len(self.lengths) // self.max_steps)
+
+    def length_at(self, step: int) -> int:
+        return self.lengths[step % self._cycle(step)]
+
+    def pool_at(self, step: int) -> tuple[str, int]:
+        """(family, length) of the pool `step` trains on."""
+        cycle = self._cycle(step)
+        length = self.lengths[step % cycle]
+        families = self.families[length]
+        return families[(step // cycle) % len(families)], length
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
-        length = self.length_at(step)
-        key = str(length)
+        family, length = self.pool_at(step)
+        key = pool_key(family, length)
         start = cursors.get(key, 0)
-        index = torch.tensor([self.orders[length](start + i) for i in range(size)])
+        index = torch.tensor([self.orders[(family, length)](start + i) for i in range(size)])
         cursors[key] = start + size
-        pool = self.pools[length]
-        return Batch(pool.input_ids[index], pool.labels[index], "passkey")
+        pool = self.pools[(family, length)]
+        return Batch(pool.input_ids[index], pool.labels[index], family)
+
+
+def _order_seed(seed: int, key: tuple[str, int], j: int) -> int:
+    """The epoch-order seed of a pool: seed + its index for passkey pools (as before NIAH pools existed, so older
+    runs resume on the same order), a stable hash of the pool's name for the others."""
+    family, length = key
+    if family == "passkey":
+        return seed + j
+    return seed + zlib.crc32(pool_key(family, length).encode())
 
 
 class WithText:
-    """Finetuning that keeps language modelling alive: every `every`-th step is a corpus batch, the others passkey.
+    """Finetuning that keeps language modelling alive: every `every`-th step is a corpus batch, the others
+    retrieval (passkey, NIAH). The sources keep separate cursors, so resume stays exact.
 
-    The two sources keep separate cursors, so resume stays exact."""
+    The retrieval pools see their own step count (the steps that are not text): counting global steps would let the
+    text steps alias the length and family cycles (with every=2 and two lengths, one length would never train)."""
 
-    def __init__(self, passkey: PasskeyPools, text: PackedText, every: int):
-        self.passkey, self.text, self.every = passkey, text, every
-        self.shortest = min(passkey.shortest, text.shortest)
+    def __init__(self, retrieval: RetrievalPools, text: PackedText, every: int):
+        self.retrieval, self.text, self.every = retrieval, text, every
+        self.shortest = min(retrieval.shortest, text.shortest)
 
     def _is_text(self, step: int) -> bool:
         return step % self.every == self.every - 1
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
-        return (self.text if self._is_text(step) else self.passkey).global_batch(step, size, cursors)
+        if self._is_text(step):
+            return self.text.global_batch(step, size, cursors)
+        return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors)
+
+
+def retrieval_step(step: int, every: int) -> int:
+    """How many retrieval steps come before global `step` when every `every`-th step is text (0: none is)."""
+    return step - (step + 1) // every if every else step
 
 
 def rank_micro_batches(batch: Batch, micro: int, world: int, rank: int) -> list[Batch]:

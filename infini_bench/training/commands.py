@@ -15,6 +15,7 @@ OVERRIDES_HELP = """\
 overrides (after the flags, or with --set): dotted recipe keys, values parsed as YAML, e.g.
   run.max_steps=200  run.output_dir=runs/x  optim.lr=1e-3  model.memory_update=delta  data.paths=[a.txt,b.jsonl]
 finetune overrides name the finetune section: finetune.optim.lr=1e-4  finetune.passkey.lengths=[256,512]
+  finetune.niah.variants=[single_1,multikey_1]
 
 resuming: by default a run continues from the newest checkpoint in its output folder (run.output_dir).
 
@@ -68,9 +69,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
-    """Passkey finetuning with the recipe's `finetune` section, from the checkpoint given by `--from`."""
+    """Retrieval finetuning (passkey, NIAH) with the recipe's `finetune` section, from the `--from` checkpoint."""
     args = _parser(
-        "infini-bench finetune", "Finetune an Infini checkpoint on passkey retrieval (training seeds only).", True
+        "infini-bench finetune", "Finetune an Infini checkpoint on passkey and NIAH retrieval (training seeds only).",
+        True,
     ).parse_args(argv)
     from .loop import process_state, train
     from .recipe import RecipeError, load_recipe, recipe_to_yaml
@@ -78,7 +80,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(args.config, args.set + args.overrides)
     if recipe.finetune is None:
-        raise RecipeError(f"recipe {args.config!r} has no finetune section (finetune: {{passkey, optim, run}})")
+        raise RecipeError(f"recipe {args.config!r} has no finetune section (finetune: {{passkey, niah, optim, run}})")
     if args.print_recipe:
         print(recipe_to_yaml(recipe))
         return 0

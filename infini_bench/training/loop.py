@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
 from ..modeling.checkpoint import check_weight_files
-from .batches import Batch, PackedText, PasskeyPools, WithText, rank_micro_batches
+from .batches import Batch, PackedText, RetrievalPools, WithText, rank_micro_batches
 from .checkpoint import (
     ACCELERATE_DIR,
     STATE_FILE,
@@ -50,7 +50,7 @@ class Setup:
 
     model: torch.nn.Module
     tokenizer: object
-    data: PackedText | PasskeyPools | WithText
+    data: PackedText | RetrievalPools | WithText
 
 
 @dataclass

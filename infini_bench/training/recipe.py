@@ -1,8 +1,8 @@
 """Recipes: the whole training setup as plain dataclasses, read from YAML.
 
 A recipe file holds one pretraining stage (`model`, `data`, `optim`, `run`) and, optionally, a `finetune` stage
-(`passkey`, `optim`, `run`) that `infini-bench finetune --from <checkpoint>` runs. Unknown keys and values of the
-wrong type are rejected with the dotted name of the key, so a typo never silently falls back to a default.
+(`passkey`, `niah`, `optim`, `run`) that `infini-bench finetune --from <checkpoint>` runs. Unknown keys and values
+of the wrong type are rejected with the dotted name of the key, so a typo never silently falls back to a default.
 Command-line overrides use the same dotted names: `run.max_steps=100`, `finetune.optim.lr=1e-4`.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..data.niah import VARIANTS as NIAH_VARIANTS
 from ..modeling.configuration_infini import InfiniConfig
 
 
@@ -157,6 +158,72 @@ class PasskeyConfig:
 
 
 @dataclass
+class NiahTrainConfig:
+    """NIAH finetuning data (RULER's variants), built by the same builder the `niah_<variant>_<len>` tasks use,
+    from training seeds only; off while `variants` is empty.
+
+    `variants`: RULER's variant names (single_1, multikey_1, ...). `num_examples` examples per variant and length.
+    `lengths`: null (the passkey lengths, for every variant), a list (every variant), or a mapping variant ->
+    lengths (a variant with several needles needs longer prompts: the builder refuses lengths that cannot hold
+    them). Each example is the task's prompt at that length with the task's defaults (the variant's haystack,
+    `answer_tokens` null = the task's `default_answer_tokens`), then the answer the scorer wants and its end.
+    A length's steps cycle through the families that have a pool there (passkey, then the variants in order).
+    `n_digits`: digits of the needle values (RULER's 7, the tasks' default). `loss_on`: "answer" or "all"."""
+
+    variants: list[str] = field(default_factory=list)
+    num_examples: int = 1000
+    lengths: list[int] | dict[str, list[int]] | None = None
+    n_digits: int = 7
+    seed: int = 0
+    loss_on: str = "answer"
+    answer_tokens: int | None = None
+
+    def lengths_for(self, variant: str, passkey_lengths: list[int]) -> list[int]:
+        """The context lengths `variant` trains at."""
+        if self.lengths is None:
+            return list(passkey_lengths)
+        return list(self.lengths[variant] if isinstance(self.lengths, dict) else self.lengths)
+
+    def check(self, where: str) -> None:
+        for i, variant in enumerate(self.variants):
+            if variant not in NIAH_VARIANTS:
+                raise RecipeError(
+                    f"{where}.variants[{i}]={variant!r} is unknown: choose among {', '.join(NIAH_VARIANTS)}"
+                )
+        if len(set(self.variants)) != len(self.variants):
+            raise RecipeError(f"{where}.variants={self.variants!r} names a variant twice")
+        _positive(f"{where}.num_examples", self.num_examples)
+        _positive(f"{where}.n_digits", self.n_digits)
+        if self.n_digits > 18:
+            raise RecipeError(f"{where}.n_digits={self.n_digits!r} must be <= 18 (the NIAH builder's limit)")
+        _choice(f"{where}.loss_on", self.loss_on, ("answer", "all"))
+        if self.seed < 0:
+            raise RecipeError(f"{where}.seed={self.seed!r} must be >= 0")
+        if self.answer_tokens is not None:
+            _positive(f"{where}.answer_tokens", self.answer_tokens)
+        if isinstance(self.lengths, dict):
+            for variant in self.lengths:
+                if variant not in self.variants:
+                    raise RecipeError(
+                        f"{where}.lengths.{variant} names a variant that is not in {where}.variants={self.variants!r}"
+                    )
+            for variant in self.variants:
+                if variant not in self.lengths:
+                    raise RecipeError(
+                        f"{where}.lengths has no entry for variant {variant!r} (a mapping needs one per variant)"
+                    )
+        groups = self.lengths.items() if isinstance(self.lengths, dict) else [(None, self.lengths or [])]
+        for variant, lengths in groups:
+            name = f"{where}.lengths" + (f".{variant}" if variant else "")
+            if variant is not None and not lengths:
+                raise RecipeError(f"{name} is empty: give at least one context length in tokens")
+            for i, length in enumerate(lengths):
+                _positive(f"{name}[{i}]", length)
+        if isinstance(self.lengths, list) and not self.lengths:
+            raise RecipeError(f"{where}.lengths is empty: give lengths, or null for the passkey lengths")
+
+
+@dataclass
 class OptimConfig:
     """AdamW with three parameter groups (decayed matrices; norms and biases without decay; gates with their own
     learning rate and no decay), linear warmup then cosine decay to `min_lr` (the gate rate follows the same
@@ -221,13 +288,15 @@ class RunConfig:
 
 @dataclass
 class FinetuneRecipe:
-    """The passkey finetuning stage: data from the passkey builder, the model and tokenizer from `--from`.
+    """The retrieval finetuning stage: passkey (and, with `niah.variants`, NIAH) examples from the tasks' own
+    builders, the model and tokenizer from `--from`.
 
     `text_every`: every k-th optimizer step trains on a batch of the recipe's `data` corpus (causal LM loss on every
-    token) instead of passkey examples, so finetuning on answer digits does not erase language modelling (0: never).
+    token) instead of retrieval examples, so finetuning on answer digits does not erase language modelling (0: never).
     """
 
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
+    niah: NiahTrainConfig = field(default_factory=NiahTrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/finetune"))
     text_every: int = 0
@@ -238,6 +307,7 @@ class FinetuneRecipe:
                 f"{where}.text_every={self.text_every!r} is invalid: 0 (never) or k >= 2 (every k-th step is text)"
             )
         self.passkey.check(f"{where}.passkey")
+        self.niah.check(f"{where}.niah")
         self.optim.check(f"{where}.optim")
         self.run.check(f"{where}.run")
 
@@ -339,6 +409,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         raise RecipeError(f"{where}={value!r} has the wrong type: expected {_type_name(hint)}")
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}={value!r} has the wrong type: expected a mapping ({_type_name(hint)})")
+        key_hint, item = typing.get_args(hint)
+        return {_coerce(key_hint, k, f"{where}.{k}"): _coerce(item, v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise RecipeError(f"{where}={value!r} has the wrong type: expected a list ({_type_name(hint)})")

@@ -1,95 +1,175 @@
-"""Passkey finetuning examples, built by the same builder the passkey tasks use (`infini_bench.data.passkey`).
+"""Retrieval finetuning examples (passkey and RULER's NIAH variants), built by the same builders the lm-eval tasks
+use (`infini_bench.data.passkey`, `infini_bench.data.niah`).
 
-Each example is the prompt the passkey task of that length feeds, then the key and "."; all examples of one
-length have the same number of tokens, so a batch needs no padding. Seeds come from the training namespace
-(`infini_bench.data.seeds`: below 2**62), so no example can reproduce an evaluation document; the needle depth is
-drawn uniformly in [0, 100] % from the same seed. The examples are cached in the run's data folder (a cache
-`Store`, `infini_bench.data.cache`), so a resumed run trains on the very same ones.
+Each example is the prompt the task of that family and length feeds, then the answer the scorer wants and its end
+("." or EOS). Seeds come from the training namespace (`infini_bench.data.seeds`: below 2**62), hashed with the
+family's name, so no example can reproduce an evaluation document; the needle depth is drawn uniformly in
+[0, 100] % from the same seed. Rows of one pool (family, length) normally have equal token counts; where answers
+tokenise to different lengths (UUIDs), rows are right-padded with labels -100, which a causal model never sees
+from earlier positions. The examples are cached in the run's data folder (a cache `Store`,
+`infini_bench.data.cache`), so a resumed run trains on the very same ones.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..data.cache import Store, tokenizer_fingerprint
+from ..data.niah import build_niah_sample
 from ..data.passkey import build_passkey_sample
 from ..data.seeds import check_training_seed
-from .batches import Batch, PasskeyPools
-from .recipe import PasskeyConfig
+from ..data.tokens import tokenizer_view
+from .batches import Batch, RetrievalPools
+from .recipe import NiahTrainConfig, PasskeyConfig
+
+Example = tuple[list[int], list[int], dict[str, Any]]
 
 
-def training_seed(base_seed: int, length: int, index: int) -> int:
-    """Seed of training example `index` at `length`: a hash below 2**62 (never an evaluation seed)."""
-    payload = json.dumps(["passkey-train", int(base_seed), int(length), int(index)]).encode()
+def training_seed(base_seed: int, length: int, index: int, family: str = "passkey") -> int:
+    """Seed of training example `index` of `family` ("passkey", "niah_single_1", ...) at `length`: a hash below
+    2**62 (never an evaluation seed)."""
+    payload = json.dumps([f"{family}-train", int(base_seed), int(length), int(index)]).encode()
     return check_training_seed(int.from_bytes(hashlib.sha256(payload).digest()[:8], "big") >> 2)
 
 
-def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> tuple[list[int], list[int], dict]:
-    """(input_ids, labels, sample) of one example: the prompt the passkey task feeds at `length` (length −
-    answer budget tokens), then the key and ".".
+def training_depth(seed: int) -> float:
+    """The needle depth of a training example, in [0, 100] %, drawn from its seed."""
+    return round(random.Random(seed).uniform(0.0, 100.0), 2)
+
+
+def with_answer(tokenizer, sample: dict[str, Any], answer_ids: list[int], loss_on: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels): the task's prompt, then the answer and its terminator; labels -100 outside those when
+    `loss_on` is "answer". Shared by every family, so passkey and NIAH examples end the same way.
 
     Training on the evaluation layout matters: a model trained on prompts that end elsewhere in their last
-    segment learns that layout and fails on the task's. The "." after the key (as in the needle, "The pass key is
-    67732.") teaches the model where the key ends; without it the model keeps emitting digits and the first number
-    is wrong. Labels are -100 outside the key and "." when `loss_on` is answer."""
-    seed = training_seed(cfg.seed, length, index)
-    depth = round(random.Random(seed).uniform(0.0, 100.0), 2)
-    haystack = cfg.haystacks[index % len(cfg.haystacks)]
-    sample = build_passkey_sample(
-        tokenizer, length, depth, seed, n_digits=cfg.digits, answer_tokens=cfg.answer_budget, haystack=haystack
-    )
-    target = list(sample["answer_ids"]) + answer_terminator(tokenizer, sample)
-    if len(target) > cfg.answer_budget:
+    segment learns that layout and fails on the task's. The "." after the answer (as in the needles, "The pass key
+    is 67732.") teaches the model where the answer ends; without it the model keeps emitting digits and the first
+    number is wrong."""
+    target = list(answer_ids) + answer_terminator(tokenizer, sample, answer_ids)
+    budget = sample["answer_tokens"]
+    if len(target) > budget:
         raise ValueError(
-            f"the key and '.' take {len(target)} tokens, more than answer_tokens={cfg.answer_budget}: raise answer_tokens"
+            f"the answer and its end take {len(target)} tokens, more than answer_tokens={budget}: raise answer_tokens"
         )
     ids = list(sample["input_ids"]) + target
-    labels = [-100] * len(sample["input_ids"]) + target if cfg.loss_on == "answer" else list(ids)
-    return ids, labels, sample
+    labels = [-100] * len(sample["input_ids"]) + target if loss_on == "answer" else list(ids)
+    return ids, labels
 
 
-def answer_terminator(tokenizer, sample: dict) -> list[int]:
-    """Token ids of the "." that follows the key in context (EOS if this tokenizer merges it with the digits)."""
-    answer = list(sample["answer_ids"])
+def answer_terminator(tokenizer, sample: dict[str, Any], answer_ids: list[int] | None = None) -> list[int]:
+    """Token ids of the "." that follows the answer in context (EOS if this tokenizer merges it with the answer)."""
+    answer = list(sample["answer_ids"] if answer_ids is None else answer_ids)
     ids = tokenizer(" " + sample["answer"] + ".", add_special_tokens=False)["input_ids"]
     if ids[: len(answer)] == answer and len(ids) > len(answer):
         return ids[len(answer) :]
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer splits the passkey's end oddly and has no eos_token to end the answer with")
+        raise ValueError("the tokenizer splits the answer's end oddly and has no eos_token to end the answer with")
     return [tokenizer.eos_token_id]
 
 
-def passkey_pools(cfg: PasskeyConfig, tokenizer, max_steps: int, seed: int, store: Store) -> PasskeyPools:
-    """`num_examples` examples per length (an arrays entry of `store`, the run's data cache, per length), served
-    by the step schedule."""
-    pools = {}
-    for length in cfg.lengths:
-        key = {"passkey": vars(cfg) | {"lengths": None}, "length": length, "tokenizer": tokenizer_fingerprint(tokenizer),
-               "v": 4}
-        arrays = store.load_arrays("passkey", key)
-        if arrays is None:
-            arrays = _build_pool(cfg, tokenizer, length)
-            store.save_arrays("passkey", key, arrays)
-        pools[length] = Batch(torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["labels"]))
-    return PasskeyPools(pools, cfg.schedule, max_steps, seed)
+# --- passkey --------------------------------------------------------------------------------------------------
 
 
-def _build_pool(cfg: PasskeyConfig, tokenizer, length: int) -> dict[str, np.ndarray]:
-    try:
-        rows = [passkey_example(tokenizer, cfg, length, i)[:2] for i in range(cfg.num_examples)]
-    except ValueError as err:
-        raise ValueError(f"finetune.passkey.lengths has {length}, which the passkey builder refuses: {err}") from err
-    sizes = {len(r[0]) for r in rows}
-    if len(sizes) > 1:  # equal lengths are what lets a batch go without padding
-        raise ValueError(
-            f"passkey examples for length {length} have different token counts {sorted(sizes)}: the tokenizer "
-            "gives keys of different lengths (use one that splits digits one per token)"
+def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> Example:
+    """(input_ids, labels, sample) of one passkey example: the prompt the passkey task feeds at `length`
+    (length − answer budget tokens), then the key and "."."""
+    seed = training_seed(cfg.seed, length, index)
+    haystack = cfg.haystacks[index % len(cfg.haystacks)]
+    sample = build_passkey_sample(
+        tokenizer, length, training_depth(seed), seed, n_digits=cfg.digits, answer_tokens=cfg.answer_budget,
+        haystack=haystack,
+    )
+    return (*with_answer(tokenizer, sample, sample["answer_ids"], cfg.loss_on), sample)
+
+
+# --- NIAH -----------------------------------------------------------------------------------------------------
+
+
+def niah_sample(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, depth: float, seed: int) -> dict[str, Any]:
+    """The document the `niah_<variant>_<length>` task builds for (`depth`, `seed`) with its defaults (the variant's
+    haystack, plain prompt, `default_answer_tokens` unless `cfg.answer_tokens`), plus `answer_ids`: the answer's
+    tokens after the answer prefix, as the model would generate them."""
+    sample = build_niah_sample(
+        tokenizer, length, depth, seed, variant, n_digits=cfg.n_digits, answer_tokens=cfg.answer_tokens
+    )
+    view = tokenizer_view(tokenizer)
+    return {**sample, "answer_ids": view.continuation_ids(sample["gen_prefix"], " " + sample["answer"])}
+
+
+def niah_example(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, index: int) -> Example:
+    """(input_ids, labels, sample) of one NIAH example: the task's prompt at `length`, then the answer the scorer
+    accepts (the value; several values joined by ", ", the document's `answer`) and "."."""
+    seed = training_seed(cfg.seed, length, index, family=f"niah_{variant}")
+    sample = niah_sample(tokenizer, cfg, variant, length, training_depth(seed), seed)
+    return (*with_answer(tokenizer, sample, sample["answer_ids"], cfg.loss_on), sample)
+
+
+# --- pools ----------------------------------------------------------------------------------------------------
+
+
+def retrieval_pools(passkey: PasskeyConfig, niah: NiahTrainConfig, tokenizer, max_steps: int, seed: int,
+                    store: Store) -> RetrievalPools:
+    """One pool per (family, length), each an arrays entry of `store` (the run's data cache), served by the step
+    schedule over the passkey lengths followed by any lengths only NIAH variants use. `max_steps`: the retrieval
+    steps of the run (the ramp's stages divide them)."""
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    pools: dict[tuple[str, int], Batch] = {}
+    lengths = list(passkey.lengths)
+    for length in passkey.lengths:
+        key = {"passkey": vars(passkey) | {"lengths": None}, "length": length, "tokenizer": fingerprint, "v": 4}
+        pools[("passkey", length)] = _pool(
+            store, "passkey", key, partial(passkey_example, tokenizer, passkey, length), passkey.num_examples,
+            tokenizer, f"finetune.passkey.lengths has {length}, which the passkey builder refuses",
         )
-    return {
-        "input_ids": np.asarray([r[0] for r in rows], dtype=np.int64),
-        "labels": np.asarray([r[1] for r in rows], dtype=np.int64),
-    }
+    for variant in niah.variants:
+        for length in niah.lengths_for(variant, passkey.lengths):
+            key = {"niah": vars(niah) | {"variants": None, "lengths": None}, "variant": variant, "length": length,
+                   "tokenizer": fingerprint, "v": 1}
+            pools[(f"niah_{variant}", length)] = _pool(
+                store, f"niah_{variant}", key, partial(niah_example, tokenizer, niah, variant, length),
+                niah.num_examples, tokenizer,
+                f"finetune.niah: variant {variant} at length {length} is refused by the NIAH builder (give this "
+                "variant longer lengths, e.g. finetune.niah.lengths={" + variant + ": [...]})",
+            )
+            if length not in lengths:
+                lengths.append(length)
+    return RetrievalPools(pools, lengths, passkey.schedule, max_steps, seed)
+
+
+def _pool(store: Store, name: str, key: dict[str, Any], example: Callable[[int], Example], count: int, tokenizer,
+          refused: str) -> Batch:
+    """The cached pool `name`/`key`, or its `count` examples built now (a builder's refusal named by `refused`)."""
+    arrays = store.load_arrays(name, key)
+    if arrays is None:
+        try:
+            rows = [example(i)[:2] for i in range(count)]
+        except ValueError as err:
+            raise ValueError(f"{refused}: {err}") from err
+        arrays = _stack(rows, _pad_id(tokenizer))
+        store.save_arrays(name, key, arrays)
+    return Batch(torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["labels"]))
+
+
+def _pad_id(tokenizer) -> int:
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def _stack(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, np.ndarray]:
+    """Rows as arrays, right-padded to the longest (labels -100 there) when answers tokenise to different lengths:
+    a causal model's earlier positions never see the padding, and no loss is taken on it."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    labels = np.full((len(rows), width), -100, dtype=np.int64)
+    for i, (row_ids, row_labels) in enumerate(rows):
+        ids[i, : len(row_ids)] = row_ids
+        labels[i, : len(row_labels)] = row_labels
+    return {"input_ids": ids, "labels": labels}

@@ -87,7 +87,7 @@ def data_files(data: DataConfig) -> list[Path]:
 
 
 def run_data(out: Path, key: str, what: str = "the packed training data") -> Store:
-    """A training run's own data cache: its output folder's data/ (the packed corpus, the passkey examples), so a
+    """A training run's own data cache: its output folder's data/ (the packed corpus, the retrieval examples), so a
     resumed run reads exactly what it started with. Write errors name `what` and the recipe `key` to change."""
     return Store(out / "data", what, f"choose a {key} on a disk with room (its data/ folder caches the training data)")
 
@@ -114,7 +114,7 @@ def initial_model(cfg: ModelConfig, tokenizer, seed: int) -> InfiniForCausalLM:
     return InfiniForCausalLM(config)
 
 
-# --- passkey finetuning ---------------------------------------------------------------------------------------
+# --- retrieval finetuning (passkey, NIAH) -------------------------------------------------------------------------
 
 
 def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState], Setup]:
@@ -126,18 +126,24 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState],
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = load_infini(checkpoint)
         segment = model.config.segment_length
-        for length in recipe.passkey.lengths:
+        niah = recipe.niah
+        used = [("finetune.passkey.lengths", n) for n in recipe.passkey.lengths] + [
+            ("finetune.niah.lengths", n) for v in niah.variants for n in niah.lengths_for(v, recipe.passkey.lengths)
+        ]
+        for where, length in used:
             if model.config.use_memory and length < segment:
                 raise RecipeError(
-                    f"finetune.passkey.lengths has {length}, shorter than one segment (segment_length={segment} "
+                    f"{where} has {length}, shorter than one segment (segment_length={segment} "
                     f"in {str(checkpoint)!r}): the memory would never be used"
                 )
-        from .passkey_data import passkey_pools
+        from .retrieval_data import retrieval_pools
 
         out, key = Path(recipe.run.output_dir), "finetune.run.output_dir"
+        steps = recipe.run.max_steps
+        retrieval_steps = steps - steps // recipe.text_every if recipe.text_every else steps
         with state.main_process_first():
-            examples = run_data(out, key, "the passkey training examples")
-            data = passkey_pools(recipe.passkey, tokenizer, recipe.run.max_steps, recipe.run.seed, examples)
+            examples = run_data(out, key, "the retrieval training examples")
+            data = retrieval_pools(recipe.passkey, niah, tokenizer, retrieval_steps, recipe.run.seed, examples)
             if recipe.text_every:
                 text = PackedText(packed_corpus(full.data, tokenizer, run_data(out, key)), recipe.run.seed)
                 data = WithText(data, text, recipe.text_every)
