@@ -1,12 +1,13 @@
-"""`infini-bench quickstart`: the whole product on a laptop, no GPU and no network.
+"""`infini-bench quickstart`: the whole product on a laptop, no GPU and no network (and a larger model on a GPU).
 
 train a tiny Infini model (pretraining, then passkey finetuning) → the same recipe for a full-attention baseline
-(one segment, no memory, exported as a transformers Llama) → lm-eval on the passkey / NIAH grid at 1×–16× the
-finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control and the Llama (`--model hf`) →
-the report. Every stage is an ordinary command a user could type; the commands are printed, saved to
-`commands.sh`, and a finished stage is recorded with its inputs (options, recipe contents, upstream outputs), so a
-second run (or one after Ctrl-C) picks up where it stopped and reruns exactly the stages whose inputs changed.
-The quickstart empties only folders it marked as its own; a non-empty `--out` it did not make is refused.
+(one segment, no memory, exported as a transformers Llama) → lm-eval on the passkey / NIAH (single and multikey)
+grid at 1×–16× the finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control and the Llama
+(`--model hf`) → the report. With CUDA the GPU profile trains a larger model in the same budget and evaluates to
+64× (`Profile`, `select_profile`). Every stage is an ordinary command a user could type; the commands are printed,
+saved to `commands.sh`, and a finished stage is recorded with its inputs (options, recipe contents, upstream
+outputs, profile), so a second run (or one after Ctrl-C) picks up where it stopped and reruns exactly the stages
+whose inputs changed. The quickstart empties only folders it marked as its own; a non-empty `--out` it did not make is refused.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -28,11 +29,13 @@ import yaml
 from .recipes import RECIPES_DIR
 
 RECIPE = Path(RECIPES_DIR) / "quickstart-cpu.yaml"
+GPU_RECIPE = Path(RECIPES_DIR) / "quickstart-gpu.yaml"
 DEFAULT_MINUTES = 10.0
 # Shares of the training budget. Both models get the same recipe and the same number of minutes.
 # The two models train side by side (one CPU thread each in the quickstart recipe), each for the whole budget.
 SHARES = {"pretrain": 0.2, "finetune": 0.8}
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
+GPU_LENGTH_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_SAMPLES = 3  # per depth and length
 PPL_METADATA = {"doc_tokens": 4096, "min_doc_tokens": 4096, "max_docs": 3}
 MIN_MINUTES = 0.01  # below this a stage's budget rounds to nothing
@@ -44,6 +47,51 @@ GITIGNORE = "# written by infini-bench quickstart: everything here is generated 
 
 class QuickstartError(ValueError):
     """Bad `--out` / `--minutes`, or a stage that failed; the message says which and how to go on."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the machine decides: the recipe and how far and how the three models are evaluated.
+
+    One object, so that everything that differs between a laptop and a GPU box is in one place and goes into every
+    stage's recorded inputs (`Stage.profile`): switching machines reruns the stages instead of mixing results."""
+
+    name: str
+    recipe: Path
+    multiples: tuple[int, ...]  # evaluation lengths, as multiples of the recipe's finetuning length
+    device: str  # lm-eval --device for all three models
+    batch_size: str  # lm-eval --batch_size
+    infini_dtype: str | None  # the Infini adapter's dtype (None: its default, float32)
+    llama_dtype: str  # the exported Llama's dtype under lm-eval's `hf`
+
+
+# The CPU profile's device, dtypes and batch size are what the README's measured runs used.
+CPU = Profile("cpu", RECIPE, LENGTH_MULTIPLES, device="cpu", batch_size="4", infini_dtype=None, llama_dtype="float32")
+# bf16 on the GPU: the models trained under bf16 autocast, fla-core's delta_l2 kernel refuses float32, and the
+# Llama's float32 attention at 128K tokens would take the slow (non-flash) SDPA path. Batch 8: a 30M model's
+# 128K-token batch (prefill in 16K chunks for Infini; a 128K KV cache of 8 layers × 512 per row for the Llama) is a
+# few GB per row. Unmeasured, like recipes/quickstart-gpu.yaml.
+GPU = Profile("gpu", GPU_RECIPE, GPU_LENGTH_MULTIPLES, device="cuda", batch_size="8", infini_dtype="bfloat16",
+              llama_dtype="bfloat16")
+
+
+def select_profile(recipe: str | Path | None = None) -> tuple[Profile, str]:
+    """The profile for this machine and why: GPU exactly when torch sees CUDA. A `--recipe` replaces the profile's
+    recipe only; device, dtype, batch size and evaluation multiples still follow the machine (evaluating a
+    user's recipe on the CPU while a GPU idles would only be slow). torch is imported here, not at module level,
+    so `import infini_bench` and `--help` stay light."""
+    import torch
+
+    if torch.cuda.is_available():
+        profile, why = GPU, "torch.cuda.is_available() is True"
+    else:
+        profile, why = CPU, "no CUDA device (torch.cuda.is_available() is False)"
+    if recipe is not None:
+        recipe = Path(recipe)
+        if recipe.resolve() != profile.recipe.resolve():
+            why += f"; --recipe {recipe} replaces {profile.recipe.name}"
+        profile = replace(profile, recipe=recipe)
+    return profile, why
 
 
 @dataclass
@@ -59,6 +107,7 @@ class Stage:
     background: bool = False  # runs beside the foreground stages (its output goes to DIR/logs/<name>.log)
     files: tuple[Path, ...] = ()  # input files whose contents are part of the stage's inputs (the recipe)
     params: str = ""  # further inputs of a stage that has no command line (the Llama export)
+    profile: str = CPU.name  # the profile it ran under: part of its inputs (a GPU-trained model is another model)
 
 
 def _cli(*args: str) -> list[str]:
@@ -83,14 +132,29 @@ def _length_name(tokens: int) -> str:
     return name
 
 
+def retrieval_tasks(lengths: list[int]) -> list[str]:
+    """passkey and NIAH (single needle) at every length, then RULER's multikey_1 NIAH at the lengths it has tasks
+    for (it starts at 512 tokens: its distractor needles do not fit in 256), so the report shows both."""
+    from .tasks.names import niah_lengths, niah_task
+
+    names = [_length_name(n) for n in lengths]
+    multikey = set(niah_lengths("multikey_1"))
+    return ([f"{family}_{name}" for family in ("passkey", "niah") for name in names]
+            + [niah_task("multikey_1", name) for name in names if name in multikey])
+
+
 def plan(
     out: Path,
     minutes: float,
-    recipe: Path = RECIPE,
+    recipe: Path | None = None,
     samples: int = DEFAULT_SAMPLES,
-    multiples: tuple[int, ...] = LENGTH_MULTIPLES,
+    multiples: tuple[int, ...] | None = None,
+    profile: Profile = CPU,
 ) -> list[Stage]:
-    """The stages, in order, with their exact commands, folders, outputs and upstream stages."""
+    """The stages, in order, with their exact commands, folders, outputs and upstream stages. `recipe` and
+    `multiples` default to the profile's."""
+    recipe = profile.recipe if recipe is None else recipe
+    multiples = profile.multiples if multiples is None else multiples
     length = _finetune_length(recipe)
     lengths = [length * m for m in multiples]
     infini, base = out / "infini", out / "baseline"
@@ -123,22 +187,24 @@ def plan(
               folder=base / "llama", outputs=(base / "llama" / "config.json",), depends=("baseline_finetune",),
               params=f"max_position_embeddings={max(lengths) * 2}", background=True),
     ]
-    retrieval = ",".join(f"{family}_{_length_name(n)}" for family in ("passkey", "niah") for n in lengths)
+    retrieval = ",".join(retrieval_tasks(lengths))
     checkpoint = infini / "finetune" / "latest"
+    infini_dtype = f",dtype={profile.infini_dtype}" if profile.infini_dtype else ""
     models = [
-        ("infini", "infini", f"pretrained={checkpoint}", "infini_finetune"),
-        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False", "infini_finetune"),
-        ("llama", "hf", f"pretrained={base / 'llama'},dtype=float32", "baseline_export"),
+        ("infini", "infini", f"pretrained={checkpoint}{infini_dtype}", "infini_finetune"),
+        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False{infini_dtype}", "infini_finetune"),
+        ("llama", "hf", f"pretrained={base / 'llama'},dtype={profile.llama_dtype}", "baseline_export"),
     ]
     tasks = f"{retrieval},ppl_stdlib"
     metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})
     for label, model, args, upstream in models:
         target = out / "eval" / label
         stages.append(Stage(
-            f"eval_{label}", f"lm-eval: {label} on passkey + NIAH at {', '.join(map(_length_name, lengths))} and ppl_stdlib",
+            f"eval_{label}", f"lm-eval: {label} on passkey + NIAH (single, multikey) at "
+            f"{', '.join(map(_length_name, lengths))} and ppl_stdlib",
             [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args, "--tasks", tasks,
-             "--metadata", metadata, "--device", "cpu", "--batch_size", "4", "--output_path", str(target),
-             "--log_samples"],
+             "--metadata", metadata, "--device", profile.device, "--batch_size", profile.batch_size,
+             "--output_path", str(target), "--log_samples"],
             folder=target, outputs=(target,), depends=(upstream,),
         ))
     report = out / "report"
@@ -149,6 +215,8 @@ def plan(
         folder=report, outputs=(report / "report.html", report / "summary.json"),
         depends=tuple(f"eval_{label}" for label, *_ in models),
     ))
+    for stage in stages:
+        stage.profile = profile.name
     return stages
 
 
@@ -252,7 +320,7 @@ def _inputs(stage: Stage, done: dict) -> dict:
     """The stage's inputs as named parts: its command (every option; the interpreter's path left out), the contents
     of its input files, and the recorded output of each upstream stage."""
     command = shlex.join(stage.command[1:]) if stage.command else f"{stage.title} {stage.params}"
-    parts = {"command": _digest(command)}
+    parts = {"command": _digest(command), "profile": stage.profile}
     for path in stage.files:
         parts[f"file {path.name}"] = _digest(path.read_bytes())
     for name in stage.depends:
@@ -294,6 +362,9 @@ def _stale_reason(stage: Stage, record: dict, inputs: dict) -> str | None:
     recorded = record.get("inputs")
     if not isinstance(recorded, dict):
         return "its record has no inputs to compare"
+    recorded = {"profile": CPU.name, **recorded}  # records from before profiles were all made on the CPU
+    if recorded["profile"] != inputs["profile"]:
+        return f"it was made under the {recorded['profile']} profile and this run uses the {inputs['profile']} one"
     if recorded.get("command") != inputs["command"]:
         return "its options differ from the recorded run's"
     for key in inputs:
@@ -345,6 +416,7 @@ def _unmark(out: Path, stage: Stage) -> None:
 
 
 def check_options(minutes: float, samples: int, recipe: Path) -> None:
+    """Refuse bad options before anything is written."""
     if not minutes > 0:
         raise QuickstartError(f"--minutes={minutes!r} is invalid: the training budget must be > 0 minutes")
     if minutes < MIN_MINUTES or min(_budgets(minutes)) <= 0:
@@ -361,13 +433,21 @@ def check_options(minutes: float, samples: int, recipe: Path) -> None:
 def run(
     out: Path,
     minutes: float,
-    recipe: Path = RECIPE,
+    recipe: Path | None = None,
     samples: int = DEFAULT_SAMPLES,
-    multiples: tuple[int, ...] = LENGTH_MULTIPLES,
+    multiples: tuple[int, ...] | None = None,
+    profile: Profile = CPU,
+    why: str = "",
 ) -> int:
+    """Plan, then run every stage whose recorded inputs no longer hold (see the module docstring)."""
+    recipe = profile.recipe if recipe is None else recipe
+    multiples = profile.multiples if multiples is None else multiples
     check_options(minutes, samples, recipe)
-    stages = plan(out, minutes, recipe, samples, multiples)  # before check_out: a bad recipe leaves --out alone
+    # before check_out: a bad recipe leaves --out alone
+    stages = plan(out, minutes, recipe, samples, multiples, profile)
     check_out(out)
+    print(f"profile: {profile.name} ({why or 'given'}): recipe {recipe}, lm-eval --device {profile.device}, "
+          f"lengths {','.join(f'{m}x' for m in multiples)} of {_finetune_length(recipe)} tokens", flush=True)
     (out / "commands.sh").write_text(
         "#!/usr/bin/env bash\n# The commands `infini-bench quickstart` runs, in order.\nset -e\n"
         + "".join(f"# {s.title}\n{shlex.join(s.command)}\n" for s in stages if s.command)
@@ -486,14 +566,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                         help="training budget in minutes; the Infini model and the baseline train side by side, "
                         f"each within it (default {DEFAULT_MINUTES:g}, at least {MIN_MINUTES:g})")
-    parser.add_argument("--recipe", default=str(RECIPE), help="training recipe (default: recipes/quickstart-cpu.yaml)")
+    parser.add_argument("--recipe", default=None,
+                        help="training recipe (default: the profile's, recipes/quickstart-gpu.yaml when torch sees "
+                        "CUDA, else recipes/quickstart-cpu.yaml); replaces the recipe only: the device, dtype and "
+                        "evaluation lengths still follow the machine")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"evaluation samples per depth and length (default {DEFAULT_SAMPLES})")
-    parser.add_argument("--multiples", type=_multiples, default=LENGTH_MULTIPLES,
-                        help="evaluation lengths as multiples of the finetuning length (default 1,2,4,8,16)")
+    parser.add_argument("--multiples", type=_multiples, default=None,
+                        help="evaluation lengths as multiples of the finetuning length (default: the profile's, "
+                        f"{','.join(map(str, CPU.multiples))} on the CPU, "
+                        f"{','.join(map(str, GPU.multiples))} with CUDA)")
     args = parser.parse_args(argv)
     try:
-        return run(Path(args.out).resolve(), args.minutes, Path(args.recipe).resolve(), args.samples, args.multiples)
+        profile, why = select_profile(None if args.recipe is None else Path(args.recipe).resolve())
+        return run(Path(args.out).resolve(), args.minutes, profile.recipe, args.samples, args.multiples, profile, why)
     except QuickstartError as err:
         print(f"infini-bench quickstart: error: {err}", file=sys.stderr)
         return 1
