@@ -34,6 +34,7 @@ DEFAULT_MINUTES = 10.0
 # Shares of the training budget. Both models get the same recipe and the same number of minutes.
 # The two models train side by side (one CPU thread each in the quickstart recipe), each for the whole budget.
 SHARES = {"pretrain": 0.2, "finetune": 0.8}
+MULTIKEY_VARIANT = "multikey_2"  # the multikey NIAH family the quickstart recipes finetune on, and evaluate
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 GPU_LENGTH_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_SAMPLES = 3  # per depth and length
@@ -133,14 +134,15 @@ def _length_name(tokens: int) -> str:
 
 
 def retrieval_tasks(lengths: list[int]) -> list[str]:
-    """passkey and NIAH (single needle) at every length, then RULER's multikey_1 NIAH at the lengths it has tasks
-    for (it starts at 512 tokens: its distractor needles do not fit in 256), so the report shows both."""
+    """passkey and NIAH (single needle) at every length, then RULER's multikey_2 NIAH (the asked key's value among
+    distractor needles with other keys) at the lengths it has tasks for: the two NIAH families the recipes train.
+    (multikey_1, four needles in essay text, starts at 512 tokens and does not fit the CPU recipe's 256.)"""
     from .tasks.names import niah_lengths, niah_task
 
     names = [_length_name(n) for n in lengths]
-    multikey = set(niah_lengths("multikey_1"))
+    multikey = set(niah_lengths(MULTIKEY_VARIANT))
     return ([f"{family}_{name}" for family in ("passkey", "niah") for name in names]
-            + [niah_task("multikey_1", name) for name in names if name in multikey])
+            + [niah_task(MULTIKEY_VARIANT, name) for name in names if name in multikey])
 
 
 def plan(
@@ -150,9 +152,11 @@ def plan(
     samples: int = DEFAULT_SAMPLES,
     multiples: tuple[int, ...] | None = None,
     profile: Profile = CPU,
+    seed: int | None = None,
 ) -> list[Stage]:
     """The stages, in order, with their exact commands, folders, outputs and upstream stages. `recipe` and
-    `multiples` default to the profile's."""
+    `multiples` default to the profile's; `seed` (None: the recipe's) sets every training seed of both models
+    (the evaluation documents stay the same: their seeds are the tasks' own)."""
     recipe = profile.recipe if recipe is None else recipe
     multiples = profile.multiples if multiples is None else multiples
     length = _finetune_length(recipe)
@@ -162,6 +166,8 @@ def plan(
     # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory
     # (full attention). Its pretraining sequences are one such segment long.
     baseline_model = ["model.use_memory=false", f"model.segment_length={length}", f"data.sequence_length={length}"]
+    pre_seed = [] if seed is None else [f"run.seed={seed}"]
+    fin_seed = [] if seed is None else [f"finetune.{key}.seed={seed}" for key in ("run", "passkey", "niah")]
 
     def training(name: str, title: str, command: list[str], folder: Path, depends=(), background=False) -> Stage:
         return Stage(name, title, command, folder=folder, outputs=(folder / "latest",), depends=depends,
@@ -170,17 +176,19 @@ def plan(
     stages = [
         training("infini_pretrain", "Pretrain the Infini model on the offline corpus",
                  _cli("train", "--config", str(recipe), f"run.output_dir={infini / 'pretrain'}",
-                      f"run.max_minutes={pre_min}"), infini / "pretrain"),
+                      f"run.max_minutes={pre_min}", *pre_seed), infini / "pretrain"),
         training("infini_finetune", "Passkey-finetune the Infini model",
                  _cli("finetune", "--config", str(recipe), "--from", str(infini / "pretrain" / "latest"),
-                      f"finetune.run.output_dir={infini / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
+                      f"finetune.run.output_dir={infini / 'finetune'}", f"finetune.run.max_minutes={fin_min}",
+                      *fin_seed),
                  infini / "finetune", depends=("infini_pretrain",)),
         training("baseline_pretrain", "Pretrain the full-attention baseline (same recipe, one segment, no memory)",
                  _cli("train", "--config", str(recipe), *baseline_model, f"run.output_dir={base / 'pretrain'}",
-                      f"run.max_minutes={pre_min}"), base / "pretrain", background=True),
+                      f"run.max_minutes={pre_min}", *pre_seed), base / "pretrain", background=True),
         training("baseline_finetune", "Passkey-finetune the full-attention baseline",
                  _cli("finetune", "--config", str(recipe), "--from", str(base / "pretrain" / "latest"),
-                      f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}"),
+                      f"finetune.run.output_dir={base / 'finetune'}", f"finetune.run.max_minutes={fin_min}",
+                      *fin_seed),
                  base / "finetune", depends=("baseline_pretrain",), background=True),
         Stage("baseline_export", "Export the baseline as a transformers Llama",
               action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2),
@@ -438,13 +446,16 @@ def run(
     multiples: tuple[int, ...] | None = None,
     profile: Profile = CPU,
     why: str = "",
+    seed: int | None = None,
 ) -> int:
     """Plan, then run every stage whose recorded inputs no longer hold (see the module docstring)."""
     recipe = profile.recipe if recipe is None else recipe
     multiples = profile.multiples if multiples is None else multiples
     check_options(minutes, samples, recipe)
+    if seed is not None and not 0 <= seed < 2**62:
+        raise QuickstartError(f"--seed={seed!r} is invalid: training seeds lie in [0, 2**62)")
     # before check_out: a bad recipe leaves --out alone
-    stages = plan(out, minutes, recipe, samples, multiples, profile)
+    stages = plan(out, minutes, recipe, samples, multiples, profile, seed)
     check_out(out)
     print(f"profile: {profile.name} ({why or 'given'}): recipe {recipe}, lm-eval --device {profile.device}, "
           f"lengths {','.join(f'{m}x' for m in multiples)} of {_finetune_length(recipe)} tokens", flush=True)
@@ -576,10 +587,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluation lengths as multiples of the finetuning length (default: the profile's, "
                         f"{','.join(map(str, CPU.multiples))} on the CPU, "
                         f"{','.join(map(str, GPU.multiples))} with CUDA)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of both models: pretraining order, finetuning order and examples "
+                        "(default: the recipe's); the evaluation documents are the same for every seed")
     args = parser.parse_args(argv)
     try:
         profile, why = select_profile(None if args.recipe is None else Path(args.recipe).resolve())
-        return run(Path(args.out).resolve(), args.minutes, profile.recipe, args.samples, args.multiples, profile, why)
+        return run(Path(args.out).resolve(), args.minutes, profile.recipe, args.samples, args.multiples, profile, why,
+                   args.seed)
     except QuickstartError as err:
         print(f"infini-bench quickstart: error: {err}", file=sys.stderr)
         return 1

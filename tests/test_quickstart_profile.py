@@ -101,9 +101,9 @@ def test_the_gpu_recipe_is_the_larger_model_at_the_longer_length():
 def test_multikey_tasks_only_at_lengths_that_have_them(length, multiples):
     tasks = quickstart.retrieval_tasks([length * m for m in multiples])
     names = [format_length(length * m) for m in multiples]
-    expected = [n for n in names if n in niah_lengths("multikey_1")]
-    assert [t for t in tasks if t.startswith("niah_multikey_1_")] == [f"niah_multikey_1_{n}" for n in expected]
-    assert ("niah_multikey_1_256" in tasks) is False and len(expected) == len(names) - (length == 256)
+    expected = [n for n in names if n in niah_lengths(quickstart.MULTIKEY_VARIANT)]
+    assert [t for t in tasks if t.startswith("niah_multikey_")] == [f"niah_multikey_2_{n}" for n in expected]
+    assert expected == names  # multikey_2 has tasks from 256 tokens, the CPU recipe's 1x
     assert [t for t in tasks if t.startswith("passkey_")] == [f"passkey_{n}" for n in names]
 
 
@@ -116,7 +116,7 @@ def test_switching_profile_reruns_every_stage(tmp_path, monkeypatch, fake_stages
     assert quickstart.main(args) == 0
     printed = capsys.readouterr().out
     assert printed.count("profile: cpu (no CUDA device") == 1
-    assert "niah_multikey_1_512" in (out / "commands.sh").read_text()
+    assert "niah_multikey_2_256" in (out / "commands.sh").read_text()
 
     fake_stages.clear()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -161,3 +161,31 @@ def test_help_and_the_cli_do_not_need_cuda_or_torch_at_import():
     help_text = subprocess.run([sys.executable, "-m", "infini_bench.cli", "quickstart", "--help"], capture_output=True,
                                text=True).stdout
     assert "1,2,4,8,16,32,64 with CUDA" in " ".join(help_text.split())
+
+
+def test_seed_option_sets_every_training_seed_and_reruns_training_only(tmp_path, monkeypatch, fake_stages,  # noqa: F811
+                                                                       capsys):
+    """`--seed N` (the README's seed loop) gives both models' pretraining and finetuning seed N, passkey and NIAH
+    examples included; the evaluation commands, and so the documents, are the same for every seed."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plain = {s.name: s.command for s in plan(tmp_path, 10.0)}
+    seeded = {s.name: s.command for s in plan(tmp_path, 10.0, seed=3)}
+    for name in ("infini_pretrain", "baseline_pretrain"):
+        assert seeded[name] == plain[name] + ["run.seed=3"]
+    for name in ("infini_finetune", "baseline_finetune"):
+        assert seeded[name] == plain[name] + ["finetune.run.seed=3", "finetune.passkey.seed=3", "finetune.niah.seed=3"]
+    assert {n: c for n, c in seeded.items() if n.startswith("eval_")} == {
+        n: c for n, c in plain.items() if n.startswith("eval_")}
+    for key in ("run", "passkey", "niah"):  # the overrides name real recipe keys
+        assert getattr(load_recipe(RECIPE, [f"finetune.{key}.seed=3"]).finetune, key).seed == 3
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    args = ["--out", str(tmp_path / "out"), "--minutes", "1", "--recipe", str(recipe), "--samples", "1",
+            "--multiples", "1"]
+    assert quickstart.main(args) == 0
+    fake_stages.clear()
+    assert quickstart.main([*args, "--seed", "1"]) == 0
+    assert {"infini_pretrain", "infini_finetune", "baseline_pretrain", "baseline_finetune"} <= set(fake_stages)
+    assert quickstart.main([*args, "--seed", "-1"]) == 1
+    assert "--seed=-1 is invalid" in capsys.readouterr().err
