@@ -294,3 +294,25 @@ def test_finetune_names_the_niah_variant_and_length_the_builder_refuses(tmp_path
     err = capsys.readouterr().err
     assert "finetune.niah: variant multikey_1 at length 160 is refused by the NIAH builder" in err
     assert "Traceback" not in err
+
+
+def test_niah_answer_budgets_cycle_over_the_examples(tiny_tokenizer):
+    """`answer_tokens: [16, 32]` puts the prompt's end where the tasks put it at short and long lengths (16 tokens
+    before a 32-token segment boundary, or on one); rows of unequal length are right-padded, no loss on padding."""
+    from infini_bench.training.retrieval_data import _stack
+
+    cfg = NiahTrainConfig(variants=["single_1"], answer_tokens=[16, 32])
+    rows = [niah_example(tiny_tokenizer, cfg, "single_1", 256, i) for i in range(4)]
+    assert [r[2]["prompt_tokens"] for r in rows] == [240, 224, 240, 224]
+    stacked = _stack([r[:2] for r in rows], pad_id=0)
+    assert stacked["input_ids"].shape[1] == max(len(r[0]) for r in rows)
+    short = len(rows[1][0])
+    assert (stacked["labels"][1, short:] == -100).all() and list(stacked["input_ids"][1, :short]) == rows[1][0]
+    with pytest.raises(RecipeError, match=r"finetune.niah.answer_tokens\[1\]"):
+        NiahTrainConfig(variants=["single_1"], answer_tokens=[16, 0]).check("finetune.niah")
+    with pytest.raises(RecipeError, match="finetune.niah.answer_tokens is empty"):
+        NiahTrainConfig(variants=["single_1"], answer_tokens=[]).check("finetune.niah")
+    from infini_bench.quickstart import RECIPE
+
+    for value, parsed in (("[16, 32]", [16, 32]), ("24", 24), ("null", None)):
+        assert load_recipe(RECIPE, [f"finetune.niah.answer_tokens={value}"]).finetune.niah.answer_tokens == parsed

@@ -167,6 +167,9 @@ class NiahTrainConfig:
     lengths (a variant with several needles needs longer prompts: the builder refuses lengths that cannot hold
     them). Each example is the task's prompt at that length with the task's defaults (the variant's haystack,
     `answer_tokens` null = the task's `default_answer_tokens`), then the answer the scorer wants and its end.
+    `answer_tokens` may also be a list, cycled over the examples: an Infini model sees where the prompt ends inside
+    its last segment, and the tasks' budget grows with the length (16 tokens up to 512, then 1/32 of the length, up
+    to 128), so a model trained at one budget meets another layout at longer lengths.
     A length's steps cycle through the families that have a pool there (passkey, then the variants in order).
     `n_digits`: digits of the needle values (RULER's 7, the tasks' default). `loss_on`: "answer" or "all"."""
 
@@ -176,7 +179,13 @@ class NiahTrainConfig:
     n_digits: int = 7
     seed: int = 0
     loss_on: str = "answer"
-    answer_tokens: int | None = None
+    answer_tokens: int | list[int] | None = None
+
+    def budget(self, index: int) -> int | None:
+        """The answer budget of example `index` (None: the task's default at the example's length)."""
+        if isinstance(self.answer_tokens, list):
+            return self.answer_tokens[index % len(self.answer_tokens)]
+        return self.answer_tokens
 
     def lengths_for(self, variant: str, passkey_lengths: list[int]) -> list[int]:
         """The context lengths `variant` trains at."""
@@ -199,7 +208,12 @@ class NiahTrainConfig:
         _choice(f"{where}.loss_on", self.loss_on, ("answer", "all"))
         if self.seed < 0:
             raise RecipeError(f"{where}.seed={self.seed!r} must be >= 0")
-        if self.answer_tokens is not None:
+        if isinstance(self.answer_tokens, list):
+            if not self.answer_tokens:
+                raise RecipeError(f"{where}.answer_tokens is empty: give budgets, one number, or null")
+            for i, budget in enumerate(self.answer_tokens):
+                _positive(f"{where}.answer_tokens[{i}]", budget)
+        elif self.answer_tokens is not None:
             _positive(f"{where}.answer_tokens", self.answer_tokens)
         if isinstance(self.lengths, dict):
             for variant in self.lengths:

@@ -5,8 +5,8 @@ Each example is the prompt the task of that family and length feeds, then the an
 ("." or EOS). Seeds come from the training namespace (`infini_bench.data.seeds`: below 2**62), hashed with the
 family's name, so no example can reproduce an evaluation document; the needle depth is drawn uniformly in
 [0, 100] % from the same seed. Rows of one pool (family, length) normally have equal token counts; where answers
-tokenise to different lengths (UUIDs), rows are right-padded with labels -100, which a causal model never sees
-from earlier positions. The examples are cached in the run's data folder (a cache `Store`,
+tokenise to different lengths (UUIDs) or budgets differ (a list of NIAH `answer_tokens`), rows are right-padded
+with labels -100, which a causal model never sees from earlier positions. The examples are cached in the run's data folder (a cache `Store`,
 `infini_bench.data.cache`), so a resumed run trains on the very same ones.
 """
 from __future__ import annotations
@@ -91,12 +91,13 @@ def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> E
 # --- NIAH -----------------------------------------------------------------------------------------------------
 
 
-def niah_sample(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, depth: float, seed: int) -> dict[str, Any]:
+def niah_sample(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, depth: float, seed: int,
+                answer_tokens: int | None = None) -> dict[str, Any]:
     """The document the `niah_<variant>_<length>` task builds for (`depth`, `seed`) with its defaults (the variant's
-    haystack, plain prompt, `default_answer_tokens` unless `cfg.answer_tokens`), plus `answer_ids`: the answer's
+    haystack, plain prompt, `default_answer_tokens` unless `answer_tokens`), plus `answer_ids`: the answer's
     tokens after the answer prefix, as the model would generate them."""
     sample = build_niah_sample(
-        tokenizer, length, depth, seed, variant, n_digits=cfg.n_digits, answer_tokens=cfg.answer_tokens
+        tokenizer, length, depth, seed, variant, n_digits=cfg.n_digits, answer_tokens=answer_tokens
     )
     view = tokenizer_view(tokenizer)
     return {**sample, "answer_ids": view.continuation_ids(sample["gen_prefix"], " " + sample["answer"])}
@@ -106,7 +107,7 @@ def niah_example(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, ind
     """(input_ids, labels, sample) of one NIAH example: the task's prompt at `length`, then the answer the scorer
     accepts (the value; several values joined by ", ", the document's `answer`) and "."."""
     seed = training_seed(cfg.seed, length, index, family=f"niah_{variant}")
-    sample = niah_sample(tokenizer, cfg, variant, length, training_depth(seed), seed)
+    sample = niah_sample(tokenizer, cfg, variant, length, training_depth(seed), seed, cfg.budget(index))
     return (*with_answer(tokenizer, sample, sample["answer_ids"], cfg.loss_on), sample)
 
 
