@@ -6,9 +6,8 @@ count. Each process then takes its own rows of that batch (`rank_micro_batches`)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
