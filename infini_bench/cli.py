@@ -83,7 +83,7 @@ def _quickstart(argv: list[str]) -> int:
 COMMANDS = {
     "quickstart": (_quickstart, "train -> finetune -> lm-eval -> report on a tiny model, against two baselines"),
     "train": (_train, "pretrain an Infini model from a YAML recipe"),
-    "finetune": (_finetune, "passkey-finetune a checkpoint from a YAML recipe"),
+    "finetune": (_finetune, "finetune a checkpoint on passkey (and NIAH) from a YAML recipe"),
     "eval": (_eval, "lm_eval with this project's tasks and --model infini (exactly lm_eval's flags)"),
     "tasks": (_tasks, "list this project's lm-eval tasks and print their include path"),
     "report": (_report, "heatmaps, summary.json and report.html from lm-eval output folders"),
