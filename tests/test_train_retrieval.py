@@ -256,6 +256,16 @@ def test_finetune_mixes_corpus_text_in_every_kth_step(tmp_path, corpus):  # noqa
     assert [r["seq_len"] for r in records] == [160 - 9, 64, 160 - 9, 64]  # text rows: the recipe's data section
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["cursors"] == {"160": 4, "text": 4}
+    assert all(r["losses"] == {r["source"]: r["loss"]} for r in records)  # one step per log line
+
+    # Logged every 2nd step, a line still carries each source's curve (the logged step alone shows only "text")
+    shutil.rmtree(ft)
+    assert training_main([*args, "finetune.run.log_every=2"]) == 0
+    coarse = log(ft)
+    assert [r["source"] for r in coarse] == ["text", "text"]
+    for line, (first, second) in zip(coarse, zip(records[::2], records[1::2])):
+        assert line["losses"] == pytest.approx({first["source"]: first["loss"], second["source"]: second["loss"]},
+                                               rel=1e-5)
 
 
 def test_finetune_with_niah_logs_each_family_and_resumes_exactly(tmp_path, corpus):  # noqa: F811

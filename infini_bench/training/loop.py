@@ -82,10 +82,18 @@ class StepResult:
 
 @dataclass
 class Window:
-    """Tokens and seconds since the last log line (the logged tokens/s)."""
+    """Since the last log line: tokens and seconds (the logged tokens/s), and per batch source the summed step
+    losses (this process, kept on the device until the log line) and steps. Every family's curve is then logged:
+    with `log_every` a multiple of the source cycle, the logged step alone would show one family only."""
 
     tokens: int = 0
     seconds: float = 0.0
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def add(self, source: str, loss_sum: torch.Tensor) -> None:
+        self.loss_sums[source] = self.loss_sums.get(source, 0) + loss_sum
+        self.steps[source] = self.steps.get(source, 0) + 1
 
 
 def make_accelerator(run: RunConfig, setup: Setup) -> Accelerator:
@@ -188,6 +196,7 @@ def fit(
         progress.seconds += seconds
         window.tokens += tokens
         window.seconds += seconds
+        window.add(batch.source, result.loss_sum)
         if progress.step % run.log_every == 0 or progress.step == run.max_steps:
             log_step(accelerator, model, out, progress, batch, result, accumulation, window, bar)
             window = Window()
@@ -268,10 +277,14 @@ def log_step(
     """One line of `log.jsonl` (main process) and the progress bar's figures; the loss is averaged over processes
     (a collective: every process calls this at the same steps). Returns the record."""
     loss = accelerator.reduce(result.loss_sum / accumulation, "mean").item()
+    # every process saw the same sources (the global batch is a function of the step), so the reduces line up
+    losses = {source: accelerator.reduce(total / (accumulation * window.steps[source]), "mean").item()
+              for source, total in sorted(window.loss_sums.items())}
     record = {
         "step": progress.step,
         "loss": loss,
         "source": batch.source,
+        "losses": losses,  # per source, the mean over the window's steps of that source
         "lr": result.lrs.get("decay", result.lrs.get("no_decay")),
         "gate_lr": result.lrs.get("gates"),
         "grad_norm": float(result.grad_norm),
