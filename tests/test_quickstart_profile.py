@@ -107,11 +107,17 @@ def test_multikey_tasks_only_at_lengths_that_have_them(length, multiples):
     assert [t for t in tasks if t.startswith("passkey_")] == [f"passkey_{n}" for n in names]
 
 
-def test_switching_profile_reruns_every_stage(tmp_path, monkeypatch, fake_stages, capsys):  # noqa: F811
+def _tiny_run(tmp_path, multiples: str = "1,2") -> tuple[Path, list[str]]:
+    """The output folder and the quickstart arguments of a one-minute run of the tests' tiny recipe."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(TINY_RECIPE)
     out = tmp_path / "out"
-    args = ["--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]
+    return out, ["--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1",
+                 "--multiples", multiples]
+
+
+def test_switching_profile_reruns_every_stage(tmp_path, monkeypatch, fake_stages, capsys):  # noqa: F811
+    out, args = _tiny_run(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert quickstart.main(args) == 0
     printed = capsys.readouterr().out
@@ -132,10 +138,7 @@ def test_records_from_before_profiles_count_as_cpu(tmp_path, monkeypatch, fake_s
     """A quickstart folder made before profiles existed (no "profile" in its records) is not retrained on a CPU."""
     import json
 
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE)
-    out = tmp_path / "out"
-    args = ["--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]
+    out, args = _tiny_run(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert quickstart.main(args) == 0
     state = quickstart._state_file(out)
@@ -179,10 +182,7 @@ def test_seed_option_sets_every_training_seed_and_reruns_training_only(tmp_path,
     for key in ("run", "passkey", "niah"):  # the overrides name real recipe keys
         assert getattr(load_recipe(RECIPE, [f"finetune.{key}.seed=3"]).finetune, key).seed == 3
 
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE)
-    args = ["--out", str(tmp_path / "out"), "--minutes", "1", "--recipe", str(recipe), "--samples", "1",
-            "--multiples", "1"]
+    _, args = _tiny_run(tmp_path, multiples="1")
     assert quickstart.main(args) == 0
     fake_stages.clear()
     assert quickstart.main([*args, "--seed", "1"]) == 0
