@@ -1,6 +1,6 @@
 """`infini-bench quickstart`: the whole product on a laptop, no GPU and no network (and a larger model on a GPU).
 
-train a tiny Infini model (pretraining, then passkey finetuning) → the same recipe for a full-attention baseline
+train a tiny Infini model (pretraining, then passkey and NIAH finetuning) → the same recipe for a full-attention baseline
 (one segment, no memory, exported as a transformers Llama) → lm-eval on the passkey / NIAH (single and multikey)
 grid at 1×–16× the finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control and the Llama
 (`--model hf`) → the report. With CUDA the GPU profile trains a larger model in the same budget and evaluates to
