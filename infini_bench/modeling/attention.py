@@ -61,7 +61,8 @@ class InfiniAttention(nn.Module):
         out = self._local(apply_rotary(q, cos, sin), state.keys, state.values)
         if self.config.use_memory:
             state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
-            state.log_decay = torch.cat([state.log_decay, self._log_decay(hidden)], dim=2)
+            if self.config.memory_update == "gated_delta":  # the other rules keep an empty log_decay
+                state.log_decay = torch.cat([state.log_decay, self._log_decay(hidden)], dim=2)
             groups = (b, self.num_kv_heads, self.num_heads // self.num_kv_heads, n, self.head_dim)
             retrieved = memory_read(
                 self.config.memory_update, q.view(groups), state.memory[:, :, None], state.norm[:, :, None],
@@ -99,11 +100,12 @@ class InfiniAttention(nn.Module):
             c = self.config
             keys = self._memory_keys(hidden, k).unflatten(2, (s, seg))  # [B, H_kv, S, L, d]
             queries = q.view(b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
+            gated = c.memory_update == "gated_delta"
+            log_decay = self._log_decay(hidden).unflatten(2, (s, seg)) if gated else None  # [B, H_kv, S, L]
             with torch.autocast(hidden.device.type, enabled=False):  # the memory accumulates in float32
                 retrieved, state.memory, state.norm = segment_retrievals(
                     c.memory_update, state.memory, state.norm, keys, v.unflatten(2, (s, seg)), queries,
-                    c.memory_eps, detach_after=detach_after, kernel=kernel,
-                    log_decay=self._log_decay(hidden).unflatten(2, (s, seg)),
+                    c.memory_eps, detach_after=detach_after, kernel=kernel, log_decay=log_decay,
                 )
             out = self._mix(retrieved.reshape(q.shape), out)
         return self.o_proj(out.to(hidden.dtype).transpose(1, 2).reshape(b, total, self.num_heads * self.head_dim))
@@ -130,10 +132,7 @@ class InfiniAttention(nn.Module):
         return beta.sqrt() * unit(k)
 
     def _log_decay(self, hidden: torch.Tensor) -> torch.Tensor:
-        """log α_t ≤ 0 per token and kv head, float32 [B, H_kv, n]: gated_delta's decay (zeros, no decay, for the
-        other rules), as Gated DeltaNet / Mamba-2 parameterise it: −exp(A_log)·softplus(a_t + dt_bias)."""
-        b, n, _ = hidden.shape
-        if self.config.memory_update != "gated_delta":
-            return hidden.new_zeros(b, self.num_kv_heads, n, dtype=torch.float32)
+        """gated_delta's log α_t ≤ 0 per token and kv head, float32 [B, H_kv, n], as Gated DeltaNet / Mamba-2
+        parameterise it: −exp(A_log)·softplus(a_t + dt_bias)."""
         rate = self.decay_log_rate.float().exp()
         return (-rate * F.softplus(self.decay_proj(hidden).float() + self.decay_bias.float())).transpose(1, 2)

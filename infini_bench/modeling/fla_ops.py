@@ -64,7 +64,7 @@ def fla_delta_l2_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As `memory_ops._delta_l2_scan`: memories before each segment [B, H, S, d, d] and the final one."""
     kernel = _kernel(log_decay)
-    decay = {} if log_decay is None else {"g": log_decay.permute(0, 2, 3, 1).float()}  # [B, S, L, H]
+    g = None if log_decay is None else log_decay.permute(0, 2, 3, 1).float()  # [B, S, L, H]
     dtype = torch.bfloat16
     beta = keys.pow(2).sum(dim=-1)  # keys are √β·k̂
     k_hat = F.normalize(keys, dim=-1, eps=1e-6)
@@ -77,7 +77,7 @@ def fla_delta_l2_scan(
         befores.append(memory)
         _, memory = kernel(
             query, k_hat[:, s], values[:, s], beta=beta[:, s], initial_state=memory.float(), output_final_state=True,
-            **{name: g[:, s] for name, g in decay.items()},
+            **({} if g is None else {"g": g[:, s]}),
         )
         memory = memory.float()
         if cut:

@@ -23,7 +23,7 @@ class LayerState:
     # Memory features of the segment's keys (before RoPE), float32 [batch, kv_heads, t, head_dim]: σ(K) for the
     # paper's updates; √β·K/|K| for delta_l2 and gated_delta, whose write strength β is then the row's squared norm.
     memory_keys: torch.Tensor
-    # log α_t of the segment's tokens, float32 [batch, kv_heads, t]: gated_delta's decay (zeros for other rules).
+    # log α_t of the segment's tokens, float32 [batch, kv_heads, t]: gated_delta's decay (empty for other rules).
     log_decay: torch.Tensor
 
     def fold(self, update: str, eps: float, detach: bool, write: bool = True, kernel: str = "torch") -> None:

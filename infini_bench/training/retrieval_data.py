@@ -6,8 +6,8 @@ Each example is the prompt the task of that family and length feeds, then the an
 family's name, so no example can reproduce an evaluation document; the needle depth is drawn uniformly in
 [0, 100] % from the same seed. Rows of one pool (family, length) normally have equal token counts; where answers
 tokenise to different lengths (UUIDs) or budgets differ (a list of NIAH `answer_tokens`), rows are right-padded
-with labels -100, which a causal model never sees from earlier positions. The examples are cached in the run's data folder (a cache `Store`,
-`infini_bench.data.cache`), so a resumed run trains on the very same ones.
+with labels -100, which a causal model never sees from earlier positions. The examples are cached in the run's
+data folder (a cache `Store`, `infini_bench.data.cache`), so a resumed run trains on the very same ones.
 """
 from __future__ import annotations
 
@@ -165,8 +165,8 @@ def _pad_id(tokenizer) -> int:
 
 
 def _stack(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, np.ndarray]:
-    """Rows as arrays, right-padded to the longest (labels -100 there) when answers tokenise to different lengths:
-    a causal model's earlier positions never see the padding, and no loss is taken on it."""
+    """Rows as arrays, right-padded to the longest (labels -100 there) when their lengths differ: a causal model's
+    earlier positions never see the padding, and no loss is taken on it."""
     width = max(len(ids) for ids, _ in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     labels = np.full((len(rows), width), -100, dtype=np.int64)
