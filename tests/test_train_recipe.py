@@ -11,8 +11,9 @@ import torch
 
 from infini_bench import InfiniConfig, InfiniForCausalLM
 from infini_bench.training.commands import main as training_main
+from infini_bench.training.loop import Clock
 from infini_bench.training.optim import build_optimizer, build_scheduler, lr_factor
-from infini_bench.training.recipe import OptimConfig, RecipeError, load_recipe
+from infini_bench.training.recipe import OptimConfig, RecipeError, RunConfig, load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -241,6 +242,31 @@ def test_schedule_warmup_then_cosine_to_min_lr():
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs["decay"] == pytest.approx(1e-3 * (0.1 + 0.45)) and lrs["gates"] == pytest.approx(0.01 * (0.1 + 0.45))
     assert math.isclose(lrs["gates"] / lrs["decay"], 10.0)
+
+
+def test_a_time_limited_run_goes_through_its_whole_schedule():
+    """The schedules follow whichever of steps and time budget is further along: a run that its budget stops at
+    step 30 of 100 still ends its learning-rate decay (and its length curriculum) there."""
+    clock = Clock(RunConfig(max_steps=100, max_minutes=1))
+    assert clock.done(10) == 0.1 and not clock.out_of_time()
+    clock.spent = 30.0
+    assert clock.done(10) == 0.5 and clock.done(80) == 0.8
+    clock.spent = 60.0
+    assert clock.done(10) == 1.0 and clock.out_of_time()
+    steps_only = Clock(RunConfig(max_steps=100, max_minutes=None), spent=1e9)
+    assert steps_only.done(10) == 0.1 and not steps_only.out_of_time()
+
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, gate_lr=0.01, warmup_steps=2)
+    optimizer = build_optimizer(tiny_model(), optim)
+    clock = Clock(RunConfig(max_steps=100, max_minutes=1))
+    scheduler = build_scheduler(optimizer, optim, 100, clock.done)
+    for step in range(30):
+        clock.spent = 2.0 * (step + 1)  # each step takes 2 s: the minute is spent at step 30
+        optimizer.step()
+        scheduler.step()
+        if step == 14:
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_factor(50, optim, 100))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
 # --- gradient through the memory -------------------------------------------------------------------------------

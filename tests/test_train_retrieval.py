@@ -14,7 +14,8 @@ from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed, is_eval_seed
 from infini_bench.tasks import TASKS_DIR
 from infini_bench.training.batches import Batch, PackedText, RetrievalPools, WithText, retrieval_step
 from infini_bench.training.commands import main as training_main
-from infini_bench.training.recipe import NiahTrainConfig, PasskeyConfig, RecipeError, load_recipe
+from infini_bench.training.optim import lr_factor
+from infini_bench.training.recipe import NiahTrainConfig, OptimConfig, PasskeyConfig, RecipeError, load_recipe
 from infini_bench.training.retrieval_data import niah_example, niah_sample, passkey_example, training_seed
 
 from test_train_runs import corpus, log, overrides  # noqa: F401  (module fixture and helpers)
@@ -151,34 +152,37 @@ def test_niah_recipe_lengths():
 
 
 # --- schedule --------------------------------------------------------------------------------------------------
-def fake_pools(spec: dict[tuple[str, int], int], lengths, schedule="mix", max_steps=12) -> RetrievalPools:
+def fake_pools(spec: dict[tuple[str, int], int], lengths, schedule="mix") -> RetrievalPools:
     """Pools of `rows` rows whose every token is the row's number, so a batch shows which rows it took."""
     pools = {key: Batch(torch.arange(rows).repeat_interleave(key[1]).view(rows, key[1]), torch.zeros(rows, key[1]))
              for key, rows in spec.items()}
-    return RetrievalPools(pools, lengths, schedule, max_steps, seed=0)
+    return RetrievalPools(pools, lengths, schedule, seed=0)
 
 
 def test_length_schedules():
-    mix = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "mix", 9)
-    assert [mix.length_at(s) for s in range(6)] == [128, 256, 512, 128, 256, 512]
-    ramp = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "ramp", 9)
-    # a curriculum: short sequences first, longer ones join the mix
-    assert [ramp.length_at(s) for s in range(9)] == [128, 128, 128, 256, 128, 256, 128, 256, 512]
+    mix = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "mix")
+    assert [mix.length_at(s, s / 9) for s in range(6)] == [128, 256, 512, 128, 256, 512]
+    ramp = fake_pools({("passkey", n): 4 for n in (128, 256, 512)}, [128, 256, 512], "ramp")
+    # a curriculum: short sequences first, longer ones join the mix (a run of 9 steps)
+    assert [ramp.length_at(s, s / 9) for s in range(9)] == [128, 128, 128, 256, 128, 256, 128, 256, 512]
+    # the stage follows `done`, not the step: a time-limited run reaches its last stage when its budget says so
+    assert [ramp.length_at(s, 0.7) for s in range(3)] == [128, 256, 512]
+    assert ramp.length_at(1, 0.0) == 128 and ramp.length_at(2, 1.0) == 512
     cursors: dict[str, int] = {}
-    batch = mix.global_batch(1, 3, cursors)
+    batch = mix.global_batch(1, 3, cursors, 0.1)
     assert batch.input_ids.shape == (3, 256) and cursors == {"256": 3} and batch.source == "passkey"
 
 
 def test_families_take_turns_within_each_length():
     pools = fake_pools({("passkey", 128): 4, ("passkey", 256): 4, ("niah_single_1", 256): 4,
                         ("niah_multikey_1", 256): 4, ("niah_multikey_1", 512): 4}, [128, 256, 512])
-    assert [pools.pool_at(s) for s in range(9)] == [
+    assert [pools.pool_at(s, s / 12) for s in range(9)] == [
         ("passkey", 128), ("passkey", 256), ("niah_multikey_1", 512),
         ("passkey", 128), ("niah_single_1", 256), ("niah_multikey_1", 512),
         ("passkey", 128), ("niah_multikey_1", 256), ("niah_multikey_1", 512),
     ]
     cursors: dict[str, int] = {}
-    sources = [pools.global_batch(s, 2, cursors).source for s in range(9)]
+    sources = [pools.global_batch(s, 2, cursors, s / 12).source for s in range(9)]
     assert sources.count("passkey") == 4 and sources.count("niah_multikey_1") == 4
     assert cursors == {"128": 6, "256": 2, "niah_single_1:256": 2, "niah_multikey_1:256": 2,
                        "niah_multikey_1:512": 6}
@@ -194,7 +198,7 @@ def test_text_steps_do_not_alias_the_retrieval_cycle():
     text = PackedText(torch.zeros(8, 64, dtype=torch.int64).numpy(), seed=0)
     data = WithText(pools, text, 2)
     cursors: dict[str, int] = {}
-    seen = [(b.source, b.input_ids.shape[1]) for b in (data.global_batch(s, 1, cursors) for s in range(12))]
+    seen = [(b.source, b.input_ids.shape[1]) for b in (data.global_batch(s, 1, cursors, s / 12) for s in range(12))]
     assert set(seen) == {("passkey", 128), ("passkey", 192), ("niah_single_1", 192), ("text", 64)}
 
 
@@ -204,7 +208,7 @@ def test_global_batches_depend_only_on_the_seed_and_cursors():
     spec = {("passkey", 128): 5, ("niah_single_1", 128): 3, ("niah_multikey_1", 256): 7}
 
     def run(pools, steps, cursors):
-        return [pools.global_batch(s, 2, cursors).input_ids[:, 0].tolist() for s in steps]
+        return [pools.global_batch(s, 2, cursors, s / 20).input_ids[:, 0].tolist() for s in steps]
 
     straight = run(fake_pools(spec, [128, 256]), range(20), {})
     cursors: dict[str, int] = {}
@@ -326,3 +330,27 @@ def test_niah_answer_budgets_cycle_over_the_examples(tiny_tokenizer):
 
     for value, parsed in (("[16, 32]", [16, 32]), ("24", 24), ("null", None)):
         assert load_recipe(RECIPE, [f"finetune.niah.answer_tokens={value}"]).finetune.niah.answer_tokens == parsed
+
+
+def test_a_time_limited_finetune_reaches_its_last_curriculum_stage(tmp_path, corpus, monkeypatch):  # noqa: F811
+    """max_steps 1000 with a budget of 2 s at 0.25 s a step (a fake clock): the budget stops the run at step 8, and
+    the ramp and the learning-rate decay follow the budget, not the 8/1000 of the steps, to their ends."""
+    from types import SimpleNamespace
+
+    from infini_bench.training import loop
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: 0.25 * next(ticks)))  # 2 reads a step
+    ft = tmp_path / "ft"
+    args = pretrain_then_finetune_args(
+        tmp_path, corpus, "[160,192]", "finetune.passkey.schedule=ramp", "finetune.run.max_steps=1000",
+        "finetune.run.max_minutes=0.0333333333", "finetune.run.save_every=1000", "finetune.optim.lr=3e-3",
+        "finetune.optim.min_lr=1e-4",
+    )
+    assert training_main(args) == 0
+    records = log(ft)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["done"] for r in records] == pytest.approx([0.125 * k for k in range(1, 9)], abs=1e-3)
+    assert [r["seq_len"] for r in records] == [151] * 4 + [151, 183] * 2  # 192 joins at half the budget
+    # the 8th step ran at the rate for 7/8 of the schedule (step 875 of 1000); by steps alone it would be 3e-3
+    assert records[-1]["lr"] == pytest.approx(3e-3 * lr_factor(875, OptimConfig(3e-3, 1e-4, warmup_steps=1), 1000))

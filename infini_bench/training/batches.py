@@ -43,7 +43,8 @@ class PackedText:
         self.order = EpochOrder(len(rows), seed)
         self.shortest = rows.shape[1]  # tokens in the shortest sequence this data yields
 
-    def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
+    def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
+        """`done` (how far the run is through its schedule) is unused: corpus batches have no curriculum."""
         start = cursors.get("text", 0)
         index = [self.order(start + i) for i in range(size)]
         cursors["text"] = start + size
@@ -62,42 +63,43 @@ class RetrievalPools:
     different token counts never share a batch.
 
     The length comes from `schedule` over `lengths` — mix: lengths cycle step by step; ramp (curriculum): the run
-    is cut into len(lengths) equal stages, stage k cycles through the first k+1 lengths, so short sequences come
-    first and stay in the mix. Within a length the families that have a pool there (in `pools` order: passkey,
-    then the NIAH variants) take turns, one per visit of that length. Both choices are functions of the step
-    alone, and each pool keeps its own cursor: a global batch depends only on the seed and the cursors."""
+    is cut into len(lengths) equal stages by `done` (how far it is through its schedule, 0 to 1: its share of
+    max_steps, or of max_minutes when that runs out first), stage k cycles through the first k+1 lengths, so short
+    sequences come first and stay in the mix. Within a length the families that have a pool there (in `pools`
+    order: passkey, then the NIAH variants) take turns, one per visit of that length. Both choices are functions
+    of the step and `done` alone, and each pool keeps its own cursor: a global batch depends only on the seed, the
+    cursors and the stage."""
 
-    def __init__(self, pools: dict[tuple[str, int], Batch], lengths: list[int], schedule: str, max_steps: int,
-                 seed: int):
+    def __init__(self, pools: dict[tuple[str, int], Batch], lengths: list[int], schedule: str, seed: int):
         self.pools = pools
         self.lengths = list(lengths)
         missing = [n for n in self.lengths if not any(length == n for _, length in pools)]
         if missing or not pools:
             raise ValueError(f"no retrieval pool at lengths {missing}")
         self.families = {n: [f for f, length in pools if length == n] for n in self.lengths}
-        self.schedule, self.max_steps = schedule, max_steps
+        self.schedule = schedule
         self.orders = {key: EpochOrder(len(pool.input_ids), _order_seed(seed, key, j))
                        for j, (key, pool) in enumerate(pools.items())}
         self.shortest = min(pool.input_ids.shape[1] for pool in pools.values())
 
-    def _cycle(self, step: int) -> int:
-        """How many lengths the schedule cycles through at `step`."""
+    def _cycle(self, done: float) -> int:
+        """How many lengths the schedule cycles through once `done` of the run is done."""
         if self.schedule == "mix":
             return len(self.lengths)
-        return min(len(self.lengths), 1 + step * len(self.lengths) // self.max_steps)
+        return min(len(self.lengths), 1 + int(done * len(self.lengths)))
 
-    def length_at(self, step: int) -> int:
-        return self.lengths[step % self._cycle(step)]
+    def length_at(self, step: int, done: float) -> int:
+        return self.lengths[step % self._cycle(done)]
 
-    def pool_at(self, step: int) -> tuple[str, int]:
+    def pool_at(self, step: int, done: float) -> tuple[str, int]:
         """(family, length) of the pool `step` trains on."""
-        cycle = self._cycle(step)
+        cycle = self._cycle(done)
         length = self.lengths[step % cycle]
         families = self.families[length]
         return families[(step // cycle) % len(families)], length
 
-    def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
-        family, length = self.pool_at(step)
+    def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
+        family, length = self.pool_at(step, done)
         key = pool_key(family, length)
         start = cursors.get(key, 0)
         index = torch.tensor([self.orders[(family, length)](start + i) for i in range(size)])
@@ -129,10 +131,10 @@ class WithText:
     def _is_text(self, step: int) -> bool:
         return step % self.every == self.every - 1
 
-    def global_batch(self, step: int, size: int, cursors: dict[str, int]) -> Batch:
+    def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
         if self._is_text(step):
-            return self.text.global_batch(step, size, cursors)
-        return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors)
+            return self.text.global_batch(step, size, cursors, done)
+        return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors, done)
 
 
 def retrieval_step(step: int, every: int) -> int:

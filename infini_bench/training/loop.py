@@ -71,6 +71,34 @@ class Progress:
 
 
 @dataclass
+class Clock:
+    """How far a run is through its schedules (the learning-rate decay, the length curriculum), from 0 to 1: the
+    share of `max_steps` done or, in a run with `max_minutes`, the share of that budget spent when it is further
+    along. Steps alone left a time-limited run part-way through both: the CPU quickstart's finetuning stopped at
+    step 1,730 of 2,400, its 256-token stage began only in its last 130 steps and the learning rate ended at 2.7×
+    its floor. `spent` is the slowest process's training seconds (all processes then choose the same batches)."""
+
+    run: RunConfig
+    spent: float = 0.0
+
+    def done(self, step: int) -> float:
+        share = step / self.run.max_steps
+        if self.run.max_minutes is not None:
+            share = max(share, self.spent / (60 * self.run.max_minutes))
+        return min(1.0, share)
+
+    def out_of_time(self) -> bool:
+        return self.run.max_minutes is not None and self.spent >= 60 * self.run.max_minutes
+
+    def read(self, progress: Progress, accelerator: Accelerator) -> None:
+        """Take the training seconds of `progress`, the slowest process's."""
+        spent = torch.tensor(progress.seconds, device=accelerator.device)
+        if accelerator.num_processes > 1:
+            spent = accelerator.reduce(spent, "max")
+        self.spent = spent.item()
+
+
+@dataclass
 class StepResult:
     """What one optimizer step leaves for the log: the summed micro-batch losses (this process), the gradient
     norm before clipping, and the learning rate of each parameter group during the step."""
@@ -173,7 +201,8 @@ def fit(
     accelerator = make_accelerator(run, setup)
     accumulation = accumulation_steps(optim, accelerator.num_processes)
     optimizer = build_optimizer(setup.model, optim)
-    scheduler = build_scheduler(optimizer, optim, run.max_steps)
+    clock = Clock(run)
+    scheduler = build_scheduler(optimizer, optim, run.max_steps, clock.done)
     model, optimizer = accelerator.prepare(setup.model, optimizer)
     progress = Progress()
     accelerator.register_for_checkpointing(scheduler, progress)
@@ -186,19 +215,22 @@ def fit(
     bar = tqdm(total=run.max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
     window = Window()
     last_saved = progress.step if previous is not None else -1
-    while progress.step < run.max_steps and not _out_of_time(progress, run, accelerator):
+    clock.read(progress, accelerator)
+    while progress.step < run.max_steps and not clock.out_of_time():
         t0 = time.perf_counter()
-        batch = setup.data.global_batch(progress.step, optim.batch_size, progress.cursors)
-        result = train_step(accelerator, model, optimizer, scheduler, batch, optim, accumulation)
+        batch = setup.data.global_batch(progress.step, optim.batch_size, progress.cursors, clock.done(progress.step))
+        result = train_step(accelerator, model, optimizer, batch, optim, accumulation)
         seconds, tokens = time.perf_counter() - t0, batch.input_ids.numel()
         progress.step += 1
         progress.tokens += tokens
         progress.seconds += seconds
+        clock.read(progress, accelerator)
+        scheduler.step()  # the next step's learning rate, from the clock after this one
         window.tokens += tokens
         window.seconds += seconds
         window.add(batch.source, result.loss_sum)
         if progress.step % run.log_every == 0 or progress.step == run.max_steps:
-            log_step(accelerator, model, out, progress, batch, result, accumulation, window, bar)
+            log_step(accelerator, model, out, progress, batch, result, accumulation, window, bar, clock)
             window = Window()
         bar.update(1)
         if progress.step % run.save_every == 0:
@@ -235,13 +267,12 @@ def train_step(
     accelerator: Accelerator,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     batch: Batch,
     optim: OptimConfig,
     accumulation: int,
 ) -> StepResult:
     """One optimizer step: this process's micro-batches of the global batch, forward and backward (gradients
-    all-reduced once, after the last), clipping, the update and the schedule's next learning rate."""
+    all-reduced once, after the last), clipping and the update."""
     model.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     micro_batches = rank_micro_batches(batch, optim.micro_batch_size, accelerator.num_processes, accelerator.process_index)
@@ -258,7 +289,6 @@ def train_step(
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or float("inf"))
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
     optimizer.step()
-    scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss_sum, grad_norm, lrs)
 
@@ -273,6 +303,7 @@ def log_step(
     accumulation: int,
     window: Window,
     bar: tqdm,
+    clock: Clock,
 ) -> dict:
     """One line of `log.jsonl` (main process) and the progress bar's figures; the loss is averaged over processes
     (a collective: every process calls this at the same steps). Returns the record."""
@@ -292,6 +323,7 @@ def log_step(
         "seq_len": batch.input_ids.shape[1],
         "tokens": progress.tokens,
         "seconds": round(progress.seconds, 3),
+        "done": round(clock.done(progress.step), 4),  # through the schedule (steps or time budget), 0 to 1
         "gates": gate_statistics(accelerator.unwrap_model(model)),
     }
     if accelerator.is_main_process:
@@ -353,16 +385,6 @@ def gate_statistics(model: torch.nn.Module) -> list[dict[str, float]]:
         g = gate_values(beta.float(), activation)
         stats.append({"mean": g.mean().item(), "min": g.min().item(), "max": g.max().item()})
     return stats
-
-
-def _out_of_time(progress: Progress, run: RunConfig, accelerator: Accelerator) -> bool:
-    """True once `max_minutes` of training are spent (all processes agree: the slowest one decides)."""
-    if run.max_minutes is None:
-        return False
-    spent = torch.tensor(progress.seconds, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        spent = accelerator.reduce(spent, "max")
-    return spent.item() >= run.max_minutes * 60
 
 
 # config fields that make a checkpoint another model: resuming it with a different value cannot work (or would

@@ -7,6 +7,7 @@ not decayed either (standard practice: decay shrinks scales and offsets that hav
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,8 +44,8 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameter_groups(model, optim), betas=tuple(optim.betas), eps=optim.eps)
 
 
-def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
-    """Multiplier on each group's base rate for optimizer step `step` (0-based): linear warmup over
+def lr_factor(step: float, optim: OptimConfig, max_steps: int) -> float:
+    """Multiplier on each group's base rate at schedule position `step` (0-based, in steps): linear warmup over
     `warmup_steps`, then cosine decay reaching min_lr / lr at `max_steps`."""
     floor = optim.min_lr / optim.lr
     if step < optim.warmup_steps:
@@ -54,5 +55,13 @@ def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - floor)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int) -> LambdaLR:
-    return LambdaLR(optimizer, lambda step: lr_factor(step, optim, max_steps))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    optim: OptimConfig,
+    max_steps: int,
+    done: Callable[[int], float] | None = None,
+) -> LambdaLR:
+    """`done(step)`: how far the run is through its schedule (0 to 1) when optimizer step `step` runs; by default
+    step / max_steps. A time-limited run passes its clock (`loop.Clock`), so the decay fits the time budget."""
+    done = done or (lambda step: step / max_steps)
+    return LambdaLR(optimizer, lambda step: lr_factor(done(step) * max_steps, optim, max_steps))

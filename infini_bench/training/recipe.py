@@ -272,7 +272,9 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     """Where and how long: stop at `max_steps` or after `max_minutes` of training (whichever first, both counted
-    across resumes); checkpoint every `save_every` steps and at the end; log every `log_every` steps.
+    across resumes); checkpoint every `save_every` steps and at the end; log every `log_every` steps. The
+    learning-rate decay and the length curriculum run over the same horizon: whichever of the two is nearer its
+    end sets how far along they are, so a run stopped by its time budget still ends its curriculum and decay.
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     keep_checkpoints: how many of the newest checkpoints to keep (0 keeps all).
     cpu_threads: torch's CPU thread count per process (null: torch's default). Small models on a busy machine

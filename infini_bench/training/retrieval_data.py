@@ -114,11 +114,11 @@ def niah_example(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, ind
 # --- pools ----------------------------------------------------------------------------------------------------
 
 
-def retrieval_pools(passkey: PasskeyConfig, niah: NiahTrainConfig, tokenizer, max_steps: int, seed: int,
-                    store: Store) -> RetrievalPools:
+def retrieval_pools(
+    passkey: PasskeyConfig, niah: NiahTrainConfig, tokenizer, seed: int, store: Store
+) -> RetrievalPools:
     """One pool per (family, length), each an arrays entry of `store` (the run's data cache), served by the step
-    schedule over the passkey lengths followed by any lengths only NIAH variants use. `max_steps`: the retrieval
-    steps of the run (the ramp's stages divide them)."""
+    schedule over the passkey lengths followed by any lengths only NIAH variants use."""
     fingerprint = tokenizer_fingerprint(tokenizer)
     pools: dict[tuple[str, int], Batch] = {}
     lengths = list(passkey.lengths)
@@ -140,7 +140,7 @@ def retrieval_pools(passkey: PasskeyConfig, niah: NiahTrainConfig, tokenizer, ma
             )
             if length not in lengths:
                 lengths.append(length)
-    return RetrievalPools(pools, lengths, passkey.schedule, max_steps, seed)
+    return RetrievalPools(pools, lengths, passkey.schedule, seed)
 
 
 def _pool(store: Store, name: str, key: dict[str, Any], example: Callable[[int], Example], count: int, tokenizer,

@@ -139,11 +139,9 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState],
         from .retrieval_data import retrieval_pools
 
         out, key = Path(recipe.run.output_dir), "finetune.run.output_dir"
-        steps = recipe.run.max_steps
-        retrieval_steps = steps - steps // recipe.text_every if recipe.text_every else steps
         with state.main_process_first():
             examples = run_data(out, key, "the retrieval training examples")
-            data = retrieval_pools(recipe.passkey, niah, tokenizer, retrieval_steps, recipe.run.seed, examples)
+            data = retrieval_pools(recipe.passkey, niah, tokenizer, recipe.run.seed, examples)
             if recipe.text_every:
                 text = PackedText(packed_corpus(full.data, tokenizer, run_data(out, key)), recipe.run.seed)
                 data = WithText(data, text, recipe.text_every)
