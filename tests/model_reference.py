@@ -54,6 +54,17 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
         k = (h @ sd[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, d)
         v = (h @ sd[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, d)
         g = _gate(sd[p + "self_attn.gate"], c.gate_activation)
+        qm, km = q, k  # the memory's queries and keys
+        if c.memory_conv_size:  # y_t = Σ_j w_j x_{t−K+1+j} per channel over the stream, x = 0 before its start
+            w = sd[p + "self_attn.memory_conv.weight"][:, 0]  # [channels, K]
+            K = c.memory_conv_size
+            rows = torch.cat([q.reshape(B, T, H * d), k.reshape(B, T, Hkv * d)], dim=-1)
+            mixed = torch.zeros_like(rows)
+            for t in range(T):
+                for j in range(K):
+                    if t - K + 1 + j >= 0:
+                        mixed[:, t] += w[:, j] * rows[:, t - K + 1 + j]
+            qm, km = mixed[..., : H * d].view(B, T, H, d), mixed[..., H * d :].view(B, T, Hkv, d)
         bounded = c.memory_update in ("delta_l2", "gated_delta")  # unit keys, no normaliser
         if bounded:  # write strength β_t per token and kv head
             w, bias = sd[p + "self_attn.write_strength.weight"], sd[p + "self_attn.write_strength.bias"]
@@ -79,10 +90,10 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                     scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
                     local = torch.softmax(scores, dim=-1) @ vs
                     if c.use_memory and bounded:
-                        mem = _unit(qs) @ M[b, kv]
+                        mem = _unit(qm[b, s0:s1, head]) @ M[b, kv]
                         local = g[head] * mem + (1 - g[head]) * local
                     elif c.use_memory:
-                        sq = _sigma(qs)
+                        sq = _sigma(qm[b, s0:s1, head])
                         mem = (sq @ M[b, kv]) / ((sq @ z[b, kv])[:, None] + c.memory_eps)
                         local = g[head] * mem + (1 - g[head]) * local
                     attn_out[b, s0:s1, head] = local
@@ -91,12 +102,12 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                     for kv in range(Hkv):
                         if bounded:  # one token at a time: M ← αM, then M += β k̂ᵀ(v − k̂M)
                             for t in range(s0, s1):
-                                kt = _unit(k[b, t, kv])
+                                kt = _unit(km[b, t, kv])
                                 M[b, kv] = decay[b, t, kv] * M[b, kv]
                                 err = v[b, t, kv] - kt @ M[b, kv]
                                 M[b, kv] = M[b, kv] + write[b, t, kv] * torch.outer(kt, err)
                             continue
-                        sk, vs = _sigma(k[b, s0:s1, kv]), v[b, s0:s1, kv]
+                        sk, vs = _sigma(km[b, s0:s1, kv]), v[b, s0:s1, kv]
                         if c.memory_update == "delta":
                             vs = vs - (sk @ M[b, kv]) / ((sk @ z[b, kv])[:, None] + c.memory_eps)
                         M[b, kv] = M[b, kv] + sk.T @ vs

@@ -31,6 +31,8 @@ def tiny_model(seed: int = 0, **overrides) -> InfiniForCausalLM:
     with torch.no_grad():  # weights large enough that memory retrieval visibly matters
         for layer in model.model.layers:
             layer.self_attn.gate.normal_(0.0, 1.5)
+            if layer.self_attn.memory_conv is not None:  # not the identity it starts as: every tap matters
+                layer.self_attn.memory_conv.weight.normal_(0.0, 0.7)
     return model
 
 
@@ -103,6 +105,22 @@ def test_gated_delta_decay_forgets_and_is_a_named_parameterisation():
     torch.testing.assert_close(memory, last, rtol=1e-4, atol=1e-6)  # only the last segment's writes remain
 
 
+@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
+def test_memory_conv_matches_float64_reference(memory_update):
+    """The memory's short convolution runs over the whole stream, across segment boundaries; starting as the
+    identity, a new model equals the same model without it."""
+    model = tiny_model(memory_update=memory_update, memory_conv_size=4)
+    ids = torch.randint(0, 97, (2, 8 * 3 + 5))
+    with torch.no_grad():
+        logits = model(ids).logits
+        assert relative_error(logits, reference_logits(model, ids)) <= 1e-4
+        fresh = InfiniForCausalLM(model.config).eval()  # the identity convolution
+        plain = InfiniForCausalLM(tiny_config(memory_update=memory_update)).eval()
+        plain.load_state_dict({k: v for k, v in fresh.state_dict().items() if "memory_conv" not in k})
+        torch.testing.assert_close(fresh(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-6)
+        assert relative_error(plain(ids).logits, logits) > 1e-3
+
+
 def test_reference_without_gqa_and_with_tied_embeddings():
     model = tiny_model(num_key_value_heads=4, tie_word_embeddings=True)
     ids = torch.randint(0, 97, (1, 20))
@@ -110,10 +128,12 @@ def test_reference_without_gqa_and_with_tied_embeddings():
         assert relative_error(model(ids).logits, reference_logits(model, ids)) <= 1e-4
 
 
-@pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
+@pytest.mark.parametrize(
+    "memory_update, conv", [("linear", 0), ("delta", 0), ("delta_l2", 0), ("gated_delta", 0), ("delta_l2", 4)]
+)
 @pytest.mark.parametrize("chunks", [[8, 8, 8, 5], [3, 8, 1, 7, 10], [1] * 29, [29]])
-def test_streaming_equals_one_call(memory_update, chunks):
-    model = tiny_model(memory_update=memory_update)
+def test_streaming_equals_one_call(memory_update, conv, chunks):
+    model = tiny_model(memory_update=memory_update, memory_conv_size=conv)
     ids = torch.randint(0, 97, (2, sum(chunks)))
     with torch.no_grad():
         full = model(ids).logits
@@ -207,8 +227,9 @@ def test_detach_every_is_a_forward_argument_and_old_configs_still_load(tmp_path)
         model(ids, detach_every=-1)
 
 
-def test_cached_generate_equals_recomputed_greedy():
-    model = tiny_model()
+@pytest.mark.parametrize("conv", [0, 4])
+def test_cached_generate_equals_recomputed_greedy(conv):
+    model = tiny_model(memory_update="delta_l2", memory_conv_size=conv)
     prompt = torch.randint(3, 97, (1, 21))
     with torch.no_grad():
         generated = model.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -228,10 +249,11 @@ def test_cached_generate_equals_recomputed_greedy():
         dict(do_sample=True, top_k=20, num_return_sequences=2),
     ],
 )
-def test_generate_through_the_cache_equals_generate_without_one(kwargs):
+@pytest.mark.parametrize("conv", [0, 3])
+def test_generate_through_the_cache_equals_generate_without_one(kwargs, conv):
     """`generate` carries an InfiniCache through transformers' own cache interface (beam reordering, expansion):
     the same as generate recomputing every step from the whole sequence (`use_cache=False`)."""
-    model = tiny_model()
+    model = tiny_model(memory_conv_size=conv)
     prompt = torch.randint(3, 97, (2, 19))  # crosses segment boundaries while decoding
     outs = []
     for use_cache in (True, False):
@@ -338,7 +360,7 @@ def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     log_decay = -torch.rand(2, 2, 8) * 0.1
 
     def folded(autocast: bool) -> LayerState:
-        state = LayerState(memory, norm, keys, values, features, log_decay)
+        state = LayerState(memory, norm, keys, values, features, log_decay, torch.zeros(2, 0, 96))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             state.fold(memory_update, 1e-6, detach=False)
         return state

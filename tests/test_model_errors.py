@@ -21,6 +21,9 @@ def small(**kw):
         ("segment_length", 2.5, "segment_length=2.5"),
         ("gate_init", "ones", "gate_init='ones'"),
         ("num_key_value_heads", 3, "num_key_value_heads=3"),
+        ("memory_conv_size", 1, "memory_conv_size=1 is invalid: use 0 .none. or a width >= 2"),
+        ("memory_conv_size", -4, "memory_conv_size=-4"),
+        ("memory_conv_size", True, "memory_conv_size=True"),
     ],
 )
 def test_bad_config_values(field, value, pattern):

@@ -22,7 +22,7 @@ def _run(model, ids, parallel, prefix, detach_every):
     return out.logits.detach(), grads, out.cache
 
 
-@pytest.mark.parametrize("memory_update", UPDATES)
+@pytest.mark.parametrize("memory_update, conv", [(u, 0) for u in UPDATES] + [("delta_l2", 4), ("linear", 2)])
 @pytest.mark.parametrize(
     "prefix, length, detach_every",
     [
@@ -32,8 +32,8 @@ def _run(model, ids, parallel, prefix, detach_every):
         (8, 8 * 3, 1),  # every segment detached
     ],
 )
-def test_parallel_equals_segment_by_segment(memory_update, prefix, length, detach_every):
-    model = tiny_model(memory_update=memory_update).train()  # GQA: 4 query heads over 2 key/value heads
+def test_parallel_equals_segment_by_segment(memory_update, conv, prefix, length, detach_every):
+    model = tiny_model(memory_update=memory_update, memory_conv_size=conv).train()  # GQA: 4 query heads, 2 kv heads
     ids = torch.randint(0, 97, (2, prefix + length))
     ref_logits, ref_grads, ref_state = _run(model, ids, False, prefix, detach_every)
     logits, grads, state = _run(model, ids, True, prefix, detach_every)
@@ -45,6 +45,7 @@ def test_parallel_equals_segment_by_segment(memory_update, prefix, length, detac
     for a, b in zip(state.layers, ref_state.layers):
         assert relative_error(a.memory.detach(), b.memory.detach()) <= 1e-5
         torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.conv_tail, b.conv_tail, rtol=1e-5, atol=1e-6)
 
 
 def test_parallel_form_keeps_the_memory_off_control_isolated():

@@ -42,6 +42,10 @@ class InfiniAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.gate = nn.Parameter(torch.zeros(self.num_heads))  # β, one per query head
+        self.memory_conv = None  # the memory's short convolution over [queries | keys], one filter per channel
+        if config.memory_conv_size:
+            channels = (self.num_heads + self.num_kv_heads) * self.head_dim
+            self.memory_conv = nn.Conv1d(channels, channels, config.memory_conv_size, groups=channels, bias=False)
         if config.memory_update in ("delta_l2", "gated_delta"):  # per-token, per-kv-head write strength β_t
             self.write_strength = nn.Linear(config.hidden_size, self.num_kv_heads, bias=True)
         if config.memory_update == "gated_delta":  # Gated DeltaNet's decay: log α_t = −exp(A_log)·softplus(a_t + dt_bias)
@@ -60,6 +64,7 @@ class InfiniAttention(nn.Module):
         state.values = torch.cat([state.values, v], dim=2)
         out = self._local(apply_rotary(q, cos, sin), state.keys, state.values)
         if self.config.use_memory:
+            q, k = self._memory_queries_keys(q, k, state)
             state.memory_keys = torch.cat([state.memory_keys, self._memory_keys(hidden, k)], dim=2)
             if self.config.memory_update == "gated_delta":  # the other rules keep an empty log_decay
                 state.log_decay = torch.cat([state.log_decay, self._log_decay(hidden)], dim=2)
@@ -98,6 +103,7 @@ class InfiniAttention(nn.Module):
         out = out.unflatten(0, (b, s)).transpose(1, 2).flatten(2, 3)  # [B, H, S·L, d]
         if self.config.use_memory:
             c = self.config
+            q, k = self._memory_queries_keys(q, k, state)
             keys = self._memory_keys(hidden, k).unflatten(2, (s, seg))  # [B, H_kv, S, L, d]
             queries = q.view(b, self.num_kv_heads, self.num_heads // self.num_kv_heads, s, seg, self.head_dim)
             gated = c.memory_update == "gated_delta"
@@ -116,6 +122,21 @@ class InfiniAttention(nn.Module):
         k = self.k_proj(hidden).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         return q, k, v
+
+    def _memory_queries_keys(
+        self, q: torch.Tensor, k: torch.Tensor, state: LayerState
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's queries and keys: q and k themselves, or with `memory_conv_size` their depthwise causal
+        convolution over the token stream, continued from `state.conv_tail` (which it advances)."""
+        if self.memory_conv is None:
+            return q, k
+        b, _, n, d = q.shape
+        rows = torch.cat([q.transpose(1, 2).flatten(2), k.transpose(1, 2).flatten(2)], dim=-1)  # [B, n, C]
+        stream = torch.cat([state.conv_tail.to(rows.dtype), rows], dim=1)
+        state.conv_tail = stream[:, stream.shape[1] - state.conv_tail.shape[1] :]
+        mixed = self.memory_conv(stream.transpose(1, 2)).transpose(1, 2)  # [B, n, C]: no padding, the tail is history
+        queries, keys = mixed.split([self.num_heads * d, self.num_kv_heads * d], dim=-1)
+        return queries.view(b, n, self.num_heads, d).transpose(1, 2), keys.view(b, n, self.num_kv_heads, d).transpose(1, 2)
 
     def _local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return local_causal_attention(q, k, v, self.scale, self.config._attn_implementation or "sdpa")

@@ -22,6 +22,11 @@ class InfiniConfig(PretrainedConfig):
             or "gated_delta", delta_l2 with Gated DeltaNet's data-dependent decay (Yang, Kautz & Hatamizadeh, ICLR
             2025): M ← α_t M + β_t k̂ᵀ(v − α_t k̂M), log α_t = −exp(A_log)·softplus(a_t + dt_bias) per token and kv
             head, so the model can clear what it no longer needs instead of only overwriting it.
+        memory_conv_size: 0 (the paper's model), or the width K of a depthwise causal convolution over the token
+            stream applied to the memory's queries and keys (not the local attention's), as every DeltaNet-family
+            model does (fla's ShortConvolution, K = 4): each memory key and query then carries its K − 1 preceding
+            tokens, so a digit's key says which digits came before it and retrieval does not confuse their order.
+            Initialised to the identity; the last K − 1 tokens' queries and keys are part of the streaming state.
         use_memory: False gives the local-attention-only control (memory is never read nor written).
         gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
@@ -57,6 +62,7 @@ class InfiniConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         segment_length: int = 2048,
         memory_update: str = "linear",
+        memory_conv_size: int = 0,
         use_memory: bool = True,
         gate_activation: str = "sigmoid",
         gate_init: str | float = "zeros",
@@ -73,6 +79,7 @@ class InfiniConfig(PretrainedConfig):
         _validate(
             segment_length=segment_length,
             memory_update=memory_update,
+            memory_conv_size=memory_conv_size,
             gate_activation=gate_activation,
             gate_init=gate_init,
             num_attention_heads=num_attention_heads,
@@ -97,6 +104,7 @@ class InfiniConfig(PretrainedConfig):
         self.mlp_bias = mlp_bias
         self.segment_length = segment_length
         self.memory_update = memory_update
+        self.memory_conv_size = memory_conv_size
         self.use_memory = use_memory
         self.gate_activation = gate_activation
         self.gate_init = gate_init
@@ -115,6 +123,7 @@ def _validate(
     *,
     segment_length,
     memory_update,
+    memory_conv_size,
     gate_activation,
     gate_init,
     num_attention_heads,
@@ -128,6 +137,12 @@ def _validate(
         raise ValueError(f"segment_length={segment_length!r} is invalid: it must be an integer >= 1")
     if memory_update not in MEMORY_UPDATES:
         raise ValueError(f"memory_update={memory_update!r} is unknown: choose one of {MEMORY_UPDATES}")
+    integer = isinstance(memory_conv_size, int) and not isinstance(memory_conv_size, bool)
+    if not (integer and (memory_conv_size == 0 or memory_conv_size >= 2)):
+        raise ValueError(
+            f"memory_conv_size={memory_conv_size!r} is invalid: use 0 (none) or a width >= 2, e.g. 4 (width 1 would "
+            "only rescale channels)"
+        )
     if gate_activation not in GATE_ACTIVATIONS:
         raise ValueError(f"gate_activation={gate_activation!r} is unknown: choose one of {GATE_ACTIVATIONS}")
     if not (gate_init in GATE_INITS or (isinstance(gate_init, (int, float)) and not isinstance(gate_init, bool))):

@@ -25,6 +25,10 @@ class LayerState:
     memory_keys: torch.Tensor
     # log α_t of the segment's tokens, float32 [batch, kv_heads, t]: gated_delta's decay (empty for other rules).
     log_decay: torch.Tensor
+    # The queries and keys (before RoPE) of the last memory_conv_size − 1 tokens of the stream, [batch, K − 1,
+    # (heads + kv_heads)·head_dim]: the history of the memory's short convolution. It runs over the whole stream,
+    # across segment boundaries, so it is kept when a segment is folded (0 rows without the convolution).
+    conv_tail: torch.Tensor
 
     def fold(self, update: str, eps: float, detach: bool, write: bool = True, kernel: str = "torch") -> None:
         """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
@@ -55,7 +59,11 @@ class InfiniCache(Cache):
         self.position, self.segments, self.seen_tokens = position, segments, seen_tokens
 
     @classmethod
-    def empty(cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype) -> "InfiniCache":
+    def empty(
+        cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype, conv_tail: tuple[int, int] = (0, 0)
+    ) -> "InfiniCache":
+        """`conv_tail`: (rows, channels) of each layer's convolution history, zeros (the stream's start)."""
+
         def layer() -> LayerState:
             return LayerState(
                 memory=torch.zeros(batch, kv_heads, head_dim, head_dim, device=device, dtype=torch.float32),
@@ -64,6 +72,7 @@ class InfiniCache(Cache):
                 values=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=dtype),
                 memory_keys=torch.zeros(batch, kv_heads, 0, head_dim, device=device, dtype=torch.float32),
                 log_decay=torch.zeros(batch, kv_heads, 0, device=device, dtype=torch.float32),
+                conv_tail=torch.zeros(batch, *conv_tail, device=device, dtype=dtype),
             )
 
         return cls(layers=[layer() for _ in range(num_layers)])
@@ -80,7 +89,8 @@ class InfiniCache(Cache):
         """A new cache with `fn` applied to every tensor (the original is left as it was)."""
         return InfiniCache(
             layers=[
-                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys, l.log_decay)))
+                LayerState(*(fn(t) for t in (l.memory, l.norm, l.keys, l.values, l.memory_keys, l.log_decay,
+                                             l.conv_tail)))
                 for l in self.layers
             ],
             position=self.position,
@@ -124,7 +134,7 @@ class InfiniCache(Cache):
     def reset(self) -> None:
         self.layers = [
             LayerState(torch.zeros_like(l.memory), torch.zeros_like(l.norm), l.keys[:, :, :0], l.values[:, :, :0],
-                       l.memory_keys[:, :, :0], l.log_decay[:, :, :0])
+                       l.memory_keys[:, :, :0], l.log_decay[:, :, :0], torch.zeros_like(l.conv_tail))
             for l in self.layers
         ]
         self.position = self.segments = self.seen_tokens = 0

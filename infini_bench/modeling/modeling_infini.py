@@ -92,6 +92,10 @@ class InfiniPreTrainedModel(PreTrainedModel):
                 init.constant_(module.gate, float(gate_init))
             if self.config.memory_update == "gated_delta":
                 _init_decay(module)
+            if module.memory_conv is not None:  # the identity: a new model, or one converted, starts as without it
+                identity = torch.zeros_like(module.memory_conv.weight)
+                identity[:, :, -1] = 1.0
+                init.copy_(module.memory_conv.weight, identity)
 
 
 def _init_decay(module: InfiniAttention) -> None:
@@ -116,7 +120,11 @@ class InfiniModel(InfiniPreTrainedModel):
     def empty_cache(self, batch_size: int) -> InfiniCache:
         c = self.config
         w = self.embed_tokens.weight
-        return InfiniCache.empty(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype)
+        channels = (c.num_attention_heads + c.num_key_value_heads) * c.head_dim
+        tail = (c.memory_conv_size - 1, channels) if c.memory_conv_size else (0, channels)
+        return InfiniCache.empty(
+            c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype, tail
+        )
 
     def forward(
         self,

@@ -391,7 +391,8 @@ def gate_statistics(model: torch.nn.Module) -> list[dict[str, float]]:
 # silently train something else)
 MODEL_FIELDS = (
     "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "segment_length", "memory_update", "use_memory", "tie_word_embeddings",
+    "num_key_value_heads", "head_dim", "segment_length", "memory_update", "memory_conv_size", "use_memory",
+    "tie_word_embeddings",
 )
 
 
