@@ -136,7 +136,8 @@ class InfiniAttention(nn.Module):
         state.conv_tail = stream[:, stream.shape[1] - state.conv_tail.shape[1] :]
         mixed = self.memory_conv(stream.transpose(1, 2)).transpose(1, 2)  # [B, n, C]: no padding, the tail is history
         queries, keys = mixed.split([self.num_heads * d, self.num_kv_heads * d], dim=-1)
-        return queries.view(b, n, self.num_heads, d).transpose(1, 2), keys.view(b, n, self.num_kv_heads, d).transpose(1, 2)
+        queries = queries.view(b, n, self.num_heads, d).transpose(1, 2)
+        return queries, keys.view(b, n, self.num_kv_heads, d).transpose(1, 2)
 
     def _local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return local_causal_attention(q, k, v, self.scale, self.config._attn_implementation or "sdpa")

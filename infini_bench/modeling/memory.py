@@ -60,7 +60,8 @@ class InfiniCache(Cache):
 
     @classmethod
     def empty(
-        cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype, conv_tail: tuple[int, int] = (0, 0)
+        cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype,
+        conv_tail: tuple[int, int] = (0, 0),
     ) -> "InfiniCache":
         """`conv_tail`: (rows, channels) of each layer's convolution history, zeros (the stream's start)."""
 
