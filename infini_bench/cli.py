@@ -20,6 +20,8 @@ def _convert(argv: list[str]) -> int:
     parser.add_argument("--to", dest="dst", required=True, help="output folder (must be new or empty)")
     parser.add_argument("--segment-length", type=int, required=True)
     parser.add_argument("--memory-update", default="linear", choices=MEMORY_UPDATES)
+    parser.add_argument("--memory-conv-size", type=int, default=0,
+                        help="width of the memory's short convolution on queries and keys (0: none; e.g. 4)")
     parser.add_argument("--gate-activation", default="sigmoid", choices=GATE_ACTIVATIONS)
     parser.add_argument("--gate-init", default="zeros", help=f"{' | '.join(GATE_INITS)} | a number")
     args = parser.parse_args(argv)
@@ -30,6 +32,7 @@ def _convert(argv: list[str]) -> int:
         args.dst,
         segment_length=args.segment_length,
         memory_update=args.memory_update,
+        memory_conv_size=args.memory_conv_size,
         gate_activation=args.gate_activation,
         gate_init=gate_init,
     )

@@ -16,10 +16,13 @@ def run(*args):
 
 def test_convert_writes_a_loadable_infini_checkpoint(tiny_llama_dir, tmp_path):
     out = tmp_path / "infini"
-    proc = run("convert", "--from", str(tiny_llama_dir), "--to", str(out), "--segment-length", "32", "--gate-init", "-1.5")
+    proc = run("convert", "--from", str(tiny_llama_dir), "--to", str(out), "--segment-length", "32",
+               "--gate-init", "-1.5", "--memory-update", "delta_l2", "--memory-conv-size", "4")
     assert proc.returncode == 0, proc.stderr
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert isinstance(model, InfiniForCausalLM) and model.config.segment_length == 32
+    assert model.config.memory_conv_size == 4
+    assert model.model.layers[0].self_attn.memory_conv.weight[:, 0, -1].eq(1).all()  # the identity
     assert torch.all(model.model.layers[0].self_attn.gate == -1.5)
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_llama_dir).get_vocab()
     llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()

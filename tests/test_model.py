@@ -314,7 +314,10 @@ def test_save_and_load_round_trip(tmp_path, tiny_tokenizer):
         assert torch.equal(a.self_attn.gate, b.self_attn.gate)
 
 
-def test_converted_llama_without_memory_reproduces_llama():
+@pytest.mark.parametrize("conv", [0, 4])
+def test_converted_llama_without_memory_reproduces_llama(conv):
+    """The Infini-only parameters (gates, and the memory's convolution, which starts as the identity) are new; the
+    rest are the Llama's, so without memory the model is the Llama."""
     torch.manual_seed(1)
     llama = LlamaForCausalLM(
         LlamaConfig(
@@ -323,9 +326,12 @@ def test_converted_llama_without_memory_reproduces_llama():
         )
     ).eval()
     ids = torch.randint(0, 97, (2, 40))
-    model = llama_to_infini(llama, segment_length=40, use_memory=False).eval()
+    model = llama_to_infini(llama, segment_length=40, use_memory=False, memory_conv_size=conv).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, llama(ids).logits, rtol=1e-5, atol=1e-5)
+    if conv:
+        taps = model.model.layers[0].self_attn.memory_conv.weight[:, 0]
+        assert torch.equal(taps[:, -1], torch.ones_like(taps[:, -1])) and not taps[:, :-1].any()
 
 
 def test_gate_init_schemes():

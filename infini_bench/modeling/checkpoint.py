@@ -150,10 +150,11 @@ def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
 
 
 def infini_only(name: str) -> bool:
-    """Parameters a Llama lacks: the gates β, the write-strength projection (delta_l2, gated_delta) and
-    gated_delta's decay parameters."""
+    """Parameters a Llama lacks: the gates β, the write-strength projection (delta_l2, gated_delta),
+    gated_delta's decay parameters and the memory's short convolution."""
     return name.endswith("self_attn.gate") or any(
-        f".self_attn.{part}" in name for part in ("write_strength.", "decay_proj.", "decay_log_rate", "decay_bias")
+        f".self_attn.{part}" in name
+        for part in ("write_strength.", "decay_proj.", "decay_log_rate", "decay_bias", "memory_conv.")
     )
 
 
