@@ -341,9 +341,11 @@ def test_gate_init_schemes():
     assert gate.shape == (4,) and gate.std() > 0
 
 
-def test_single_segment_model_without_memory_exports_as_llama():
-    """The quickstart's full-attention baseline is trained as a one-segment, memory-off Infini model."""
-    model = tiny_model(use_memory=False, segment_length=64)
+@pytest.mark.parametrize("conv", [0, 4])
+def test_single_segment_model_without_memory_exports_as_llama(conv):
+    """The quickstart's full-attention baseline is trained as a one-segment, memory-off Infini model, by the same
+    recipe (so with the memory's convolution, unused, which the export drops)."""
+    model = tiny_model(use_memory=False, segment_length=64, memory_conv_size=conv)
     llama = infini_to_llama(model, max_position_embeddings=4096).eval()
     ids = torch.randint(0, 97, (2, 64))
     with torch.no_grad():
