@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
             args.include_path = TASKS_DIR
         cli.execute(args)
+        _leave_process_group()
     except (ValueError, FileNotFoundError, StorageError) as err:
         # a bad flag, model arg or task option, or a folder that cannot be written: the message names it and the
         # fix (InfiniArgumentError, PreflightError, the task builders' errors are ValueErrors)
@@ -317,6 +318,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun / accelerate launch, every rank leaves the process group together once the run is done: a
+    gloo group still alive at interpreter exit can abort a rank after the results are written (SIGABRT,
+    "terminate called without an active exception"), failing the launch. Not on an error path, where the other
+    ranks may never reach the barrier."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def list_tasks(argv: list[str] | None = None) -> int:
