@@ -60,8 +60,7 @@ class InfiniCache(Cache):
 
     @classmethod
     def empty(
-        cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype,
-        conv_tail: tuple[int, int] = (0, 0),
+        cls, num_layers: int, batch: int, kv_heads: int, head_dim: int, device, dtype, conv_tail: tuple[int, int]
     ) -> "InfiniCache":
         """`conv_tail`: (rows, channels) of each layer's convolution history, zeros (the stream's start)."""
 

@@ -120,8 +120,7 @@ class InfiniModel(InfiniPreTrainedModel):
     def empty_cache(self, batch_size: int) -> InfiniCache:
         c = self.config
         w = self.embed_tokens.weight
-        channels = (c.num_attention_heads + c.num_key_value_heads) * c.head_dim
-        tail = (c.memory_conv_size - 1, channels) if c.memory_conv_size else (0, channels)
+        tail = (max(c.memory_conv_size - 1, 0), (c.num_attention_heads + c.num_key_value_heads) * c.head_dim)
         return InfiniCache.empty(
             c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, w.device, w.dtype, tail
         )

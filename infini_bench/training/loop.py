@@ -91,11 +91,15 @@ class Clock:
         return self.run.max_minutes is not None and self.spent >= 60 * self.run.max_minutes
 
     def read(self, progress: Progress, accelerator: Accelerator) -> None:
-        """Take the training seconds of `progress`, the slowest process's."""
+        """Take the training seconds of `progress`, the slowest process's. Only a time budget uses them, so a run
+        without one skips this (a reduce is a device sync every step), as does a single process."""
+        if self.run.max_minutes is None:
+            return
+        if accelerator.num_processes == 1:
+            self.spent = progress.seconds
+            return
         spent = torch.tensor(progress.seconds, device=accelerator.device)
-        if accelerator.num_processes > 1:
-            spent = accelerator.reduce(spent, "max")
-        self.spent = spent.item()
+        self.spent = accelerator.reduce(spent, "max").item()
 
 
 @dataclass
