@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infini_bench import quickstart
-from test_quickstart import TINY_RECIPE
+from test_quickstart import TINY_RECIPE, tiny_recipe
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_case2_stages_rerun_when_their_inputs_change(tmp_path, recipe, fake_stag
     # Other recipe contents: everything runs again, and each training starts over in an emptied folder.
     fake_stages.clear()
     (out / "infini" / "pretrain" / "stale.txt").write_text("from the old run")
-    recipe.write_text(TINY_RECIPE.replace("max_steps: 3, save_every: 3", "max_steps: 4, save_every: 4", 1))
+    recipe.write_text(tiny_recipe(max_steps=4))
     assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
     assert sorted(fake_stages) == sorted(ALL + LANE)
     assert "the contents of tiny.yaml changed" in capsys.readouterr().out
