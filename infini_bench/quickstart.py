@@ -64,10 +64,13 @@ class Profile:
     batch_size: str  # lm-eval --batch_size
     infini_dtype: str | None  # the Infini adapter's dtype (None: its default, float32)
     llama_dtype: str  # the exported Llama's dtype under lm-eval's `hf`
+    eval_threads: int | None = None  # CPU threads per evaluation (two run side by side); None: torch's default
 
 
-# The CPU profile's device, dtypes and batch size are what the README's measured runs used.
-CPU = Profile("cpu", RECIPE, LENGTH_MULTIPLES, device="cpu", batch_size="4", infini_dtype=None, llama_dtype="float32")
+# The CPU profile's device, dtypes and batch size are what the README's measured runs used. One thread per
+# evaluation: the Llama's runs beside the Infini model's, one core each.
+CPU = Profile("cpu", RECIPE, LENGTH_MULTIPLES, device="cpu", batch_size="4", infini_dtype=None, llama_dtype="float32",
+              eval_threads=1)
 # bf16 on the GPU: the models trained under bf16 autocast, fla-core's delta_l2 kernel refuses float32, and the
 # Llama's float32 attention at 128K tokens would take the slow (non-flash) SDPA path. Batch 8: a 30M model's
 # 128K-token batch (prefill in 16K chunks for Infini; a 128K KV cache of 8 layers × 512 per row for the Llama) is a
@@ -108,6 +111,7 @@ class Stage:
     background: bool = False  # runs beside the foreground stages (its output goes to DIR/logs/<name>.log)
     files: tuple[Path, ...] = ()  # input files whose contents are part of the stage's inputs (the recipe)
     params: str = ""  # further inputs of a stage that has no command line (the Llama export)
+    threads: int | None = None  # CPU threads of its command (OMP_NUM_THREADS); None: the library's default
     profile: str = CPU.name  # the profile it ran under: part of its inputs (a GPU-trained model is another model)
 
 
@@ -213,7 +217,8 @@ def plan(
             [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args, "--tasks", tasks,
              "--metadata", metadata, "--device", profile.device, "--batch_size", profile.batch_size,
              "--output_path", str(target), "--log_samples"],
-            folder=target, outputs=(target,), depends=(upstream,),
+            folder=target, outputs=(target,), depends=(upstream,), background=label == "llama",
+            threads=profile.eval_threads,
         ))
     report = out / "report"
     stages.append(Stage(
@@ -467,20 +472,21 @@ def run(
     started = time.monotonic()
     numbered = list(enumerate(stages, 1))
     background = [(i, s) for i, s in numbered if s.background]
-    errors: list[BaseException] = []
-    lane = threading.Thread(target=_run_lane, args=(out, background, len(stages), errors), daemon=True)
+    progress = _Progress()
+    trainings = {s.name for s in stages if s.resumable}
+    lane = threading.Thread(target=_run_lane, args=(out, background, len(stages), progress, trainings), daemon=True)
     lane.start()
     try:
         for i, stage in numbered:
             if stage.background:
                 continue
-            if stage.name.startswith("eval_"):
-                lane.join()  # the evaluations need both models
-                if errors:
-                    raise errors[0]
+            progress.wait_for(needs(stage, trainings))
             _run_stage(out, stage, i, len(stages), log=None)
+            progress.finish(stage.name)
+        progress.wait_for({s.name for _, s in background})
     except BaseException:
         _STOP.set()
+        progress.stop()
         for child in list(_CHILDREN):
             child.terminate()
         lane.join()
@@ -500,16 +506,55 @@ _MARK_LOCK = threading.Lock()
 _CHILDREN: list[subprocess.Popen] = []  # the background lane's running command, stopped with the foreground
 
 
-def _run_lane(out: Path, stages: list[tuple[int, Stage]], total: int, errors: list[BaseException]) -> None:
+class _Progress:
+    """The stages finished so far, shared by the foreground and the background lane: each stage first waits for
+    what it needs (`needs`). A failure or an interruption on either side stops the other at its next wait."""
+
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        self.error: BaseException | None = None
+        self.stopped = False
+        self._changed = threading.Condition()
+
+    def finish(self, name: str) -> None:
+        with self._changed:
+            self.finished.add(name)
+            self._changed.notify_all()
+
+    def stop(self, error: BaseException | None = None) -> None:
+        with self._changed:
+            self.stopped = True
+            self.error = self.error or error
+            self._changed.notify_all()
+
+    def wait_for(self, names: set[str]) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: names <= self.finished or self.stopped)
+        if self.error is not None:
+            raise self.error
+        if not names <= self.finished:
+            raise KeyboardInterrupt  # the other side was interrupted
+
+
+def needs(stage: Stage, trainings: set[str]) -> set[str]:
+    """What `stage` waits for: its upstream stages, and for an evaluation every training too (their budgets are
+    in minutes, and an evaluation beside a training would slow it)."""
+    return {*stage.depends, *(trainings if stage.name.startswith("eval_") else ())}
+
+
+def _run_lane(out: Path, stages: list[tuple[int, Stage]], total: int, progress: _Progress,
+              trainings: set[str]) -> None:
     """The background lane: its stages in order, each logged to a file; the first failure stops the lane."""
     (out / "logs").mkdir(exist_ok=True)
     try:
         for i, stage in stages:
-            if _STOP.is_set():
-                return
+            progress.wait_for(needs(stage, trainings))
             _run_stage(out, stage, i, total, log=out / "logs" / f"{stage.name}.log")
-    except BaseException as err:  # reported by the foreground when it needs this lane's results
-        errors.append(err)
+            progress.finish(stage.name)
+    except KeyboardInterrupt:
+        progress.stop()
+    except BaseException as err:  # raised in the foreground at its next wait
+        progress.stop(err)
 
 
 def _run_stage(out: Path, stage: Stage, i: int, total: int, log: Path | None) -> None:
@@ -548,6 +593,8 @@ def _execute(stage: Stage, log: Path | None) -> int:
         stage.action()
         return 0
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if stage.threads is not None:
+        env.update(OMP_NUM_THREADS=str(stage.threads), MKL_NUM_THREADS=str(stage.threads))
     if log is None:
         return subprocess.call(stage.command, env=env)
     with open(log, "w") as handle:

@@ -36,7 +36,7 @@ from infini_bench.data.docs import DocPlan, PromptFrame
 from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_cell, resolve_depths
 from infini_bench.data.haystack import haystack_spec, haystack_text
 from infini_bench.data.niah import default_answer_tokens, niah_config, plan_niah_docs
-from infini_bench.data.passkey import plan_passkey_docs
+from infini_bench.data.passkey import passkey_answer_tokens, plan_passkey_docs
 from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
 from infini_bench.tasks.names import SCORES, depth_metric
@@ -315,7 +315,7 @@ class PasskeyTask(RetrievalTask):
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.n_digits = as_int(md.get("n_digits", 5), "n_digits")
-        self.answer_tokens = as_int(md.get("answer_tokens", max(16, self.n_digits + 8)), "answer_tokens")
+        self.answer_tokens = as_int(md.get("answer_tokens", passkey_answer_tokens(self.n_digits)), "answer_tokens")
         self.read_haystack(md, "noise")
         md["n_digits"] = self.n_digits
 

@@ -3,6 +3,7 @@ too small to train (issue 14, cases 1, 2 and 9). The stages' commands are replac
 stage must leave behind, so the bookkeeping is tested in seconds; test_quickstart.py runs the real commands."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def qs(out: Path, recipe: Path, *extra: str) -> int:
 
 ALL = ["infini_pretrain", "infini_finetune", "eval_infini", "eval_memory_off", "eval_llama", "report"]
 LANE = ["baseline_pretrain", "baseline_finetune", "baseline_export"]
+TRAININGS = ["infini_pretrain", "infini_finetune", "baseline_pretrain", "baseline_finetune"]
 
 
 def test_case1_never_deletes_or_writes_into_what_it_did_not_create(tmp_path, recipe, fake_stages, capsys):
@@ -166,3 +168,48 @@ def test_the_default_output_leaves_a_git_checkout_clean(tmp_path, recipe, fake_s
     (checkout / "quickstart" / ".gitignore").unlink()  # a folder from before this rule: marked, so it is ours
     assert quickstart.main(["--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2"]) == 0
     assert git("status", "--porcelain", "--untracked-files=all") == ""
+
+
+@pytest.mark.parametrize("slower", ["infini_finetune", "baseline_finetune"])
+def test_each_stage_starts_after_what_it_needs(tmp_path, recipe, fake_stages, monkeypatch, slower):
+    """The Llama's evaluation runs beside the Infini model's, but no evaluation starts before both trainings end
+    (their budgets are in minutes), and the report waits for all three, whichever training is slower."""
+    execute = quickstart._execute
+    spans: dict[str, tuple[float, float]] = {}
+
+    def timed(stage, log):
+        start = time.monotonic()
+        time.sleep({slower: 0.6, "eval_infini": 0.4, "eval_llama": 0.4, "baseline_export": 0.0}.get(stage.name, 0.1))
+        code = execute(stage, log)
+        spans[stage.name] = (start, time.monotonic())
+        return code
+
+    monkeypatch.setattr(quickstart, "_execute", timed)
+    assert qs(tmp_path / "out", recipe) == 0
+    assert sorted(spans) == sorted(ALL + LANE)
+    trained = max(spans[name][1] for name in TRAININGS)
+    assert all(spans[f"eval_{m}"][0] >= trained for m in ("infini", "memory_off", "llama"))
+    assert spans["eval_llama"][0] >= spans["baseline_export"][1]
+    assert spans["report"][0] >= max(spans[f"eval_{m}"][1] for m in ("infini", "memory_off", "llama"))
+    assert spans["eval_llama"][0] < spans["eval_infini"][1]  # side by side, not one after the other
+
+
+def test_cpu_evaluations_run_on_one_thread_each(tmp_path, recipe):
+    stages = {s.name: s for s in quickstart.plan(tmp_path / "out", 1.0, recipe, profile=quickstart.CPU)}
+    assert [stages[f"eval_{m}"].threads for m in ("infini", "memory_off", "llama")] == [1, 1, 1]
+    assert stages["eval_llama"].background and not stages["eval_infini"].background
+    assert all(stages[name].threads is None for name in TRAININGS)  # the recipe's cpu_threads decides
+    assert quickstart.GPU.eval_threads is None
+    probe = quickstart.Stage("probe", "print the thread setting",
+                             [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"], threads=1)
+    log = tmp_path / "probe.log"
+    assert quickstart._execute(probe, log) == 0
+    assert log.read_text().strip() == "1"
+
+
+def test_a_failure_in_the_background_lane_stops_the_run(tmp_path, recipe, fake_stages, monkeypatch, capsys):
+    execute = quickstart._execute
+    monkeypatch.setattr(quickstart, "_execute", lambda stage, log: 3 if stage.name == "eval_llama" else execute(stage, log))
+    assert qs(tmp_path / "out", recipe) == 1
+    assert "stage 'eval_llama' failed (exit code 3)" in capsys.readouterr().err
+    assert "report" not in fake_stages

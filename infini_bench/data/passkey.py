@@ -44,6 +44,11 @@ BUILDER_VERSION = 2
 MAX_DIGITS = 64
 
 
+def passkey_answer_tokens(n_digits: int = 5) -> int:
+    """The passkey task's default generation budget: the key and its end with room to spare, at least 16 tokens."""
+    return max(16, int(n_digits) + 8)
+
+
 def passkey_for_seed(seed: int, n_digits: int = 5) -> str:
     """The pass key a seed draws: `n_digits` digits, no leading zero."""
     n_digits = check_count(n_digits, "n_digits")
