@@ -480,7 +480,7 @@ def run(
         for i, stage in numbered:
             if stage.background:
                 continue
-            progress.wait_for(needs(stage, trainings))
+            progress.wait_for(_needs(stage, trainings))
             _run_stage(out, stage, i, len(stages), log=None)
             progress.finish(stage.name)
         progress.wait_for({s.name for _, s in background})
@@ -508,7 +508,7 @@ _CHILDREN: list[subprocess.Popen] = []  # the background lane's running command,
 
 class _Progress:
     """The stages finished so far, shared by the foreground and the background lane: each stage first waits for
-    what it needs (`needs`). A failure or an interruption on either side stops the other at its next wait."""
+    what it needs (`_needs`). A failure or an interruption on either side stops the other at its next wait."""
 
     def __init__(self) -> None:
         self.finished: set[str] = set()
@@ -536,7 +536,7 @@ class _Progress:
             raise KeyboardInterrupt  # the other side was interrupted
 
 
-def needs(stage: Stage, trainings: set[str]) -> set[str]:
+def _needs(stage: Stage, trainings: set[str]) -> set[str]:
     """What `stage` waits for: its upstream stages, and for an evaluation every training too (their budgets are
     in minutes, and an evaluation beside a training would slow it)."""
     return {*stage.depends, *(trainings if stage.name.startswith("eval_") else ())}
@@ -548,7 +548,7 @@ def _run_lane(out: Path, stages: list[tuple[int, Stage]], total: int, progress: 
     (out / "logs").mkdir(exist_ok=True)
     try:
         for i, stage in stages:
-            progress.wait_for(needs(stage, trainings))
+            progress.wait_for(_needs(stage, trainings))
             _run_stage(out, stage, i, total, log=out / "logs" / f"{stage.name}.log")
             progress.finish(stage.name)
     except KeyboardInterrupt:
