@@ -98,8 +98,8 @@ def _draw_grid(
 
 
 def _cell_boxes(fig: plt.Figure, ax: plt.Axes, depths: list[float], lengths: list[int]) -> dict:
-    """Pixel box of every cell in the saved PNG (figure drawn at DPI, y measured from the top)."""
-    fig.canvas.draw()
+    """Pixel box of every cell in the saved PNG (y measured from the top). Called after `savefig`, whose draw at
+    the figure's own DPI placed the axes (constrained layout) where they are in the file."""
     height = fig.canvas.get_width_height()[1]
     boxes = {}
     for i, depth in enumerate(depths):
@@ -111,11 +111,13 @@ def _cell_boxes(fig: plt.Figure, ax: plt.Axes, depths: list[float], lengths: lis
     return boxes
 
 
-def _save(fig: plt.Figure, path: Path, cells: dict | None = None) -> Figure:
+def _save(fig: plt.Figure, path: Path, grid: tuple[plt.Axes, list[float], list[int]] | None = None) -> Figure:
+    """Write the PNG; with `grid` (the heatmap's axes, depths, lengths), also each cell's pixel box in it."""
     width, height = fig.canvas.get_width_height()
     fig.savefig(path, dpi=DPI, format="png")
+    cells = _cell_boxes(fig, *grid) if grid else {}
     plt.close(fig)
-    return Figure(path=path, width=width, height=height, cells=cells or {})
+    return Figure(path=path, width=width, height=height, cells=cells)
 
 
 def _grid_size(n_depths: int, n_lengths: int) -> tuple[float, float]:
@@ -144,7 +146,7 @@ def heatmap(grid: Grid, path: Path, title: str | None = None) -> Figure:
         _train_marker(fig, ax, lengths, grid.train_length)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label(f"{grid.metric} %")
-    return _save(fig, path, _cell_boxes(fig, ax, depths, lengths))
+    return _save(fig, path, (ax, depths, lengths))
 
 
 def depth_bars(grid: Grid, path: Path, mean: float | None) -> Figure:
@@ -221,7 +223,7 @@ def difference_map(base: Grid, other: Grid, path: Path) -> Figure:
     ax.set_title(f"{base.family}: {other.model} − {base.model} (points)", fontsize=11)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("accuracy difference, points")
-    return _save(fig, path, _cell_boxes(fig, ax, depths, lengths))
+    return _save(fig, path, (ax, depths, lengths))
 
 
 def perplexity_curves(results: list[PerplexityResult], path: Path) -> Figure:

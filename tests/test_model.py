@@ -377,3 +377,20 @@ def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     assert mixed.memory.dtype == torch.float32 and mixed.norm.dtype == torch.float32
     torch.testing.assert_close(mixed.memory, exact.memory, rtol=0, atol=0)
     torch.testing.assert_close(mixed.norm, exact.norm, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_causal_depthwise_conv_without_gradients_equals_conv1d(rows):
+    """Evaluation's multiply-add form of the memory's convolution is the training path's Conv1d."""
+    from infini_bench.modeling.attention import causal_depthwise_conv
+
+    conv = torch.nn.Conv1d(12, 12, 4, groups=12, bias=False)
+    stream = torch.randn(3, 3 + rows, 12, dtype=torch.float64)
+    weight = conv.weight.detach().double()
+    want = torch.nn.functional.conv1d(stream.transpose(1, 2), weight, groups=12).transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(causal_depthwise_conv(stream, weight), want, rtol=1e-12, atol=1e-12)
+    trained = causal_depthwise_conv(stream.requires_grad_(), weight.requires_grad_())
+    torch.testing.assert_close(trained, want)
+    trained.sum().backward()
+    assert weight.grad is not None and stream.grad is not None

@@ -60,6 +60,9 @@ def test_cpu_evaluation_commands_are_unchanged_by_profiles(tmp_path, monkeypatch
     assert _option(commands["eval_infini"], "--model_args") == f"pretrained={tmp_path / 'infini/finetune/latest'}"
     assert _option(commands["eval_llama"], "--model_args").endswith(",dtype=float32")
     assert _option(commands["eval_infini"], "--batch_size") == "4"
+    # the Llama decodes with a static KV cache (same answers, no copy of the cache per token); the adapter has its own
+    assert _option(commands["eval_llama"], "--gen_kwargs") == "cache_implementation=static"
+    assert "--gen_kwargs" not in commands["eval_infini"] and "--gen_kwargs" not in commands["eval_memory_off"]
 
 
 def test_recipe_option_replaces_the_recipe_only(cuda, tmp_path):
