@@ -65,12 +65,16 @@ class Profile:
     infini_dtype: str | None  # the Infini adapter's dtype (None: its default, float32)
     llama_dtype: str  # the exported Llama's dtype under lm-eval's `hf`
     eval_threads: int | None = None  # CPU threads per evaluation (two run side by side); None: torch's default
+    llama_gen_kwargs: str | None = None  # lm-eval --gen_kwargs for the Llama's run
 
 
 # The CPU profile's device, dtypes and batch size are what the README's measured runs used. One thread per
-# evaluation: the Llama's runs beside the Infini model's, one core each.
+# evaluation: the Llama's runs beside the Infini model's, one core each. The Llama decodes with transformers' static
+# KV cache: the same answers (33 of 33 NIAH 4k answers identical) without the dynamic cache's copy of the whole
+# cache at every new token (its NIAH 4k evaluation 53 -> 32 s on one core). Not on the GPU: there a static cache
+# needs an explicit attention mask over its full length, which at 128K tokens rules out the flash SDPA kernel.
 CPU = Profile("cpu", RECIPE, LENGTH_MULTIPLES, device="cpu", batch_size="4", infini_dtype=None, llama_dtype="float32",
-              eval_threads=1)
+              eval_threads=1, llama_gen_kwargs="cache_implementation=static")
 # bf16 on the GPU: the models trained under bf16 autocast, fla-core's delta_l2 kernel refuses float32, and the
 # Llama's float32 attention at 128K tokens would take the slow (non-flash) SDPA path. Batch 8: a 30M model's
 # 128K-token batch (prefill in 16K chunks for Infini; a 128K KV cache of 8 layers × 512 per row for the Llama) is a
@@ -202,14 +206,12 @@ def plan(
     retrieval = ",".join(retrieval_tasks(lengths))
     checkpoint = infini / "finetune" / "latest"
     infini_dtype = f",dtype={profile.infini_dtype}" if profile.infini_dtype else ""
-    # The Llama decodes with transformers' static KV cache: the same answers (33 of 33 NIAH 4k answers identical),
-    # without the dynamic cache's copy of the whole cache at every new token (its NIAH 4k evaluation 53 -> 32 s on a
-    # CPU core).
+    llama_extra = ("--gen_kwargs", profile.llama_gen_kwargs) if profile.llama_gen_kwargs else ()
     models = [
         ("infini", "infini", f"pretrained={checkpoint}{infini_dtype}", "infini_finetune", ()),
         ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False{infini_dtype}", "infini_finetune", ()),
         ("llama", "hf", f"pretrained={base / 'llama'},dtype={profile.llama_dtype}", "baseline_export",
-         ("--gen_kwargs", "cache_implementation=static")),
+         llama_extra),
     ]
     tasks = f"{retrieval},ppl_stdlib"
     metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})

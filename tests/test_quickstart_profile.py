@@ -51,6 +51,8 @@ def test_the_gpu_profile_exactly_when_cuda_is_present(cuda, tmp_path):
     if cuda:
         assert GPU.multiples == (1, 2, 4, 8, 16, 32, 64) and format_length(longest) == "128k"
         assert "dtype=bfloat16" in _option(_eval_commands(stages)["eval_llama"], "--model_args")
+        # no static KV cache on the GPU: its full-length attention mask would rule out flash SDPA at 128K
+        assert "--gen_kwargs" not in _eval_commands(stages)["eval_llama"]
 
 
 def test_cpu_evaluation_commands_are_unchanged_by_profiles(tmp_path, monkeypatch):
