@@ -16,6 +16,8 @@ step, which is slower but holds for any tokenizer.
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Union
 
@@ -223,11 +225,7 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
         else:  # the count steps over the target inside the crossing word: end inside it, or (a last resort for
             # tokenizers that give a space its own token) right after its space, or (tokenizers whose tokens cross
             # spaces, so the count is not monotonic) at another end nearby
-            near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS) if e not in (best, nxt)]
-            ordered = [*range(best + 2, nxt), best + 1]
-            ordered += sorted((e for e in near if hay.chars(e, e + 1) == " " and e not in ordered), key=lambda e: abs(e - best))
-            ordered += sorted(set(near) - set(ordered), key=lambda e: abs(e - best))
-            for end in ordered[: None if stitched else _SLOW_TRIES]:
+            for end in itertools.islice(_ends_to_try(hay, a, best, nxt), None if stitched else _SLOW_TRIES):
                 if count(end) == target:
                     best = end
                     break
@@ -242,6 +240,20 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
     if len(input_ids) != target:  # arithmetic guard; cannot differ unless the code above is wrong
         raise AssertionError(f"assembled prompt has {len(input_ids)} tokens, expected {target}")
     return _result(parts, layout, input_ids, starts, len(lead), "stitched" if stitched else "retokenised")
+
+
+def _ends_to_try(hay: Haystack, a: int, best: int, nxt: int) -> Iterator[int]:
+    """Where to end the free span when no word end gives the exact count, in order: inside the crossing word, right
+    after its space, then other spaces nearby, then any char nearby (nearest first). Lazy: the first tries nearly
+    always succeed, and listing the nearby spaces costs more than the solve itself."""
+    ordered = [*range(best + 2, nxt), best + 1]
+    yield from ordered
+    near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS) if e not in (best, nxt)]
+    tried = set(ordered)
+    spaces = sorted((e for e in near if hay.chars(e, e + 1) == " " and e not in tried), key=lambda e: abs(e - best))
+    yield from spaces
+    tried.update(spaces)
+    yield from sorted(set(near) - tried, key=lambda e: abs(e - best))
 
 
 def _result(
