@@ -31,11 +31,13 @@ def causal_depthwise_conv(stream: torch.Tensor, weight: torch.Tensor) -> torch.T
     """y_t = Σ_j w_j x_{t+j} per channel over `stream` [B, K − 1 + n, C] (its first K − 1 rows are history), as
     [B, n, C]; `weight` is a depthwise Conv1d's [C, 1, K].
 
-    Without gradients (evaluation, generation) it is K multiply-adds on the [B, n, C] layout: on a CPU never slower
-    than Conv1d, which copies the rows to [B, C, T] for a slow depthwise kernel, and 3.4x faster on a 2,048-token
-    prefill chunk, 2.8x on one decoding step (a 4k-token evaluation had spent a fifth of its time in Conv1d;
-    benchmarks/RESULTS_adapter.md §6). Training keeps Conv1d, whose backward is the faster one (0.7x otherwise)."""
-    if torch.is_grad_enabled() and (stream.requires_grad or weight.requires_grad):
+    On a CPU without gradients (evaluation, generation) it is K multiply-adds on the [B, n, C] layout: as fast as
+    Conv1d, which copies the rows to [B, C, T] for a slow depthwise kernel, at one segment, and 3.4x faster on a
+    2,048-token prefill chunk, 2.8x on one decoding step (a 4k-token evaluation had spent a fifth of its time in
+    Conv1d; benchmarks/RESULTS_adapter.md §6). Training keeps Conv1d, whose backward is the faster one (0.7x
+    otherwise), and so does CUDA, where cuDNN's kernel accumulates half-precision inputs in float32."""
+    needs_grad = torch.is_grad_enabled() and (stream.requires_grad or weight.requires_grad)
+    if needs_grad or stream.device.type != "cpu":
         return F.conv1d(stream.transpose(1, 2), weight, groups=weight.shape[0]).transpose(1, 2)
     taps = weight[:, 0].to(stream.dtype)  # [C, K]
     width, n = taps.shape[1], stream.shape[1] - taps.shape[1] + 1
