@@ -23,12 +23,13 @@ def documents(tokenizer: Any, family: str, length: int, depths: list[float], sam
               base_seed: int) -> list[dict[str, Any]]:
     """The task's documents at `length` for every depth and sample index (the builders' samples: `input_ids` the
     prompt, `prompt` its text), each with `answer_ids`, the right answer's tokens after the prompt."""
-    from infini_bench.data.niah import VARIANTS, build_niah_sample
+    from infini_bench.data.niah import VARIANTS
     from infini_bench.data.passkey import build_passkey_sample, passkey_answer_tokens
     from infini_bench.data.seeds import eval_doc_seed
-    from infini_bench.data.tokens import tokenizer_view
+    from infini_bench.training.recipe import NiahTrainConfig
+    from infini_bench.training.retrieval_data import niah_sample
 
-    view = tokenizer_view(tokenizer)
+    niah_defaults = NiahTrainConfig()  # the tasks' defaults (7-digit values); only n_digits is read
     variant = family.removeprefix("niah_")
     if family != "passkey" and (family == variant or variant not in VARIANTS):
         raise SystemExit(f"--family {family!r}: choose passkey or niah_<variant> "
@@ -41,8 +42,7 @@ def documents(tokenizer: Any, family: str, length: int, depths: list[float], sam
                 sample = build_passkey_sample(tokenizer, length, depth, seed, answer_tokens=passkey_answer_tokens())
             else:
                 seed = eval_doc_seed(base_seed, f"niah-{variant}", length, depth, index)
-                sample = build_niah_sample(tokenizer, length, depth, seed, variant)
-                sample["answer_ids"] = view.continuation_ids(sample["gen_prefix"], " " + sample["answer"])
+                sample = niah_sample(tokenizer, niah_defaults, variant, length, depth, seed)
             docs.append(sample)
     return docs
 

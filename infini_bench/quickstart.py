@@ -206,17 +206,16 @@ def plan(
     retrieval = ",".join(retrieval_tasks(lengths))
     checkpoint = infini / "finetune" / "latest"
     infini_dtype = f",dtype={profile.infini_dtype}" if profile.infini_dtype else ""
-    llama_extra = ("--gen_kwargs", profile.llama_gen_kwargs) if profile.llama_gen_kwargs else ()
     models = [
-        ("infini", "infini", f"pretrained={checkpoint}{infini_dtype}", "infini_finetune", ()),
-        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False{infini_dtype}", "infini_finetune", ()),
-        ("llama", "hf", f"pretrained={base / 'llama'},dtype={profile.llama_dtype}", "baseline_export",
-         llama_extra),
+        ("infini", "infini", f"pretrained={checkpoint}{infini_dtype}", "infini_finetune"),
+        ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False{infini_dtype}", "infini_finetune"),
+        ("llama", "hf", f"pretrained={base / 'llama'},dtype={profile.llama_dtype}", "baseline_export"),
     ]
     tasks = f"{retrieval},ppl_stdlib"
     metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})
-    for label, model, args, upstream, extra in models:
+    for label, model, args, upstream in models:
         target = out / "eval" / label
+        extra = ("--gen_kwargs", profile.llama_gen_kwargs) if model == "hf" and profile.llama_gen_kwargs else ()
         stages.append(Stage(
             f"eval_{label}", f"lm-eval: {label} on passkey + NIAH (single, multikey) at "
             f"{', '.join(map(_length_name, lengths))} and ppl_stdlib",

@@ -380,17 +380,21 @@ def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
 
 
 @pytest.mark.parametrize("rows", [1, 7, 300])
-def test_causal_depthwise_conv_without_gradients_equals_conv1d(rows):
-    """Evaluation's multiply-add form of the memory's convolution is the training path's Conv1d."""
+def test_causal_depthwise_conv_both_forms_equal_the_formula(rows):
+    """y_t = Σ_j w_j x_{t+j} per channel, summed by hand in float64: evaluation's multiply-add form and training's
+    Conv1d form (taken when a gradient is needed, and gradients reach both inputs) both equal it."""
     from infini_bench.modeling.attention import causal_depthwise_conv
 
-    conv = torch.nn.Conv1d(12, 12, 4, groups=12, bias=False)
     stream = torch.randn(3, 3 + rows, 12, dtype=torch.float64)
-    weight = conv.weight.detach().double()
-    want = torch.nn.functional.conv1d(stream.transpose(1, 2), weight, groups=12).transpose(1, 2)
+    weight = torch.randn(12, 1, 4, dtype=torch.float64)
+    want = torch.zeros(3, rows, 12, dtype=torch.float64)
+    for t in range(rows):
+        for j in range(4):
+            want[:, t] += weight[:, 0, j] * stream[:, t + j]
     with torch.no_grad():
         torch.testing.assert_close(causal_depthwise_conv(stream, weight), want, rtol=1e-12, atol=1e-12)
     trained = causal_depthwise_conv(stream.requires_grad_(), weight.requires_grad_())
-    torch.testing.assert_close(trained, want)
+    assert trained.grad_fn is not None
+    torch.testing.assert_close(trained, want, rtol=1e-12, atol=1e-12)
     trained.sum().backward()
-    assert weight.grad is not None and stream.grad is not None
+    torch.testing.assert_close(weight.grad[:, 0, 0], stream[:, :rows].detach().sum(dim=(0, 1)))
