@@ -70,8 +70,10 @@ class RetrievalPools:
     of the step and `done` alone, and each pool keeps its own cursor: a global batch depends only on the seed, the
     cursors and the stage."""
 
-    def __init__(self, pools: dict[tuple[str, int], Batch], lengths: list[int], schedule: str, seed: int):
+    def __init__(self, pools: dict[tuple[str, int], Batch], lengths: list[int], schedule: str, seed: int,
+                 held_out: dict[tuple[str, int], Batch] | None = None):
         self.pools = pools
+        self.held_out = dict(held_out or {})  # per pool, examples of its builder that no step trains on
         self.lengths = list(lengths)
         missing = [n for n in self.lengths if not any(length == n for _, length in pools)]
         if missing or not pools:
@@ -97,6 +99,10 @@ class RetrievalPools:
         length = self.lengths[step % cycle]
         families = self.families[length]
         return families[(step // cycle) % len(families)], length
+
+    def drawn_rows(self, key: tuple[str, int], count: int) -> list[int]:
+        """The first `count` rows of pool `key` the run drew, in the order it drew them."""
+        return [self.orders[key](i) for i in range(count)]
 
     def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
         family, length = self.pool_at(step, done)
@@ -135,6 +141,13 @@ class WithText:
         if self._is_text(step):
             return self.text.global_batch(step, size, cursors, done)
         return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors, done)
+
+
+def retrieval_part(data: PackedText | RetrievalPools | WithText) -> RetrievalPools | None:
+    """The retrieval pools a stage trains on (finetuning, with or without text steps); None for pretraining."""
+    if isinstance(data, WithText):
+        return data.retrieval
+    return data if isinstance(data, RetrievalPools) else None
 
 
 def retrieval_step(step: int, every: int) -> int:

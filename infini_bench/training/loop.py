@@ -7,7 +7,8 @@ same loop from one CPU to many GPUs (DDP or FSDP) and handles bf16 autocast; not
 The shape (litgpt's pretrain.py): `train` guards the output folder (resume mode, lock) and calls `fit`, which
 builds the stage, resumes it (`resume_from`) and loops over named steps: `train_step` (one optimizer step over the
 micro-batches), `log_step` (one JSONL record) and `save_checkpoint`. The learning rate comes from the scheduler
-(`optim.lr_factor`: warmup, then cosine to a floor); there is no validation split (the lm-eval tasks evaluate).
+(`optim.lr_factor`: warmup, then cosine to a floor). There is no validation split (the lm-eval tasks evaluate); a
+finetuning ends by comparing its answer loss on trained-on and held-out retrieval examples (`check_held_out`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
 from ..modeling.checkpoint import check_weight_files
-from .batches import Batch, PackedText, RetrievalPools, WithText, rank_micro_batches
+from .batches import Batch, PackedText, RetrievalPools, WithText, rank_micro_batches, retrieval_part
 from .checkpoint import (
     ACCELERATE_DIR,
     STATE_FILE,
@@ -37,6 +38,7 @@ from .checkpoint import (
     release_lock,
     save_atomically,
 )
+from .held_out import pool_fits, write_report
 from .optim import build_optimizer, build_scheduler
 from .recipe import OptimConfig, RecipeError, RunConfig
 
@@ -242,8 +244,22 @@ def fit(
             last_saved = progress.step
     bar.close()
     final = checkpoint() if last_saved != progress.step else out / f"checkpoint-{progress.step:06d}"
+    check_held_out(accelerator, model, setup, progress, optim, out)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_held_out(accelerator: Accelerator, model: torch.nn.Module, setup: Setup, progress: Progress,
+                   optim: OptimConfig, out: Path) -> None:
+    """A finetuning's last word: per retrieval pool, the answer loss on examples it trained on against held-out
+    ones (`training.held_out`), logged and written to `held_out.json`; a warning for a pool learnt by heart."""
+    pools = retrieval_part(setup.data)
+    if pools is None or not pools.held_out:
+        return
+    with accelerator.autocast():
+        fits = pool_fits(model, pools, progress.cursors, optim.micro_batch_size, accelerator.device)
+    if accelerator.is_main_process:
+        write_report(fits, out, progress.step)
 
 
 def prepare_process(run: RunConfig) -> None:

@@ -7,7 +7,8 @@ family's name, so no example can reproduce an evaluation document; the needle de
 [0, 100] % from the same seed. Rows of one pool (family, length) normally have equal token counts; where answers
 tokenise to different lengths (UUIDs) or budgets differ (a list of NIAH `answer_tokens`), rows are right-padded
 with labels -100, which a causal model never sees from earlier positions. The examples are cached in the run's
-data folder (a cache `Store`, `infini_bench.data.cache`), so a resumed run trains on the very same ones.
+data folder (a cache `Store`, `infini_bench.data.cache`), so a resumed run trains on the very same ones. Each pool
+has `HELD_OUT_EXAMPLES` more, never trained on, for the end-of-run check in `training.held_out`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ from .batches import Batch, RetrievalPools
 from .recipe import NiahTrainConfig, PasskeyConfig
 
 Example = tuple[list[int], list[int], dict[str, Any]]
+
+#: Examples per pool that no step trains on: the indices right after the pool's (training seeds, never an evaluation
+#: document). The end of a finetuning compares the model's answer loss on them with its loss on examples it trained
+#: on (`training.held_out`), which tells learning the task from learning the pool.
+HELD_OUT_EXAMPLES = 16
 
 
 def training_seed(base_seed: int, length: int, index: int, family: str = "passkey") -> int:
@@ -118,38 +124,43 @@ def retrieval_pools(
     passkey: PasskeyConfig, niah: NiahTrainConfig, tokenizer, seed: int, store: Store
 ) -> RetrievalPools:
     """One pool per (family, length), each an arrays entry of `store` (the run's data cache), served by the step
-    schedule over the passkey lengths followed by any lengths only NIAH variants use."""
+    schedule over the passkey lengths followed by any lengths only NIAH variants use; with each pool, its
+    `HELD_OUT_EXAMPLES` held-out examples."""
     fingerprint = tokenizer_fingerprint(tokenizer)
     pools: dict[tuple[str, int], Batch] = {}
+    held_out: dict[tuple[str, int], Batch] = {}
+
+    def add(family: str, length: int, key: dict[str, Any], example: Callable[[int], Example], count: int,
+            refused: str) -> None:
+        pools[(family, length)] = _pool(store, family, key, example, range(count), tokenizer, refused)
+        held_out[(family, length)] = _pool(store, family, key | {"held_out": HELD_OUT_EXAMPLES}, example,
+                                           range(count, count + HELD_OUT_EXAMPLES), tokenizer, refused)
+
     lengths = list(passkey.lengths)
     for length in passkey.lengths:
         key = {"passkey": vars(passkey) | {"lengths": None}, "length": length, "tokenizer": fingerprint, "v": 4}
-        pools[("passkey", length)] = _pool(
-            store, "passkey", key, partial(passkey_example, tokenizer, passkey, length), passkey.num_examples,
-            tokenizer, f"finetune.passkey.lengths has {length}, which the passkey builder refuses",
-        )
+        add("passkey", length, key, partial(passkey_example, tokenizer, passkey, length), passkey.num_examples,
+            f"finetune.passkey.lengths has {length}, which the passkey builder refuses")
     for variant in niah.variants:
         for length in niah.lengths_for(variant, passkey.lengths):
             key = {"niah": vars(niah) | {"variants": None, "lengths": None}, "variant": variant, "length": length,
                    "tokenizer": fingerprint, "v": 1}
-            pools[(f"niah_{variant}", length)] = _pool(
-                store, f"niah_{variant}", key, partial(niah_example, tokenizer, niah, variant, length),
-                niah.num_examples, tokenizer,
+            add(f"niah_{variant}", length, key, partial(niah_example, tokenizer, niah, variant, length),
+                niah.num_examples,
                 f"finetune.niah: variant {variant} at length {length} is refused by the NIAH builder (give this "
-                "variant longer lengths, e.g. finetune.niah.lengths={" + variant + ": [...]})",
-            )
+                "variant longer lengths, e.g. finetune.niah.lengths={" + variant + ": [...]})")
             if length not in lengths:
                 lengths.append(length)
-    return RetrievalPools(pools, lengths, passkey.schedule, seed)
+    return RetrievalPools(pools, lengths, passkey.schedule, seed, held_out)
 
 
-def _pool(store: Store, name: str, key: dict[str, Any], example: Callable[[int], Example], count: int, tokenizer,
-          refused: str) -> Batch:
-    """The cached pool `name`/`key`, or its `count` examples built now (a builder's refusal named by `refused`)."""
+def _pool(store: Store, name: str, key: dict[str, Any], example: Callable[[int], Example], indices: range,
+          tokenizer, refused: str) -> Batch:
+    """The cached pool `name`/`key`, or the examples `indices` built now (a builder's refusal named by `refused`)."""
     arrays = store.load_arrays(name, key)
     if arrays is None:
         try:
-            rows = [example(i)[:2] for i in range(count)]
+            rows = [example(i)[:2] for i in indices]
         except ValueError as err:
             raise ValueError(f"{refused}: {err}") from err
         arrays = _stack(rows, _pad_id(tokenizer))
