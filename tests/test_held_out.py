@@ -118,3 +118,16 @@ def test_a_finetune_ends_with_the_held_out_report(tmp_path, corpus):  # noqa: F8
     (pool,) = saved["pools"]
     assert saved["step"] == 4 and (pool["family"], pool["length"], pool["passes"]) == ("passkey", 160, 1.0)
     assert 0 < pool["seen_loss"] < 50 and 0 < pool["held_out_loss"] < 50 and pool["memorised"] is False
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_run(tmp_path, caplog, monkeypatch):
+    from pathlib import Path
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with caplog.at_level(logging.WARNING, logger="infini_bench.training.held_out"):
+        write_report([PoolFit("passkey", 192, 0.8, 0.0, 0.003)], tmp_path, 4)
+    assert any("could not write" in r.getMessage() and "No space left" in r.getMessage() for r in caplog.records)
+    assert list(tmp_path.iterdir()) == []

@@ -89,7 +89,7 @@ def test_case7_full_disk_while_writing_the_retrieval_examples(tmp_path, corpus, 
     assert "Traceback" not in err and not files_under(ft / "data") and not list_checkpoints(ft)
     monkeypatch.undo()  # room again: the same command builds, caches and trains
     assert training_main(args) == 0
-    assert [p.suffix for p in files_under(ft / "data" / "passkey")] == [".npz"]
+    assert [p.suffix for p in files_under(ft / "data" / "passkey")] == [".npz", ".npz"]  # the pool, its held-out rows
 
 
 def test_case7_second_training_of_another_size_into_the_same_output_dir(tmp_path, corpus, capsys):

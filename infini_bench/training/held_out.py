@@ -83,7 +83,7 @@ def answer_loss(model: torch.nn.Module, batch: Batch, rows_per_call: int, device
 
 def write_report(fits: list[PoolFit], out: Path, step: int) -> None:
     """Log the figures, warn about every pool learnt by heart (naming the recipe key that sizes it), and write
-    them to `out`/held_out.json."""
+    them to `out`/held_out.json (atomically; a write error is a warning, since the run itself is complete)."""
     for fit in fits:
         logger.info("%s at %d tokens: %.1f passes over the pool; answer loss %.3f on examples it trained on, %.3f "
                     "on held-out ones", fit.family, fit.length, fit.passes, fit.seen_loss, fit.held_out_loss)
@@ -95,5 +95,9 @@ def write_report(fits: list[PoolFit], out: Path, step: int) -> None:
                 "steps", fit.family, fit.length, fit.seen_loss, fit.held_out_loss, fit.passes, key)
     record = {"step": step, "pools": [asdict(f) | {"memorised": f.memorised} for f in fits]}
     tmp = out / f".{REPORT_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / REPORT_FILE)
+    try:
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, out / REPORT_FILE)
+    except OSError as err:  # the run and its checkpoints are complete; a missing summary must not fail it
+        tmp.unlink(missing_ok=True)
+        logger.warning("could not write %s (%s); the figures are in the log above", out / REPORT_FILE, err)
