@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .batches import Batch, RetrievalPools, pool_key
 
@@ -68,16 +67,16 @@ def pool_fits(model: torch.nn.Module, pools: RetrievalPools, cursors: dict[str, 
 
 
 def answer_loss(model: torch.nn.Module, batch: Batch, rows_per_call: int, device: torch.device) -> float:
-    """Mean cross-entropy per labelled token (labels != -100, shifted as the model's own loss is)."""
+    """Mean cross-entropy per labelled token over all rows: the model's own loss (its mean over one call's labelled
+    tokens), weighted by each call's count of them."""
     total, count = 0.0, 0
     for start in range(0, len(batch.input_ids), rows_per_call):
-        ids = batch.input_ids[start : start + rows_per_call].to(device)
         labels = batch.labels[start : start + rows_per_call].to(device)
-        logits = model(ids).logits[:, :-1].float()
-        target = labels[:, 1:]
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                                 reduction="sum").item()
-        count += int((target != -100).sum())
+        tokens = int((labels[:, 1:] != -100).sum())  # the model shifts its labels by one
+        if tokens:
+            ids = batch.input_ids[start : start + rows_per_call].to(device)
+            total += model(ids, labels=labels).loss.item() * tokens
+            count += tokens
     return total / max(count, 1)
 
 
