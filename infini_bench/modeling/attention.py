@@ -17,13 +17,17 @@ from .rotary import apply_rotary
 
 
 def gate_values(beta: torch.Tensor, activation: str) -> torch.Tensor:
-    """g = act(β), one value per query head, in [0, 1]."""
+    """g = act(β), one value per query head: in [0, 1], or [−1, 1] for nanotron's orig_tanh."""
     if activation == "sigmoid":
         return torch.sigmoid(beta)
     if activation == "hard_sigmoid":
         return torch.clamp(0.2 * beta + 0.5, 0.0, 1.0)
     if activation == "tanh":
         return 0.5 * (1.0 + torch.tanh(beta))
+    if activation == "orig_tanh":  # nanotron's: g in [-1, 1]
+        return torch.tanh(beta)
+    if activation == "tanh_abs":
+        return torch.tanh(beta).abs()
     raise ValueError(f"gate_activation={activation!r} is unknown")
 
 

@@ -123,10 +123,13 @@ def load_infini(
 
 
 def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
-    rope = getattr(llama, "rope_parameters", None) or {}
-    rope_type = rope.get("rope_type", "default")
-    if rope_type != "default":
-        raise ValueError(f"Llama rope_type={rope_type!r} is not supported: only the default RoPE converts exactly")
+    """The Infini config of a Llama's weights, its RoPE (any `rope_type`, computed by transformers) included.
+
+    The Llama's `max_position_embeddings` is carried over only for the RoPE types whose frequencies read it
+    (`dynamic` scales beyond it, `longrope` takes its factor from it): elsewhere it would only cap the lengths an
+    Infini model is evaluated at (the adapter's default `max_length`)."""
+    rope = dict(llama.rope_parameters)
+    lengths = {"max_position_embeddings": llama.max_position_embeddings} if rope["rope_type"] in ("dynamic", "longrope") else {}
     fields = dict(
         vocab_size=llama.vocab_size,
         hidden_size=llama.hidden_size,
@@ -136,7 +139,8 @@ def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
         num_key_value_heads=llama.num_key_value_heads,
         head_dim=getattr(llama, "head_dim", None),
         rms_norm_eps=llama.rms_norm_eps,
-        rope_theta=rope.get("rope_theta", getattr(llama, "rope_theta", 10000.0)),
+        rope_parameters=rope,
+        **lengths,
         attention_bias=llama.attention_bias,
         mlp_bias=llama.mlp_bias,
         tie_word_embeddings=llama.tie_word_embeddings,
@@ -186,7 +190,7 @@ def infini_to_llama(model: InfiniForCausalLM, max_position_embeddings: int | Non
             num_key_value_heads=c.num_key_value_heads,
             head_dim=c.head_dim,
             rms_norm_eps=c.rms_norm_eps,
-            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+            rope_parameters=dict(c.rope_parameters),
             attention_bias=c.attention_bias,
             mlp_bias=c.mlp_bias,
             tie_word_embeddings=c.tie_word_embeddings,

@@ -6,7 +6,16 @@ from transformers import PretrainedConfig
 from .fla_ops import KERNELS as MEMORY_KERNELS
 
 MEMORY_UPDATES = ("linear", "delta", "delta_l2", "gated_delta")
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh")
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "orig_tanh", "tanh_abs")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")  # the types transformers' Llama supports
+# Keys each rope_type cannot do without (transformers would fall back to a default or only warn).
+_ROPE_REQUIRED = {
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "yarn": ("factor", "original_max_position_embeddings"),
+    "llama3": ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"),
+    "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
+}
 GATE_INITS = ("zeros", "randn")
 
 
@@ -28,9 +37,17 @@ class InfiniConfig(PretrainedConfig):
             tokens, so a digit's key says which digits came before it and retrieval does not confuse their order.
             Initialised to the identity; the last K − 1 tokens' queries and keys are part of the streaming state.
         use_memory: False gives the local-attention-only control (memory is never read nor written).
-        gate_activation: "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)) or "tanh" ((1+tanh β)/2).
+        gate_activation: g = act(β): "sigmoid", "hard_sigmoid" (clamp(0.2β+0.5, 0, 1)), "tanh" ((1+tanh β)/2), or
+            nanotron's other two `balance_act_type`s, "orig_tanh" (tanh β, in [−1, 1]: the local output's weight
+            1 − g then reaches 2) and "tanh_abs" (|tanh β|). nanotron's "orig_sigmoid" is "sigmoid".
         gate_init: "zeros", "randn" or a number: how β (one value per query head) is initialised.
-        memory_eps: the eps in the retrieval denominator σ(Q)z + eps.
+        memory_eps: the eps in the retrieval denominator σ(Q)z + eps (and in the delta rule's); 0 is nanotron's
+            form: an empty memory (z = 0) then reads zero rather than 0/0.
+        rope_parameters: transformers' own RoPE dict (same key and format as `LlamaConfig.rope_parameters`):
+            {"rope_type": "default" | "linear" | "dynamic" | "yarn" | "longrope" | "llama3", "rope_theta": ...,
+            "factor": ..., ...}; frequencies and attention scaling come from transformers' functions. Positions
+            restart in every segment, so a scaled RoPE acts on in-segment positions: see `rotary.py`. A bare
+            `rope_theta` (older configs) means {"rope_type": "default", "rope_theta": rope_theta}.
         memory_kernel: how the delta_l2 / gated_delta update runs: "auto" (fla-core's Triton kernels on CUDA in
             bf16/fp16 when installed, else the float32 torch path), "torch" or "fla". The paper's rules use torch.
         The local attention's backend is transformers' own `attn_implementation` ("sdpa" by default,
@@ -56,7 +73,8 @@ class InfiniConfig(PretrainedConfig):
         max_position_embeddings: int = 1_048_576,
         initializer_range: float = 0.02,
         rms_norm_eps: float = 1e-6,
-        rope_theta: float = 10000.0,
+        rope_theta: float | None = None,
+        rope_parameters: dict | None = None,
         attention_bias: bool = False,
         mlp_bias: bool = False,
         tie_word_embeddings: bool = False,
@@ -74,6 +92,7 @@ class InfiniConfig(PretrainedConfig):
         **kwargs,
     ):
         kwargs.pop("detach_every", None)  # an older config.json's training setting (see the class docstring)
+        rope_parameters = _rope_parameters(rope_parameters or kwargs.pop("rope_scaling", None), rope_theta)
         num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         head_dim = hidden_size // num_attention_heads if head_dim is None else head_dim
         _validate(
@@ -87,6 +106,8 @@ class InfiniConfig(PretrainedConfig):
             head_dim=head_dim,
             hidden_act=hidden_act,
             memory_kernel=memory_kernel,
+            memory_eps=memory_eps,
+            rope_parameters=rope_parameters,
         )
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -99,7 +120,7 @@ class InfiniConfig(PretrainedConfig):
         self.max_position_embeddings = max_position_embeddings
         self.initializer_range = initializer_range
         self.rms_norm_eps = rms_norm_eps
-        self.rope_theta = rope_theta
+        self.rope_parameters = rope_parameters
         self.attention_bias = attention_bias
         self.mlp_bias = mlp_bias
         self.segment_length = segment_length
@@ -118,6 +139,51 @@ class InfiniConfig(PretrainedConfig):
             **kwargs,
         )
 
+    @property
+    def rope_theta(self) -> float:
+        return self.rope_parameters["rope_theta"]
+
+
+def _rope_parameters(rope_parameters: dict | None, rope_theta: float | None) -> dict:
+    """transformers' RoPE dict with `rope_type` and `rope_theta` filled in (a copy: the caller's dict is left)."""
+    if rope_parameters is None:
+        rope_parameters = {}
+    if not isinstance(rope_parameters, dict):
+        raise ValueError(f"rope_parameters={rope_parameters!r} is invalid: it must be a dict such as "
+                         "{'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 2048}")
+    rope = dict(rope_parameters)
+    rope.setdefault("rope_type", rope.pop("type", "default"))
+    if rope_theta is not None:
+        rope.setdefault("rope_theta", rope_theta)
+    rope.setdefault("rope_theta", 10000.0)
+    return rope
+
+
+def _validate_rope(rope: dict) -> None:
+    rope_type = rope["rope_type"]
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"rope_parameters rope_type={rope_type!r} is unknown: choose one of {ROPE_TYPES}")
+    missing = [key for key in _ROPE_REQUIRED.get(rope_type, ()) if rope.get(key) is None]
+    if missing:
+        raise ValueError(f"rope_parameters for rope_type={rope_type!r} needs {' and '.join(missing)} (got {rope})")
+    theta = rope["rope_theta"]
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
+        raise ValueError(f"rope_parameters rope_theta={theta!r} is invalid: it must be a number > 0")
+    factor = rope.get("factor")
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1):
+        raise ValueError(
+            f"rope_parameters factor={factor!r} is invalid for rope_type={rope_type!r}: it must be a number >= 1 "
+            "(the extended context length over the original one)"
+        )
+    original = rope.get("original_max_position_embeddings")
+    if original is not None and (isinstance(original, bool) or not isinstance(original, int) or original < 1):
+        raise ValueError(f"rope_parameters original_max_position_embeddings={original!r} must be an integer >= 1")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(
+            f"rope_parameters partial_rotary_factor={rope['partial_rotary_factor']!r} is not supported: a Llama "
+            "rotates the whole head (1.0)"
+        )
+
 
 def _validate(
     *,
@@ -131,6 +197,8 @@ def _validate(
     head_dim,
     hidden_act,
     memory_kernel,
+    memory_eps,
+    rope_parameters,
 ) -> None:
     """Reject bad values here, with their names, rather than deep inside torch later."""
     if isinstance(segment_length, bool) or not isinstance(segment_length, int) or segment_length < 1:
@@ -155,5 +223,8 @@ def _validate(
         raise ValueError(f"head_dim={head_dim!r} must be >= 1")
     if memory_kernel not in MEMORY_KERNELS:
         raise ValueError(f"memory_kernel={memory_kernel!r} is unknown: choose one of {MEMORY_KERNELS}")
+    if isinstance(memory_eps, bool) or not isinstance(memory_eps, (int, float)) or memory_eps < 0:
+        raise ValueError(f"memory_eps={memory_eps!r} is invalid: it must be a number >= 0")
+    _validate_rope(rope_parameters)
     if hidden_act != "silu":
         raise ValueError(f"hidden_act={hidden_act!r} is not supported: the SwiGLU MLP uses 'silu'")

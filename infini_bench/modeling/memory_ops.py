@@ -101,7 +101,7 @@ def _delta_scan(memory, norm, keys, values, eps: float, detach: list[bool]) -> S
         mem_before.append(memory)
         norm_before.append(norm)
         sk = keys[:, :, s]
-        v = values[:, :, s] - (sk @ memory) / ((sk @ norm.unsqueeze(-1)) + eps)
+        v = values[:, :, s] - normalised(sk @ memory, sk @ norm.unsqueeze(-1) + eps)
         memory, norm = memory + sk.transpose(-1, -2) @ v, norm + sk.sum(dim=-2)
         if cut:
             memory, norm = memory.detach(), norm.detach()
@@ -182,4 +182,10 @@ def memory_read(update: str, q: torch.Tensor, memory: torch.Tensor, norm: torch.
     if update in ("delta_l2", "gated_delta"):
         return unit(q) @ memory
     sq = sigma(q)
-    return (sq @ memory) / (sq @ norm.unsqueeze(-1) + eps)
+    return normalised(sq @ memory, sq @ norm.unsqueeze(-1) + eps)
+
+
+def normalised(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, 0 where the denominator is 0: with eps = 0 (nanotron's form) an empty memory
+    (z = 0, so M = 0 and the numerator is 0 too) reads zero, as nanotron's first segment does, instead of 0/0."""
+    return numerator / torch.where(denominator == 0, torch.ones_like(denominator), denominator)

@@ -21,7 +21,7 @@ from .attention import InfiniAttention
 from .configuration_infini import InfiniConfig
 from .fla_ops import resolve_kernel
 from .memory import InfiniCache
-from .rotary import rotary_cos_sin
+from .rotary import SegmentRotary
 
 
 @dataclass
@@ -115,6 +115,7 @@ class InfiniModel(InfiniPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(InfiniDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = SegmentRotary(config)
         self.post_init()
 
     def empty_cache(self, batch_size: int) -> InfiniCache:
@@ -172,7 +173,7 @@ class InfiniModel(InfiniPreTrainedModel):
         """Tokens inside one segment through every layer; folds the segment into memory when it is full."""
         c = self.config
         n = x.shape[1]
-        cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, state.position, n, x.device, x.dtype)
+        cos, sin = self.rotary(state.position, n, x.device, x.dtype)
         for layer, layer_state in zip(self.layers, state.layers):
             x = layer(x, cos, sin, layer_state)
         state.position += n
@@ -188,7 +189,7 @@ class InfiniModel(InfiniPreTrainedModel):
         """S whole segments from a segment boundary, layer by layer (the parallel form)."""
         c = self.config
         count = x.shape[1] // c.segment_length
-        cos, sin = rotary_cos_sin(c.head_dim, c.rope_theta, 0, c.segment_length, x.device, x.dtype)
+        cos, sin = self.rotary(0, c.segment_length, x.device, x.dtype)
         detach_after = [bool(detach_every) and (state.segments + s + 1) % detach_every == 0 for s in range(count)]
         for layer, layer_state in zip(self.layers, state.layers):
             x = layer.forward_segments(x, cos, sin, layer_state, detach_after, kernel)
