@@ -35,6 +35,10 @@ def _gate(beta, kind):
         return 1.0 / (1.0 + torch.exp(-beta))
     if kind == "hard_sigmoid":
         return torch.clamp(0.2 * beta + 0.5, 0.0, 1.0)
+    if kind == "orig_tanh":
+        return torch.tanh(beta)
+    if kind == "tanh_abs":
+        return torch.abs(torch.tanh(beta))
     return (1.0 + torch.tanh(beta)) / 2.0
 
 
@@ -94,7 +98,8 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                         local = g[head] * mem + (1 - g[head]) * local
                     elif c.use_memory:
                         sq = _sigma(qm[b, s0:s1, head])
-                        mem = (sq @ M[b, kv]) / ((sq @ z[b, kv])[:, None] + c.memory_eps)
+                        den = (sq @ z[b, kv])[:, None] + c.memory_eps
+                        mem = (sq @ M[b, kv]) / den if s0 else torch.zeros_like(local)  # an empty memory reads 0
                         local = g[head] * mem + (1 - g[head]) * local
                     attn_out[b, s0:s1, head] = local
             if c.use_memory and s1 - s0 == L:  # a finished segment is written into memory
@@ -108,7 +113,7 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                                 M[b, kv] = M[b, kv] + write[b, t, kv] * torch.outer(kt, err)
                             continue
                         sk, vs = _sigma(km[b, s0:s1, kv]), v[b, s0:s1, kv]
-                        if c.memory_update == "delta":
+                        if c.memory_update == "delta" and s0:
                             vs = vs - (sk @ M[b, kv]) / ((sk @ z[b, kv])[:, None] + c.memory_eps)
                         M[b, kv] = M[b, kv] + sk.T @ vs
                         z[b, kv] = z[b, kv] + sk.sum(0)

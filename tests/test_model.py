@@ -41,9 +41,10 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("memory_update", ["linear", "delta", "delta_l2", "gated_delta"])
-@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid", "tanh"])
-def test_logits_match_float64_reference(memory_update, gate_activation):
-    model = tiny_model(memory_update=memory_update, gate_activation=gate_activation)
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid", "tanh", "orig_tanh", "tanh_abs"])
+@pytest.mark.parametrize("memory_eps", [1e-6, 0.0])
+def test_logits_match_float64_reference(memory_update, gate_activation, memory_eps):
+    model = tiny_model(memory_update=memory_update, gate_activation=gate_activation, memory_eps=memory_eps)
     ids = torch.randint(0, 97, (2, 8 * 3 + 5))  # three full segments and a partial one
     with torch.no_grad():
         logits = model(ids).logits
