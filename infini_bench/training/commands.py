@@ -7,9 +7,10 @@ import sys
 
 from ..data.cache import StorageError
 from .checkpoint import CheckpointError, OutputDirInUse
+from .finite import NonFiniteError
 
 # failures whose message says it all (the cause and the fix): one line, no traceback
-CLEAR_ERRORS = (CheckpointError, OutputDirInUse, StorageError)
+CLEAR_ERRORS = (CheckpointError, OutputDirInUse, StorageError, NonFiniteError)
 
 OVERRIDES_HELP = """\
 overrides (after the flags, or with --set): dotted recipe keys, values parsed as YAML, e.g.

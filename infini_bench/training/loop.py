@@ -38,6 +38,7 @@ from .checkpoint import (
     release_lock,
     save_atomically,
 )
+from .finite import NonFiniteError, first_non_finite_parameter, json_safe, non_finite_step, step_message, weights_message
 from .held_out import pool_fits, write_report
 from .optim import build_optimizer, build_scheduler
 from .recipe import OptimConfig, RecipeError, RunConfig
@@ -63,13 +64,16 @@ class Progress:
     cursors: dict[str, int] = field(default_factory=dict)
     tokens: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # steps dropped as non-finite (`optim.skip_non_finite`), over the whole run
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "cursors": dict(self.cursors), "tokens": self.tokens, "seconds": self.seconds}
+        return {"step": self.step, "cursors": dict(self.cursors), "tokens": self.tokens, "seconds": self.seconds,
+                "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.cursors = state["step"], dict(state["cursors"])
         self.tokens, self.seconds = state["tokens"], state["seconds"]
+        self.skipped = state.get("skipped", 0)  # checkpoints written before the count existed
 
 
 @dataclass
@@ -112,6 +116,7 @@ class StepResult:
     loss_sum: torch.Tensor
     grad_norm: torch.Tensor | float
     lrs: dict[str, float]
+    non_finite: str | None = None  # what was not finite (the update was then not applied), else None
 
 
 @dataclass
@@ -216,12 +221,16 @@ def fit(
         resume_from(accelerator, setup.model, previous, out, output_key, progress)
 
     def checkpoint() -> Path:
+        bad = first_non_finite_parameter(accelerator, model)
+        if bad is not None:  # never saved, so `latest` stays on the last good checkpoint
+            raise NonFiniteError(weights_message(progress.step, bad, out))
         return save_checkpoint(accelerator, model, setup.tokenizer, progress, optim, run, recipe_yaml)
 
     bar = tqdm(total=run.max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
     window = Window()
     last_saved = progress.step if previous is not None else -1
     clock.read(progress, accelerator)
+    streak = 0  # non-finite steps in a row
     while progress.step < run.max_steps and not clock.out_of_time():
         t0 = time.perf_counter()
         batch = setup.data.global_batch(progress.step, optim.batch_size, progress.cursors, clock.done(progress.step))
@@ -234,7 +243,20 @@ def fit(
         scheduler.step()  # the next step's learning rate, from the clock after this one
         window.tokens += tokens
         window.seconds += seconds
-        window.add(batch.source, result.loss_sum)
+        if result.non_finite is None:
+            streak = 0
+            window.add(batch.source, result.loss_sum)
+        else:
+            streak += 1
+            if streak > optim.skip_non_finite:
+                bar.close()
+                prefix = output_key.removesuffix("run.output_dir")
+                raise NonFiniteError(step_message(
+                    progress.step, batch.source, result.non_finite, out, prefix, streak, optim.skip_non_finite
+                ))
+            progress.skipped += 1
+            logger.warning("step %d (%s batch): %s; the step was skipped (%d skipped so far)",
+                           progress.step, batch.source, result.non_finite, progress.skipped)
         if progress.step % run.log_every == 0 or progress.step == run.max_steps:
             log_step(accelerator, model, out, progress, batch, result, accumulation, window, bar, clock)
             window = Window()
@@ -308,9 +330,11 @@ def train_step(
         loss_sum += loss.detach()
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm or float("inf"))
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-    optimizer.step()
+    problem = non_finite_step(accelerator, loss_sum, grad_norm)
+    if problem is None:  # a NaN gradient would poison every weight and the optimizer's moments
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss_sum, grad_norm, lrs)
+    return StepResult(loss_sum, grad_norm, lrs, problem)
 
 
 def log_step(
@@ -345,11 +369,14 @@ def log_step(
         "seconds": round(progress.seconds, 3),
         "done": round(clock.done(progress.step), 4),  # through the schedule (steps or time budget), 0 to 1
         "gates": gate_statistics(accelerator.unwrap_model(model)),
+        "skipped": progress.skipped,  # non-finite steps dropped so far (optim.skip_non_finite)
     }
+    record = json_safe(record)  # strict JSON: a non-finite value is null (a skipped step's loss), never NaN
     if accelerator.is_main_process:
         with open(out / LOG_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+        shown = "n/a" if record["loss"] is None else f"{record['loss']:.4f}"
+        bar.set_postfix(loss=shown, lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
     return record
 
 
@@ -374,7 +401,8 @@ def save_checkpoint(
             accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
             tokenizer.save_pretrained(folder)
             (folder / "recipe.yaml").write_text(recipe_yaml)
-            state = {**progress.state_dict(), "processes": accelerator.num_processes, "batch_size": optim.batch_size}
+            state = {**progress.state_dict(), "processes": accelerator.num_processes, "batch_size": optim.batch_size,
+                     "distributed": accelerator.distributed_type.value}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 
     return save_atomically(

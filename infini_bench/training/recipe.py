@@ -243,7 +243,9 @@ class OptimConfig:
     learning rate and no decay), linear warmup then cosine decay to `min_lr` (the gate rate follows the same
     curve, scaled by gate_lr / lr). `batch_size` is the global number of sequences per optimizer step: gradient
     accumulation = batch_size / (micro_batch_size × processes), so a recipe gives the same training on any
-    number of processes."""
+    number of processes.
+    `skip_non_finite`: a step whose loss or gradient norm is NaN or infinite is never applied; 0 (the default) stops
+    the run there, N drops up to N such steps in a row (logged as `skipped`) and stops at the next one."""
 
     lr: float = 3e-4
     min_lr: float = 3e-5
@@ -256,11 +258,12 @@ class OptimConfig:
     batch_size: int = 8
     micro_batch_size: int = 1
     detach_every: int = 0
+    skip_non_finite: int = 0
 
     def check(self, where: str) -> None:
         for name in ("lr", "gate_lr", "batch_size", "micro_batch_size"):
             _positive(f"{where}.{name}", getattr(self, name))
-        for name in ("min_lr", "weight_decay", "warmup_steps", "max_grad_norm", "detach_every", "eps"):
+        for name in ("min_lr", "weight_decay", "warmup_steps", "max_grad_norm", "detach_every", "eps", "skip_non_finite"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"{where}.{name}={getattr(self, name)!r} must be >= 0")
         if self.min_lr > self.lr:
