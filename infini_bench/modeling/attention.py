@@ -3,7 +3,7 @@ from a compressive memory of all earlier segments. The maths is DESIGN.md §4.""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,9 @@ class InfiniAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.gate = nn.Parameter(torch.zeros(self.num_heads))  # β, one per query head
+        # opt-in hook (`infini-bench inspect`): called with the two terms g·A_mem and (1 − g)·A_local that `_mix`
+        # adds; None (the default) costs nothing and no observer changes the output
+        self.mix_observer: Callable[[torch.Tensor, torch.Tensor], None] | None = None
         self.memory_conv = None  # the memory's short convolution over [queries | keys], one filter per channel
         if config.memory_conv_size:
             channels = (self.num_heads + self.num_kv_heads) * self.head_dim
@@ -169,7 +172,10 @@ class InfiniAttention(nn.Module):
     def _mix(self, retrieved: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """A = g·A_mem + (1 − g)·A_local, g = act(β) per query head."""
         g = gate_values(self.gate, self.config.gate_activation).view(1, -1, *([1] * (local.dim() - 2)))
-        return g * retrieved.to(local.dtype) + (1.0 - g) * local
+        memory_term, local_term = g * retrieved.to(local.dtype), (1.0 - g) * local
+        if self.mix_observer is not None:
+            self.mix_observer(memory_term, local_term)
+        return memory_term + local_term
 
     def _memory_keys(self, hidden: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.config.memory_update not in ("delta_l2", "gated_delta"):
