@@ -50,6 +50,9 @@ def build_parser(prog: str = "infini-bench report") -> argparse.ArgumentParser:
                         help="training length of a model (label, name or folder name), e.g. tiny=2k; repeatable")
     parser.add_argument("--threshold", type=_threshold, default=0.8,
                         help="accuracy an effective length must keep, 0-1 or percent (default 0.8)")
+    parser.add_argument("--control", action="append", default=[], metavar="MODEL",
+                        help="a model used as a control (label); the headline warns when it is below --threshold at "
+                        "its training length, since comparisons beyond it then measure its failure; repeatable")
     parser.add_argument("--metric", default="acc", choices=METRICS,
                         help="per-sample score to draw: acc (strict: the first value in the answer must be the "
                         "key) or ruler_match (RULER's string_match_all: the share of expected values found in the "
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             metric=args.metric,
             samples_per_cell=max(0, args.samples_per_cell),
             html=not args.no_html,
+            controls=args.control,
         )
     except ReportError as e:
         print(f"infini-bench report: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ import pandas as pd
 from infini_bench.tasks.names import PRIMARY_FAMILY, family_sort_key
 
 from . import figures
+from .controls import control_warnings, unknown_controls
 from .grid import DEPTH_BINS, Grid, GridBuild, build_grids, depth_bin, is_perplexity_task, perplexity_results
 from .loading import Loaded, load
 
@@ -439,6 +440,16 @@ def headline(grid_entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (family_sort_key(row["family"]), order[id(row)]))
 
 
+def checked_controls(grids: list[Grid], controls: list[str], threshold: float) -> list[dict[str, Any]]:
+    """The headline's warnings about controls below the threshold at their training length (`controls.py`); a
+    control name that matches no model is refused, naming the models there are."""
+    unknown = unknown_controls(grids, controls)
+    if unknown:
+        models = ", ".join(sorted({grid.model for grid in grids})) or "none with a depth x length grid"
+        raise ReportError(f"--control {unknown[0]!r} names no model of this report (models: {models})")
+    return control_warnings(grids, controls, threshold)
+
+
 def write_outputs(summary: dict[str, Any], grids: list[Grid], out: Path, html: bool) -> None:
     """cells.csv (every grid's cells), report.html and summary.json."""
     if grids:
@@ -465,22 +476,27 @@ def build_report(
     metric: str = "acc",
     samples_per_cell: int = 3,
     html: bool = True,
+    controls: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Build the whole report in ``out_dir`` and return the summary (also written to ``summary.json``).
 
-    Raises ``ReportError`` only when nothing at all can be reported (e.g. an empty folder); every smaller problem
-    is listed in ``summary["problems"]`` and in the HTML, and the rest is still drawn.
+    Raises ``ReportError`` when nothing at all can be reported (e.g. an empty folder) or a control names no model;
+    every smaller problem
+    is listed in ``summary["problems"]`` and in the HTML, and the rest is still drawn. ``controls`` names the
+    models used as controls: the headline warns when one is below ``threshold`` at its training length.
     """
     inputs = [str(p) for p in inputs]
     loaded = load_inputs(inputs, train_lengths, threshold)
     out = prepare_output(out_dir)
     png = _Names(out)
     built = build_grids(loaded.models, metric)
+    warnings = checked_controls(built.grids, list(controls), threshold)  # before drawing: a typo is refused at once
     summary = summary_head(inputs, loaded, metric, threshold, [*built.notes, *skipped_notes(loaded)])
     summary["grids"] = [grid_entry(grid, threshold, png, out, samples_per_cell) for grid in built.grids]
     summary["comparisons"] = comparisons(built.grids, threshold, png, out)
     perplexity_section(loaded, summary, png, out)
     summary["notes"].extend(ungridded_notes(built, metric))
     summary["headline"] = headline(summary["grids"])
+    summary["control_warnings"] = warnings
     write_outputs(summary, built.grids, out, html)
     return summary

@@ -48,6 +48,12 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _control_warnings(summary: dict[str, Any]) -> list[str]:
+    """The headline's warnings about controls that fail at their own training length (reports/controls.py)."""
+    warnings = summary.get("control_warnings") or []
+    return [f"WARNING: {w['text']}" for w in warnings] + ([""] if warnings else [])
+
+
 def _grid(grid: dict[str, Any], threshold: float) -> list[str]:
     s = grid["stats"]
     n = f", {s['n_samples']} samples" if s.get("n_samples") is not None else ""
@@ -141,7 +147,7 @@ def _perplexity(summary: dict[str, Any]) -> list[str]:
 
 
 def render_text(summary: dict[str, Any]) -> str:
-    lines: list[str] = _headline(summary)
+    lines: list[str] = _headline(summary) + _control_warnings(summary)
     for grid in summary["grids"]:
         lines.extend(_grid(grid, summary["threshold"]))
     lines.extend(_comparisons(summary))
