@@ -1,0 +1,115 @@
+"""`protocol=ruler`: RULER's own documents (fixtures written by RULER's niah.py), made exact in our tokens.
+
+The fixtures in tests/fixtures/ruler_niah/ were written once by NVIDIA/RULER's scripts/data/synthetic/niah.py
+(tests/fixtures/ruler_niah/README.md records the commit, the command and the tokenizer). Our documents must equal
+them byte for byte, except where our exact length cuts (or continues) the haystack after the last needle: the
+test locates that place and checks that nothing but haystack text differs there.
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import processors
+
+from infini_bench.data import CACHE_ENV, tokenizer_view
+from infini_bench.data.haystack import FILLER
+from infini_bench.data.niah import VARIANTS
+from infini_bench.data.ruler_niah import RulerDocPlan
+from infini_bench.data.ruler_words import SortedPairs
+
+pytest.importorskip("wonderwords")
+FIXTURES = Path(__file__).parent / "fixtures" / "ruler_niah"
+#: sha256 of the fixture tokenizer's sorted vocabulary (the tiny tokenizer of conftest.py), first 16 hex digits
+FIXTURE_TOKENIZER = "9ae4cb606d668166"
+LINE_CASES = [(v, n, {1024: {"multikey_3": 48}.get(v, 32), 4096: 128}[n])
+              for v in ("single_1", "multikey_2", "multikey_3") for n in (1024, 4096)]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+def _vocab_sha(tokenizer) -> str:
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+
+
+def _with_bos(tokenizer):
+    """The same tokenizer, adding BOS to every input (as Llama's do): RULER counts no BOS, so the draws stay."""
+    tok = copy.deepcopy(tokenizer)
+    bos = tok.bos_token
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))]
+    )
+    return tok
+
+
+def _rows(name: str) -> list[dict]:
+    with gzip.open(FIXTURES / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _check_same_but_cut(ours: str, ruler: str, needles: list[str], keys: list[str], tail: str) -> None:
+    """`ours` equals `ruler` except in one stretch after the last needle and before the question (`tail`)."""
+    assert ours.endswith(tail) and ruler.endswith(tail), "the question and answer prefix must be RULER's"
+    s = len(tail)
+    p = 0
+    while p < min(len(ours), len(ruler)) - s and ours[p] == ruler[p]:
+        p += 1
+    last_needle_end = max(ruler.index(n) + len(n) for n in needles)
+    assert p >= last_needle_end, f"texts differ at char {p}, before RULER's last needle ends ({last_needle_end})"
+    for middle in (ours[p : len(ours) - s], ruler[p : len(ruler) - s]):
+        assert not any(n in middle for n in needles)
+        assert not any(k in middle for k in keys)
+        assert "?" not in middle
+
+
+@pytest.mark.parametrize("bos", [False, True], ids=["no-bos", "bos"])
+@pytest.mark.parametrize("variant,length,budget", LINE_CASES)
+def test_line_haystacks_are_rulers_documents(tiny_tokenizer, variant, length, budget, bos):
+    assert _vocab_sha(tiny_tokenizer) == FIXTURE_TOKENIZER, "the fixture was written with another tokenizer"
+    rows = _rows(f"niah_{variant}_{length}")
+    view = tokenizer_view(_with_bos(tiny_tokenizer) if bos else tiny_tokenizer, True)
+    assert view.n_special == int(bos)
+    plan = RulerDocPlan(view, VARIANTS[variant], variant, length, budget, list(range(0, 101, 10)), samples=len(rows))
+    for i, row in enumerate(rows):
+        doc, _ = plan.doc(i)
+        ruler = row["input"] + row["answer_prefix"]
+        assert doc["prompt_tokens"] + budget == length
+        assert view.count(doc["prompt"]) == doc["prompt_tokens"]
+        assert doc["answers"] == row["outputs"] and doc["ruler_tokens"] + budget == row["length"]
+        assert doc["gen_prefix"] == row["answer_prefix"].lstrip()
+        draw = plan.generator.document(i)
+        assert draw.user == row["input"] and draw.prefix == row["answer_prefix"]  # RULER's text, unchanged
+        _check_same_but_cut(doc["prompt"], ruler, draw.needles, draw.queries, draw.user[draw.user.rindex("\n"):] + draw.prefix)
+        if variant == "single_1":  # the noise haystack: whatever differs is filler
+            assert set(doc["prompt"].split("\n")[1:-1]) <= {FILLER, draw.needles[0]} | {
+                line for line in doc["prompt"].split("\n")[1:-1] if FILLER.startswith(line)}
+        assert 0 <= doc["needle_depth_percent"] <= 100 and doc["depth_percent"] in range(0, 101, 10)
+
+
+def test_documents_are_drawn_in_rulers_order(tiny_tokenizer):
+    """Document i depends on documents 0..i-1 (one generator, as RULER's script): asking for document 5 first
+    gives the same document as building 0..5 in order."""
+    rows = _rows("niah_multikey_2_1024")
+    view = tokenizer_view(tiny_tokenizer, True)
+    plan = RulerDocPlan(view, VARIANTS["multikey_2"], "multikey_2", 1024, 32, [0, 50, 100], samples=8)
+    assert plan.doc(5)[0]["answers"] == rows[5]["outputs"]
+    assert plan.doc(2)[0]["answers"] == rows[2]["outputs"]
+
+
+def test_sorted_pairs_is_rulers_sorted_set():
+    """The lazy key list equals sorted(set(...)) on lists with every hard case: one adjective a prefix of another
+    (interleaved blocks), spaces and capitals (sort before '-' and letters) and duplicate pairs."""
+    adjectives = ["blue", "blue-eyed", "ad hoc", "ad", "Early", "x-rated", "x", "wide", "wide", "zany"]
+    nouns = ["cat", "eyed-cat", "rated-dog", "ATM", "contact lens", "dog", "hoc-x", "aardvark"]
+    expected = sorted(set(f"{a}-{n}" for a in adjectives for n in nouns))
+    pairs = SortedPairs(adjectives, nouns)
+    assert len(pairs) == len(expected)
+    assert [pairs[i] for i in range(len(pairs))] == expected
+    assert pairs[-1] == expected[-1] and pairs[2:5] == expected[2:5]
