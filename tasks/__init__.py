@@ -32,12 +32,13 @@ class TaskInfo:
     glob_requires: str | None  # metadata key a glob needs before it selects this task
     explicit_only: bool  # never selected by a glob
     yaml_path: str
+    glob_prefix: str | None = None  # a glob selects this task only when the pattern starts with this text
 
 
 def _family(name: str) -> str:
     if name.startswith("infinibench_"):
         return "suite"
-    for prefix in (*(f"niah_{v}" for v in NIAH_VARIANTS), "niah", "passkey", "ppl"):
+    for prefix in (*(f"niah_{v}" for v in NIAH_VARIANTS), "niah", "passkey_nanotron", "passkey", "ppl"):
         if name.startswith(prefix + "_"):
             return prefix
     return "other"
@@ -65,6 +66,7 @@ def project_tasks() -> tuple[TaskInfo, ...]:
                 glob_requires=meta.get("glob_requires"),
                 explicit_only=bool(meta.get("explicit_only", False)),
                 yaml_path=str(entry.yaml_path),
+                glob_prefix=meta.get("glob_prefix"),
             )
         )
     return tuple(sorted(infos, key=_sort_key))
@@ -110,7 +112,8 @@ def expand_task_patterns(patterns: Iterable[str], metadata: dict[str, Any] | Non
             if pattern in infos or not _is_glob(pattern):
                 expanded.append(pattern)
                 continue
-            ours = [t for t in leaf if fnmatch.fnmatch(t.name, pattern)]
+            ours = [t for t in leaf if fnmatch.fnmatch(t.name, pattern)
+                    and (not t.glob_prefix or pattern.startswith(t.glob_prefix))]  # passkey_* is not passkey_nanotron_*
             if not ours:
                 expanded.append(pattern)
                 continue

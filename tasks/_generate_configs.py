@@ -20,13 +20,13 @@ except ImportError:  # run as a script from a checkout without the package insta
     from names import CONTEXT_LENGTH_NAMES, NIAH_VARIANTS, SCORES, niah_lengths, niah_task, parse_length  # type: ignore
 
 HERE = Path(__file__).resolve().parent
-FOLDERS = ("passkey", "niah", "ppl", "suites")
+FOLDERS = ("passkey", "passkey_nanotron", "niah", "ppl", "suites")
 HEADER = "# Written by tasks/_generate_configs.py; edit that script, not this file.\n"
 VERSION = "2.0"  # passkey and NIAH: Landmark's and RULER's prompts
 PPL_VERSION = "1.0"
 
 RETRIEVAL_BASE = """\
-class: !function infini_bench.tasks.retrieval_task.{cls}
+class: !function infini_bench.tasks.{cls}
 output_type: generate_until
 test_split: test
 doc_to_text: prompt  # the whole prompt (the task builds it, chat template and answer prefix included)
@@ -96,10 +96,13 @@ def generate() -> dict[str, str]:
     files: dict[str, str] = {
         "passkey/_passkey_base.yaml": HEADER
         + "# Shared settings of the passkey_<len> tasks (no `task:` key, so lm-eval does not index this file as a task).\n"
-        + RETRIEVAL_BASE.format(cls="PasskeyTask", max_gen_toks=16),
+        + RETRIEVAL_BASE.format(cls="retrieval_task.PasskeyTask", max_gen_toks=16),
+        "passkey_nanotron/_passkey_nanotron_base.yaml": HEADER
+        + "# Shared settings of the passkey_nanotron_<len> tasks (no `task:` key: not a task itself).\n"
+        + RETRIEVAL_BASE.format(cls="passkey_nanotron_task.NanotronPasskeyTask", max_gen_toks=15),
         "niah/_niah_base.yaml": HEADER
         + "# Shared settings of the niah_<variant>_<len> tasks (no `task:` key: not a task itself).\n"
-        + RETRIEVAL_BASE.format(cls="NiahTask", max_gen_toks=128),
+        + RETRIEVAL_BASE.format(cls="retrieval_task.NiahTask", max_gen_toks=128),
         "ppl/_ppl_base.yaml": HEADER
         + "# Shared settings of the ppl_* tasks (no `task:` key, so lm-eval does not index this file as a task).\n"
         + PPL_BASE,
@@ -109,6 +112,12 @@ def generate() -> dict[str, str]:
         files[f"passkey/passkey_{length}.yaml"] = _task(
             "_passkey_base.yaml", f"passkey_{length}", {"task_context_length": tokens},
             f"Passkey retrieval (Landmark Attention's prompt) at {tokens} tokens.",
+        )
+        files[f"passkey_nanotron/passkey_nanotron_{length}.yaml"] = _task(
+            "_passkey_nanotron_base.yaml", f"passkey_nanotron_{length}",
+            {"task_context_length": tokens, "glob_prefix": "passkey_nanotron_"},
+            f"nanotron's Infini-attention passkey protocol (generate_data.py's prompt, or their sets) at {tokens} tokens.",
+            comments={"glob_prefix": "  # a --tasks glob selects it only when it starts so: passkey_* stays Landmark's"},
         )
         files[f"niah/niah_{length}.yaml"] = _task(
             "_niah_base.yaml", f"niah_{length}",

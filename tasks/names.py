@@ -30,13 +30,15 @@ NIAH_SHORTEST: dict[str, str] = {
 }
 #: The two scores every passkey and NIAH document gets.
 SCORES: tuple[str, ...] = ("acc", "ruler_match")
+#: The third score of the passkey_nanotron family: nanotron's rule, the generation contains the key.
+NANOTRON_SCORE = "nanotron_match"
 SUITE_PREFIX = "infinibench"
 
 #: The primary family: a report's headline starts with it.
 PRIMARY_FAMILY = "passkey"
-#: The retrieval families in the order a report and a task list show them: passkey, RULER's NIAH variants in
-#: RULER's order, then ``niah`` (the older name of ``niah_single_1``).
-RETRIEVAL_FAMILIES: tuple[str, ...] = (PRIMARY_FAMILY, *(f"niah_{v}" for v in NIAH_VARIANTS), "niah")
+#: The retrieval families in the order a report and a task list show them: passkey, nanotron's passkey protocol,
+#: RULER's NIAH variants in RULER's order, then ``niah`` (the older name of ``niah_single_1``).
+RETRIEVAL_FAMILIES: tuple[str, ...] = (PRIMARY_FAMILY, "passkey_nanotron", *(f"niah_{v}" for v in NIAH_VARIANTS), "niah")
 
 #: Whole-document perplexity metrics of the perplexity tasks, and all their metrics (plus the position buckets).
 WHOLE_DOC_PERPLEXITY: tuple[str, ...] = ("token_perplexity", "word_perplexity", "byte_perplexity")

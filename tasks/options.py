@@ -145,17 +145,19 @@ def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | N
 #: selected task, so each task accepts every family's options (and uses its own).
 RETRIEVAL_OPTIONS = (
     "context_length", "depths", "n_depths", "samples", "seed", "n_digits", "answer_tokens", "haystack", "essays",
-    "haystack_files", "haystack_split", "haystack_field", "haystack_dataset_name", "haystack_max_chars",
+    "haystack_files", "haystack_split", "haystack_field", "haystack_dataset_name", "haystack_max_chars", "protocol",
 )
 NIAH_OPTIONS = ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")
+#: Options of the passkey_nanotron tasks (nanotron's names; `dataset` reads their published sets).
+NANOTRON_OPTIONS = ("num_shots", "num_digits", "dataset")
 PPL_OPTIONS = ("doc_tokens", "min_doc_tokens", "max_docs", "bucket_edges", "files", "pg19_dataset", "pg19_split")
-TASK_OPTIONS = (*RETRIEVAL_OPTIONS, *NIAH_OPTIONS, *PPL_OPTIONS, "tokenizer", "add_bos_token", "max_length",
+TASK_OPTIONS = (*RETRIEVAL_OPTIONS, *NIAH_OPTIONS, *NANOTRON_OPTIONS, *PPL_OPTIONS, "tokenizer", "add_bos_token", "max_length",
                 "check_options")
 
 #: Keys lm-eval and this project's YAMLs put into a task's metadata, and the ones a task records there.
 INTERNAL_KEYS = frozenset({
     "version", "config_source", "config", "_metadata", "task_context_length", "task_variant", "task_source",
-    "task_min_doc_tokens", "glob_requires", "explicit_only", "model_max_length", "skipped_docs", "docs_from_cache",
+    "task_min_doc_tokens", "glob_requires", "explicit_only", "glob_prefix", "model_max_length", "skipped_docs", "docs_from_cache",
     "docs_built", "docs_longer_than_max_length", "prompt_frame", "check_options",
 })
 #: Model arguments lm-eval's models and transformers' from_pretrained understand beyond the classes' signatures

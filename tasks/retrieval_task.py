@@ -37,6 +37,8 @@ from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_cell, resol
 from infini_bench.data.haystack import haystack_spec, haystack_text
 from infini_bench.data.niah import default_answer_tokens, niah_config, plan_niah_docs
 from infini_bench.data.passkey import passkey_answer_tokens, plan_passkey_docs
+from infini_bench.data.ruler_niah import RULER_SAMPLES, RULER_SEED, RulerDocPlan
+from infini_bench.data.tokens import tokenizer_view
 from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
 from infini_bench.tasks.names import SCORES, depth_metric
@@ -48,6 +50,7 @@ from infini_bench.tasks.options import (
     haystack_options,
     model_context,
 )
+from infini_bench.tasks.protocol import check_ruler_essays, read_protocol, warn_protocol_once
 from infini_bench.tasks.scoring import ruler_match, strict_match
 
 log = logging.getLogger(__name__)
@@ -121,7 +124,7 @@ class RetrievalTask(InfiniBenchTask):
         self.haystack_options = haystack_options(md)
         self.read_family_options(md)
         self.model = model_context(md, self.task_label)
-        self.n_docs = len(self.depths) * self.samples
+        self.n_docs = self.count_docs()
         self._plan_for(PromptFrame())  # validates every option now, before any model call
         gen = dict(cfg.get("generation_kwargs") or {})
         gen["max_gen_toks"] = self.answer_tokens
@@ -152,6 +155,14 @@ class RetrievalTask(InfiniBenchTask):
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def docs_per_length(self) -> int:
+        """Documents of this task: `samples` at every depth of the grid."""
+        return len(self.depths) * self.samples
+
+    def count_docs(self) -> int:
+        """How many documents the task has (the grid's cells; a task reading a fixed set counts its rows)."""
+        return len(self.depths) * self.samples
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
         raise NotImplementedError
@@ -317,6 +328,8 @@ class PasskeyTask(RetrievalTask):
         self.n_digits = as_int(md.get("n_digits", 5), "n_digits")
         self.answer_tokens = as_int(md.get("answer_tokens", passkey_answer_tokens(self.n_digits)), "answer_tokens")
         self.read_haystack(md, "noise")
+        if md.get("protocol") not in (None, "", "grid"):
+            warn_protocol_once(self.task_label, md["protocol"])
         md["n_digits"] = self.n_digits
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
@@ -338,13 +351,33 @@ class NiahTask(RetrievalTask):
             if key in self.overrides:
                 self.overrides[key] = as_int(self.overrides[key], key)
         cfg = niah_config(self.variant, md.get("haystack"), **self.overrides)
+        self.cfg = cfg
         self.n_digits = as_int(md.get("n_digits", 7), "n_digits")
         default = default_answer_tokens(self.context_length, cfg)
         self.answer_tokens = as_int(md.get("answer_tokens", default), "answer_tokens")
         self.read_haystack(md, cfg.haystack)
-        md.update(n_digits=self.n_digits, haystack=self.haystack)
+        self.protocol = read_protocol(md, self.task_label)
+        if self.protocol == "ruler":  # RULER's defaults: 500 documents per length, seed 42, RULER's essays
+            self.samples = as_int(md.get("samples", RULER_SAMPLES), "samples")
+            self.base_seed = as_int(md.get("seed", RULER_SEED), "seed", minimum=0)
+            check_ruler_essays(self.task_label, haystack_spec(niah_config(self.variant, self.haystack).haystack
+                                                              if self.haystack in ("noise", "essay", "needle")
+                                                              else self.haystack, self.haystack_options))
+        md.update(n_digits=self.n_digits, haystack=self.haystack, protocol=self.protocol)
+
+    def docs_per_length(self) -> int:
+        """protocol=ruler: `samples` documents per length (RULER's num_samples), binned by their drawn depth."""
+        return self.samples if self.protocol == "ruler" else super().docs_per_length()
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
+        if self.protocol == "ruler":
+            spec = haystack_spec(self.cfg.haystack if self.haystack == self.cfg.haystack else self.haystack,
+                                 self.haystack_options)
+            return RulerDocPlan(
+                tokenizer_view(self.model.tokenizer, add_special_tokens), self.cfg, self.variant, self.context_length,
+                self.answer_tokens, self.depths, self.samples, self.base_seed, self.n_digits, frame,
+                essay_text=lambda: haystack_text(spec, self.haystack_options),
+            )  # type: ignore[return-value]
         return plan_niah_docs(
             self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.variant,
             self.n_digits, self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,

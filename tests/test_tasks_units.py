@@ -187,7 +187,7 @@ def test_list_tasks_prints_names_and_include_path(capsys):
     assert list_tasks([]) == 0
     out = capsys.readouterr().out
     assert f"include path: {TASKS_DIR}" in out
-    n_tasks = 2 * len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3
+    n_tasks = 3 * len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3  # passkey, passkey_nanotron, niah_<len>
     n_groups = 2 * len(CONTEXT_LENGTH_NAMES) + 1
     assert "passkey_1m" in out and "infinibench_niah_upto_8k" in out and f"{n_tasks} tasks, {n_groups} groups" in out
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
+from infini_bench.data.assemble import Needle, Part, PromptTooShort, Span, assemble
 from infini_bench.data.docs import DocPlan, PromptFrame
 from infini_bench.data.grid import PASSKEY_DEPTHS, check_count, clean_depth, resolve_depths
 from infini_bench.data.haystack import Haystack, HaystackError, haystack_spec, haystack_text, load_haystack, normalise_text
@@ -58,6 +59,53 @@ def passkey_for_seed(seed: int, n_digits: int = 5) -> str:
     return str(rng.randint(10 ** (n_digits - 1), 10**n_digits - 1))
 
 
+@dataclass(frozen=True)
+class PasskeyStyle:
+    """One passkey protocol's text and keys: Landmark's (this class, the `passkey_<len>` tasks) or another
+    protocol's (a subclass: nanotron's in `infini_bench.data.passkey_nanotron`). The exact-length assembly, the depth
+    grid, document seeds and the on-disk cache are shared by every style; a style says only what its prompt says,
+    where its needle and haystack go, and how it draws a key."""
+
+    family: str = "passkey"  # task family: document seeds, the cache folder and each doc's task_family
+    prefix: str = PASSKEY_PREFIX  # the answer prefix (`gen_prefix`)
+
+    def key(self, seed: int, n_digits: int) -> str:
+        """The pass key a document seed draws (raises for an invalid `n_digits`)."""
+        return passkey_for_seed(seed, n_digits)
+
+    def needle(self, key: str) -> str:
+        return PASSKEY_NEEDLE.format(key=key)
+
+    def answer(self, key: str) -> tuple[str, str]:
+        """(text before the answer, the answer's text) for the answer's token ids: Landmark's answer follows the
+        prefix after a space."""
+        return PASSKEY_QUESTION, " " + key
+
+    def fixed_text(self, frame: PromptFrame, needle: str) -> str:
+        """Everything but the haystack, to estimate how many haystack tokens fit."""
+        return frame.before + PASSKEY_INSTRUCTION + "\n\n" + needle + "\n\n" + PASSKEY_ASK + frame.between + self.prefix + frame.after
+
+    def parts(self, frame: PromptFrame, hay: Haystack, needle: str, cut: int | None) -> list[Part]:
+        """The prompt's parts; `cut` is where the haystack before the needle ends (`hay.start` at depth 0, None at
+        depth 100). Landmark's five lines: both garbage lines start at the filler's beginning."""
+        head = frame.before + PASSKEY_INSTRUCTION + "\n"
+        tail = "\n" + PASSKEY_ASK + frame.between + self.prefix + frame.after
+        if cut is None:
+            return [head, Span(hay, hay.start), "\n", Needle(needle), "\n", tail]
+        return [head, Span(hay, hay.start, cut), "\n", Needle(needle), "\n", Span(hay, hay.start), tail]
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What, beyond the shared options, a document of this style depends on (Landmark's: nothing more)."""
+        return {}
+
+    def doc_fields(self) -> dict[str, Any]:
+        """Fields this style adds to every document."""
+        return {}
+
+
+LANDMARK = PasskeyStyle()
+
+
 def _passkey_haystack(view, haystack: "str | Haystack", options: dict[str, Any] | None) -> Haystack:
     if isinstance(haystack, Haystack):
         return haystack
@@ -78,6 +126,7 @@ def build_passkey_sample(
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
     frame: PromptFrame | None = None,
+    style: PasskeyStyle = LANDMARK,
 ) -> dict[str, Any]:
     """One passkey sample of exactly `context_length` tokens: prompt + answer budget.
 
@@ -85,43 +134,40 @@ def build_passkey_sample(
     ``len(input_ids) == context_length - answer_tokens``. With `answer_tokens=None` the budget is the answer's own
     length, so ``input_ids + answer_ids`` is exactly `context_length` tokens (what a trainer wants). `frame` wraps
     the prompt in a chat template (its tokens count in the length). Training code must pass seeds below 2**62
-    (see `infini_bench.data.seeds`).
+    (see `infini_bench.data.seeds`). `style` is the protocol's text (Landmark's by default).
     """
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depth = clean_depth(depth_percent)
-    key = passkey_for_seed(seed, n_digits)
-    answer_ids = view.continuation_ids(PASSKEY_QUESTION, " " + key)
+    key = style.key(seed, n_digits)
+    answer_ids = view.continuation_ids(*style.answer(key))
     budget = len(answer_ids) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
     hay = _passkey_haystack(view, haystack, haystack_options)
     target = context_length - budget
-    head = frame.before + PASSKEY_INSTRUCTION + "\n"
-    needle = PASSKEY_NEEDLE.format(key=key)
-    tail = "\n" + PASSKEY_ASK + frame.between + PASSKEY_PREFIX + frame.after
+    needle = style.needle(key)
     try:
-        fixed = view.n_special + len(view.raw(head + "\n" + needle + "\n" + tail))
+        fixed = view.n_special + len(view.raw(style.fixed_text(frame, needle)))
         room = max(target - fixed - 4, 0)  # haystack tokens, give or take the few the joins change
-        if depth >= 100:
-            parts = [head, Span(hay, hay.start), "\n", Needle(needle), "\n", tail]
-        else:
+        cut = None
+        if depth < 100:
             chars = depth / 100.0 * room * hay.chars_per_token(view)
             cut = hay.word_end_near(hay.start + chars, hay.start) if depth > 0 else hay.start
-            parts = [head, Span(hay, hay.start, cut), "\n", Needle(needle), "\n", Span(hay, hay.start), tail]
-        prompt = assemble(view, parts, target)
+        prompt = assemble(view, style.parts(frame, hay, needle, cut), target)
     except PromptTooShort as err:
-        raise PromptTooShort(f"passkey context_length={context_length} with answer_tokens={budget}: {err}") from err
+        raise PromptTooShort(f"{style.family} context_length={context_length} with answer_tokens={budget}: {err}") from err
     return {
         **prompt.doc_fields(hay.name, budget),
         "answer": key,
         "answers": [key],
-        "gen_prefix": PASSKEY_PREFIX,
+        "gen_prefix": style.prefix,
         "answer_ids": answer_ids,
         "context_length": context_length,
         "depth_percent": float(depth),
         "seed": int(seed),
         "n_digits": int(n_digits),
         "needle_position": prompt.needle_positions[0],
+        **style.doc_fields(),
     }
 
 
@@ -137,16 +183,18 @@ def plan_passkey_docs(
     haystack_options: dict[str, Any] | None = None,
     add_special_tokens: bool = True,
     frame: PromptFrame | None = None,
+    style: PasskeyStyle = LANDMARK,
 ) -> DocPlan:
     """The evaluation documents of one passkey length, each built (and cached on disk) when first asked for, in
-    `--limit`-friendly order (sample by sample, depths spread). Options are validated here, before any build."""
+    `--limit`-friendly order (sample by sample, depths spread). Options are validated here, before any build.
+    `style` is the protocol's text (Landmark's by default; its family names the seeds and the cache)."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
     context_length = check_count(context_length, "context_length")
     depths = resolve_depths(depths, None, PASSKEY_DEPTHS)
     samples = check_count(samples, "samples")
     answer_tokens = check_count(answer_tokens, "answer_tokens")
-    passkey_for_seed(0, n_digits)  # validates n_digits early
+    style.key(0, n_digits)  # validates n_digits early
     spec = haystack_spec(haystack, haystack_options)
     if spec.kind == "needle":
         raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
@@ -154,7 +202,7 @@ def plan_passkey_docs(
     def cache_key() -> dict[str, Any]:
         _, text = haystack_text(spec, haystack_options)
         return {
-            "family": "passkey",
+            "family": style.family,
             "builder": BUILDER_VERSION,
             "tokenizer": view.fingerprint,
             "context_length": context_length,
@@ -164,18 +212,19 @@ def plan_passkey_docs(
             "haystack": spec.name,
             "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
             "frame": frame.fingerprint,
+            **style.cache_fields(),
         }
 
     def build(index: int, sample_index: int, depth: Any) -> dict[str, Any]:
-        seed = eval_doc_seed(base_seed, "passkey", context_length, depth, sample_index)
+        seed = eval_doc_seed(base_seed, style.family, context_length, depth, sample_index)
         hay = _passkey_haystack(view, spec, haystack_options)
         doc = build_passkey_sample(view, context_length, depth, seed, n_digits, answer_tokens, hay, haystack_options,
-                                   add_special_tokens, frame)
+                                   add_special_tokens, frame, style)
         del doc["input_ids"], doc["answer_ids"]
         return {**doc, "haystack": spec.name, "sample_index": sample_index, "base_seed": int(base_seed),
-                "task_family": "passkey"}
+                "task_family": style.family}
 
-    return DocPlan("passkey", depths, samples, cache_key, build)
+    return DocPlan(style.family, depths, samples, cache_key, build)
 
 
 def build_passkey_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
