@@ -64,12 +64,14 @@ class InfiniDecoderLayer(nn.Module):
         self.input_layernorm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = InfiniRMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, state):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, state)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-    def forward_segments(self, x, cos, sin, state, detach_after, kernel):
-        x = x + self.self_attn.forward_segments(self.input_layernorm(x), cos, sin, state, detach_after, kernel)
+    def forward(self, x, cos, sin, state, detach_after=None, kernel="torch"):
+        """One segment piece (`detach_after` None), or whole segments in the parallel form. Both forms go through
+        `__call__`, so module hooks see every call: FSDP unshards a layer's weights in its pre-forward hook."""
+        h = self.input_layernorm(x)
+        if detach_after is None:
+            x = x + self.self_attn(h, cos, sin, state)
+        else:
+            x = x + self.self_attn.forward_segments(h, cos, sin, state, detach_after, kernel)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -192,7 +194,7 @@ class InfiniModel(InfiniPreTrainedModel):
         cos, sin = self.rotary(0, c.segment_length, x.device, x.dtype)
         detach_after = [bool(detach_every) and (state.segments + s + 1) % detach_every == 0 for s in range(count)]
         for layer, layer_state in zip(self.layers, state.layers):
-            x = layer.forward_segments(x, cos, sin, layer_state, detach_after, kernel)
+            x = layer(x, cos, sin, layer_state, detach_after, kernel)
         state.segments += count
         return x
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,16 @@ def may_leave_parameters_unused(model: torch.nn.Module, shortest: int) -> bool:
 
 
 def process_state() -> PartialState:
-    """This process's place in the run (rank, main process, the process group), before any model exists."""
+    """This process's place in the run (rank, main process, the process group), before any model exists.
+
+    accelerate shards with FSDP only on GPUs: launched with an FSDP config on a machine without one, it would run
+    plain data parallelism over gloo and say nothing, so that is refused here, before any work."""
+    if not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise ValueError(
+            "this run was launched with an FSDP config (ACCELERATE_USE_FSDP=true), but accelerate shards with FSDP "
+            "only on GPUs and this machine has none: launch with `accelerate launch --multi_gpu --num_processes N` "
+            "for data parallelism over CPU processes, or run on GPUs"
+        )
     return PartialState(cpu=not torch.cuda.is_available())
 
 
