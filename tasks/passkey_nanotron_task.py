@@ -12,7 +12,8 @@ Two sources of documents, one scoring:
   default 50) and ``seed`` (their shuffle seed, default 69, run_1024_passkey_evals.sh's).
 
 Every document gets the project's two scores (strict ``acc``, ``ruler_match``) and nanotron's own,
-``nanotron_match`` (the generation contains the key), each also per depth (``nanotron_match_d050``, ...).
+``nanotron_match`` (the generation contains the key). Per depth as every retrieval task: in the samples log, and
+with ``--metadata depth_metrics=true`` also in the results (``acc_d050``, ``nanotron_match_d050``, ...).
 """
 from __future__ import annotations
 
@@ -177,13 +178,17 @@ class NanotronPasskeyTask(PasskeyTask):
     def process_results(self, doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
         out = super().process_results(doc, results)
         response = results[0][0] if isinstance(results[0], (list, tuple)) else results[0]
-        score = nanotron_match(str(response), doc["answer"])
-        own = float(doc["depth_percent"])
+        invalid = bool(out.get("invalid"))  # non_finite=invalid: a document the model could not score
+        score = math.nan if invalid else nanotron_match(str(response), doc["answer"])
         out[NANOTRON_SCORE] = score
-        for d in self.depths:
-            out[depth_metric(d, NANOTRON_SCORE)] = score if float(d) == own else math.nan
+        if self.depth_metrics:
+            own = float(doc["depth_percent"])
+            for d in self.depths:
+                out[depth_metric(d, NANOTRON_SCORE)] = score if float(d) == own else math.nan
         return out
 
     def aggregation(self) -> dict[str, Any]:
-        return {**super().aggregation(), NANOTRON_SCORE: mean,
-                **{depth_metric(d, NANOTRON_SCORE): mean_of_scored for d in self.depths}}
+        out = {**super().aggregation(), NANOTRON_SCORE: mean_of_scored if self.mark_invalid else mean}
+        if self.depth_metrics:
+            out.update({depth_metric(d, NANOTRON_SCORE): mean_of_scored for d in self.depths})
+        return out

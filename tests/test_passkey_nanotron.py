@@ -87,7 +87,7 @@ def _load(task: str, metadata: dict):
 
 def test_task_scores_nanotrons_rule_and_ours_per_depth(tiny_llama_dir):
     task = _load("passkey_nanotron_1k", {"pretrained": str(tiny_llama_dir), "depths": [0, 50, 100], "samples": 1,
-                                         "num_shots": 2})
+                                         "num_shots": 2, "depth_metrics": True})
     assert task.config.generation_kwargs["max_gen_toks"] == 15
     docs = list(task.eval_docs)
     assert [d["depth_percent"] for d in docs] == [0, 100, 50] and all(d["num_shots"] == 2 for d in docs)
@@ -100,6 +100,8 @@ def test_task_scores_nanotrons_rule_and_ours_per_depth(tiny_llama_dir):
     both = task.process_results(docs[2], [f"{key}. Remember it."])
     assert both["acc"] == both["nanotron_match"] == 1.0
     assert {"nanotron_match", "nanotron_match_d100", "acc_d100", "ruler_match_d000"} <= set(task.aggregation())
+    plain = _load("passkey_nanotron_1k", {"pretrained": str(tiny_llama_dir), "depths": [0, 50, 100], "samples": 1})
+    assert set(plain.aggregation()) == {"acc", "ruler_match", "nanotron_match"}  # per depth: the samples log
 
 
 def test_globs_keep_the_two_passkey_families_apart():
@@ -217,7 +219,7 @@ def test_lm_eval_cli_runs_passkey_nanotron_1k_with_one_shot(tiny_llama_dir, tmp_
     argv = [sys.executable, "-m", "lm_eval", "--model", "hf",
             "--model_args", f"pretrained={tiny_llama_dir},dtype=float32", "--device", "cpu",
             "--tasks", "passkey_nanotron_1k", "--include_path", TASKS_DIR,
-            "--metadata", json.dumps({"num_shots": 1, "depths": [0, 50, 100], "samples": 1}),
+            "--metadata", json.dumps({"num_shots": 1, "depths": [0, 50, 100], "samples": 1, "depth_metrics": True}),
             "--output_path", str(out), "--log_samples"]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-6000:]
