@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, Iterator
 
@@ -155,10 +156,6 @@ class RetrievalTask(InfiniBenchTask):
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         raise NotImplementedError
-
-    def docs_per_length(self) -> int:
-        """Documents of this task: `samples` at every depth of the grid."""
-        return len(self.depths) * self.samples
 
     def count_docs(self) -> int:
         """How many documents the task has (the grid's cells; a task reading a fixed set counts its rows)."""
@@ -360,23 +357,21 @@ class NiahTask(RetrievalTask):
         if self.protocol == "ruler":  # RULER's defaults: 500 documents per length, seed 42, RULER's essays
             self.samples = as_int(md.get("samples", RULER_SAMPLES), "samples")
             self.base_seed = as_int(md.get("seed", RULER_SEED), "seed", minimum=0)
-            check_ruler_essays(self.task_label, haystack_spec(niah_config(self.variant, self.haystack).haystack
-                                                              if self.haystack in ("noise", "essay", "needle")
-                                                              else self.haystack, self.haystack_options))
+            self.ruler_spec = haystack_spec(self.haystack, self.haystack_options)
+            check_ruler_essays(self.task_label, self.ruler_spec)
         md.update(n_digits=self.n_digits, haystack=self.haystack, protocol=self.protocol)
 
-    def docs_per_length(self) -> int:
+    def count_docs(self) -> int:
         """protocol=ruler: `samples` documents per length (RULER's num_samples), binned by their drawn depth."""
-        return self.samples if self.protocol == "ruler" else super().docs_per_length()
+        return self.samples if self.protocol == "ruler" else super().count_docs()
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
         if self.protocol == "ruler":
-            spec = haystack_spec(self.cfg.haystack if self.haystack == self.cfg.haystack else self.haystack,
-                                 self.haystack_options)
+            spec = self.ruler_spec
             return RulerDocPlan(
-                tokenizer_view(self.model.tokenizer, add_special_tokens), self.cfg, self.variant, self.context_length,
-                self.answer_tokens, self.depths, self.samples, self.base_seed, self.n_digits, frame,
-                essay_text=lambda: haystack_text(spec, self.haystack_options),
+                tokenizer_view(self.model.tokenizer, add_special_tokens), replace(self.cfg, haystack=spec.kind),
+                self.variant, self.context_length, self.answer_tokens, self.depths, self.samples, self.base_seed,
+                self.n_digits, frame, essay_text=lambda: haystack_text(spec, self.haystack_options),
             )  # type: ignore[return-value]
         return plan_niah_docs(
             self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.variant,

@@ -113,3 +113,32 @@ def test_sorted_pairs_is_rulers_sorted_set():
     assert len(pairs) == len(expected)
     assert [pairs[i] for i in range(len(pairs))] == expected
     assert pairs[-1] == expected[-1] and pairs[2:5] == expected[2:5]
+
+
+# -- the option on lm-eval's tasks ------------------------------------------------------------------------------
+def _load(task: str, metadata: dict):
+    from lm_eval.tasks import TaskManager
+
+    from infini_bench.tasks import TASKS_DIR
+
+    return TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=metadata).load([task])["tasks"][task]
+
+
+def test_task_builds_rulers_documents_with_rulers_defaults(tiny_llama_dir):
+    rows = _rows("niah_single_1_1024")
+    task = _load("niah_single_1_1k", {"pretrained": str(tiny_llama_dir), "protocol": "ruler"})
+    md = task.config.metadata
+    assert md["protocol"] == "ruler" and md["samples"] == 500 and md["seed"] == 42 and task.n_docs == 500
+    assert md["docs_built"] == 1  # lazily: one document when the task is made
+    docs = [task.eval_docs[i] for i in range(3)]
+    assert [d["answers"] for d in docs] == [r["outputs"] for r in rows[:3]]
+    assert all(d["protocol"] == "ruler" and d["depth_percent"] in range(0, 101, 10) for d in docs)
+    scores = task.process_results(docs[0], [" " + docs[0]["answer"]])
+    assert scores["acc"] == 1.0 and scores["ruler_match"] == 1.0
+
+
+def test_essay_variant_without_rulers_essays_is_one_clear_sentence(tiny_llama_dir):
+    with pytest.raises(ValueError, match=r"protocol=ruler needs RULER's essay haystack.*essays=.*PaulGrahamEssays\.json"):
+        _load("niah_single_2_4k", {"pretrained": str(tiny_llama_dir), "protocol": "ruler"})
+    with pytest.raises(ValueError, match=r"protocol must be 'grid' .* or 'ruler' .*got 'rular'"):
+        _load("niah_single_1_1k", {"pretrained": str(tiny_llama_dir), "protocol": "rular"})
