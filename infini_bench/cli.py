@@ -77,6 +77,12 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def _inspect(argv: list[str]) -> int:
+    from .inspection.command import main as inspect_main
+
+    return inspect_main(argv)
+
+
 def _quickstart(argv: list[str]) -> int:
     from .quickstart import main as quickstart_main
 
@@ -91,6 +97,7 @@ COMMANDS = {
     "tasks": (_tasks, "list this project's lm-eval tasks and print their include path"),
     "report": (_report, "heatmaps, summary.json and report.html from lm-eval output folders"),
     "convert": (_convert, "convert a Llama checkpoint into an Infini checkpoint"),
+    "inspect": (_inspect, "what an Infini checkpoint's gates learnt, and how much of each layer's output is memory"),
 }
 
 

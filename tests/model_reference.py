@@ -42,8 +42,9 @@ def _gate(beta, kind):
     return (1.0 + torch.tanh(beta)) / 2.0
 
 
-def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Logits [B, T, V] in float64 for the whole sequence."""
+def reference_logits(model, input_ids: torch.Tensor, terms: list | None = None) -> torch.Tensor:
+    """Logits [B, T, V] in float64 for the whole sequence. With `terms` (a list), each layer appends its two mix
+    terms (g·A_mem, (1 − g)·A_local), [B, T, H, d] each (zero when the memory is off), for `infini-bench inspect`."""
     c = model.config
     sd = {k: v.detach().double() for k, v in model.state_dict().items()}
     H, Hkv, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
@@ -81,6 +82,7 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
         M = torch.zeros(B, Hkv, d, d, dtype=torch.float64)
         z = torch.zeros(B, Hkv, d, dtype=torch.float64)
         attn_out = torch.zeros(B, T, H, d, dtype=torch.float64)
+        mem_term, local_term = torch.zeros(B, T, H, d, dtype=torch.float64), torch.zeros(B, T, H, d, dtype=torch.float64)
         for s0 in range(0, T, L):
             s1 = min(s0 + L, T)
             n = s1 - s0
@@ -95,11 +97,13 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                     local = torch.softmax(scores, dim=-1) @ vs
                     if c.use_memory and bounded:
                         mem = _unit(qm[b, s0:s1, head]) @ M[b, kv]
+                        mem_term[b, s0:s1, head], local_term[b, s0:s1, head] = g[head] * mem, (1 - g[head]) * local
                         local = g[head] * mem + (1 - g[head]) * local
                     elif c.use_memory:
                         sq = _sigma(qm[b, s0:s1, head])
                         den = (sq @ z[b, kv])[:, None] + c.memory_eps
                         mem = (sq @ M[b, kv]) / den if s0 else torch.zeros_like(local)  # an empty memory reads 0
+                        mem_term[b, s0:s1, head], local_term[b, s0:s1, head] = g[head] * mem, (1 - g[head]) * local
                         local = g[head] * mem + (1 - g[head]) * local
                     attn_out[b, s0:s1, head] = local
             if c.use_memory and s1 - s0 == L:  # a finished segment is written into memory
@@ -117,6 +121,8 @@ def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
                             vs = vs - (sk @ M[b, kv]) / ((sk @ z[b, kv])[:, None] + c.memory_eps)
                         M[b, kv] = M[b, kv] + sk.T @ vs
                         z[b, kv] = z[b, kv] + sk.sum(0)
+        if terms is not None:
+            terms.append((mem_term, local_term))
         x = x + attn_out.reshape(B, T, H * d) @ sd[p + "self_attn.o_proj.weight"].T
         h = _rms(x, sd[p + "post_attention_layernorm.weight"], c.rms_norm_eps)
         gate = h @ sd[p + "mlp.gate_proj.weight"].T
