@@ -83,10 +83,12 @@ def _task(
     return HEADER + "\n".join(lines) + "\n"
 
 
-def _group(name: str, members: list[str], metrics: tuple[str, ...], comment: str, version: str = VERSION) -> str:
+def _group(name: str, members: list[str], metrics: tuple[str, ...], comment: str, version: str = VERSION,
+           weighted: bool = True) -> str:
+    """A group YAML; `weighted`: the mean over all documents (else the plain mean of the members' scores)."""
     lines = [f"# {comment}", f"group: {name}", "task:", *[f"  - {m}" for m in members], "aggregate_metric_list:"]
     for metric in metrics:
-        lines += [f"  - metric: {metric}", "    aggregation: mean", "    weight_by_size: true"]
+        lines += [f"  - metric: {metric}", "    aggregation: mean", f"    weight_by_size: {str(weighted).lower()}"]
     lines += ["metadata:", f"  version: {version}"]
     return HEADER + "\n".join(lines) + "\n"
 
@@ -142,8 +144,15 @@ def generate() -> dict[str, str]:
         )
         files[f"suites/infinibench_niah_upto_{length}.yaml"] = _group(
             f"infinibench_niah_upto_{length}", [niah_task(v, n) for n in upto for v in NIAH_VARIANTS if n in niah_lengths(v)], SCORES,
-            f"RULER's eight NIAH variants at every length up to {length} tokens; scores averaged over all samples.",
+            f"Every NIAH variant at every length from 256 up to {length} tokens, pooled over all documents: a "
+            f"cross-length summary, not RULER's per-length average (that is infinibench_niah_<len>).",
         )
+        if all(length in niah_lengths(v) for v in NIAH_VARIANTS):
+            files[f"suites/infinibench_niah_{length}.yaml"] = _group(
+                f"infinibench_niah_{length}", [niah_task(v, length) for v in NIAH_VARIANTS], SCORES,
+                f"RULER's NIAH average at {length} tokens: the plain mean of the eight variants' scores (what RULER "
+                "reports per length).", weighted=False,
+            )
     files["suites/infinibench_ppl.yaml"] = _group(
         "infinibench_ppl", ["ppl_stdlib"], ("token_perplexity", "bits_per_byte"),
         "The offline perplexity set (standard-library eval split). Add ppl_files / ppl_pg19 by name.", PPL_VERSION,

@@ -142,3 +142,20 @@ def test_essay_variant_without_rulers_essays_is_one_clear_sentence(tiny_llama_di
         _load("niah_single_2_4k", {"pretrained": str(tiny_llama_dir), "protocol": "ruler"})
     with pytest.raises(ValueError, match=r"protocol must be 'grid' .* or 'ruler' .*got 'rular'"):
         _load("niah_single_1_1k", {"pretrained": str(tiny_llama_dir), "protocol": "rular"})
+
+
+def test_per_length_niah_group_is_the_plain_mean_of_the_eight_variants():
+    """infinibench_niah_<len> is what RULER reports per length: the eight variants at that length, each counted
+    once (not weighted by their document counts); the cross-length groups no longer call themselves RULER's."""
+    import yaml
+
+    from infini_bench.tasks import TASKS_DIR
+    from infini_bench.tasks.names import NIAH_VARIANTS
+
+    text = (Path(TASKS_DIR) / "suites" / "infinibench_niah_4k.yaml").read_text()
+    group = yaml.safe_load(text)
+    assert group["task"] == [f"niah_{v}_4k" for v in NIAH_VARIANTS] and len(NIAH_VARIANTS) == 8
+    assert all(m["weight_by_size"] is False for m in group["aggregate_metric_list"])
+    assert not (Path(TASKS_DIR) / "suites" / "infinibench_niah_256.yaml").exists()  # three variants only at 256
+    upto = (Path(TASKS_DIR) / "suites" / "infinibench_niah_upto_4k.yaml").read_text()
+    assert "not RULER's per-length average" in upto

@@ -188,7 +188,7 @@ def test_list_tasks_prints_names_and_include_path(capsys):
     out = capsys.readouterr().out
     assert f"include path: {TASKS_DIR}" in out
     n_tasks = 3 * len(CONTEXT_LENGTH_NAMES) + sum(len(niah_lengths(v)) for v in NIAH_VARIANTS) + 3  # passkey, passkey_nanotron, niah_<len>
-    n_groups = 2 * len(CONTEXT_LENGTH_NAMES) + 1
+    n_groups = 2 * len(CONTEXT_LENGTH_NAMES) + 1 + sum(all(n in niah_lengths(v) for v in NIAH_VARIANTS) for n in CONTEXT_LENGTH_NAMES)
     assert "passkey_1m" in out and "infinibench_niah_upto_8k" in out and f"{n_tasks} tasks, {n_groups} groups" in out
 
 
