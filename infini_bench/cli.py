@@ -14,29 +14,57 @@ def _convert(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="infini-bench convert",
         description="Convert a transformers Llama checkpoint into an Infini one (same weights, new gates; for "
-        "delta_l2 also a new write-strength projection).",
+        "delta_l2 also a new write-strength projection), or a nanotron Infini-attention checkpoint into an "
+        "ordinary Infini folder that computes what nanotron's forward computes (tensor-parallel shards merged).",
     )
-    parser.add_argument("--from", dest="src", required=True, help="Llama checkpoint folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="src", help="Llama checkpoint folder")
+    source.add_argument("--from-nanotron", dest="nanotron",
+                        help="nanotron checkpoint folder (config.yaml and model/; every setting comes from it)")
     parser.add_argument("--to", dest="dst", required=True, help="output folder (must be new or empty)")
-    parser.add_argument("--segment-length", type=int, required=True)
-    parser.add_argument("--memory-update", default="linear", choices=MEMORY_UPDATES)
-    parser.add_argument("--memory-conv-size", type=int, default=0,
-                        help="width of the memory's short convolution on queries and keys (0: none; e.g. 4)")
-    parser.add_argument("--gate-activation", default="sigmoid", choices=GATE_ACTIVATIONS)
-    parser.add_argument("--gate-init", default="zeros", help=f"{' | '.join(GATE_INITS)} | a number")
+    parser.add_argument("--tokenizer", help="with --from-nanotron: tokenizer folder to save with the model (default: "
+                        "the one config.yaml names, when it is on disk)")
+    parser.add_argument("--segment-length", type=int, help="tokens per segment (required with --from)")
+    parser.add_argument("--memory-update", choices=MEMORY_UPDATES, help="default: linear")
+    parser.add_argument("--memory-conv-size", type=int,
+                        help="width of the memory's short convolution on queries and keys (0: none, the default; e.g. 4)")
+    parser.add_argument("--gate-activation", choices=GATE_ACTIVATIONS, help="default: sigmoid")
+    parser.add_argument("--gate-init", help=f"{' | '.join(GATE_INITS)} | a number (default: zeros)")
     args = parser.parse_args(argv)
-
-    gate_init = args.gate_init if args.gate_init in GATE_INITS else _number(args.gate_init, "--gate-init")
+    llama_only = {"--segment-length": args.segment_length, "--memory-update": args.memory_update,
+                  "--memory-conv-size": args.memory_conv_size, "--gate-activation": args.gate_activation,
+                  "--gate-init": args.gate_init}
+    if args.nanotron:
+        given = [flag for flag, value in llama_only.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} cannot be used with --from-nanotron: the checkpoint's config.yaml sets the model")
+        return _convert_nanotron(args.nanotron, args.dst, args.tokenizer)
+    if args.tokenizer is not None:
+        parser.error("--tokenizer is for --from-nanotron (a Llama folder's own tokenizer is copied)")
+    if args.segment_length is None:
+        parser.error("--segment-length is required with --from")
+    gate_init = args.gate_init or "zeros"
+    gate_init = gate_init if gate_init in GATE_INITS else _number(gate_init, "--gate-init")
     dst = convert_llama_checkpoint(
         args.src,
         args.dst,
         segment_length=args.segment_length,
-        memory_update=args.memory_update,
-        memory_conv_size=args.memory_conv_size,
-        gate_activation=args.gate_activation,
+        memory_update=args.memory_update or "linear",
+        memory_conv_size=args.memory_conv_size or 0,
+        gate_activation=args.gate_activation or "sigmoid",
         gate_init=gate_init,
     )
     print(f"wrote Infini checkpoint to {dst}")
+    return 0
+
+
+def _convert_nanotron(src: str, dst: str, tokenizer: str | None) -> int:
+    from .modeling.nanotron import convert_nanotron_checkpoint
+
+    out, note = convert_nanotron_checkpoint(src, dst, tokenizer=tokenizer)
+    print(f"wrote Infini checkpoint to {out} (converted from nanotron checkpoint {src})")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -96,7 +124,7 @@ COMMANDS = {
     "eval": (_eval, "lm_eval with this project's tasks and --model infini (exactly lm_eval's flags)"),
     "tasks": (_tasks, "list this project's lm-eval tasks and print their include path"),
     "report": (_report, "heatmaps, summary.json and report.html from lm-eval output folders"),
-    "convert": (_convert, "convert a Llama checkpoint into an Infini checkpoint"),
+    "convert": (_convert, "convert a Llama or nanotron Infini-attention checkpoint into an Infini checkpoint"),
     "inspect": (_inspect, "what an Infini checkpoint's gates learnt, and how much of each layer's output is memory"),
 }
 

@@ -75,6 +75,10 @@ def check_checkpoint_dir(path: str | Path, model_types: tuple[str, ...] = ("infi
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(path)!r} does not exist (or is not a folder)")
     config_file = path / "config.json"
+    from .nanotron import convert_command, is_nanotron_checkpoint
+
+    if not config_file.is_file() and is_nanotron_checkpoint(path):  # converted once, then an ordinary folder
+        raise ValueError(f"checkpoint {str(path)!r} is a nanotron checkpoint: convert it first with `{convert_command(path)}`")
     if not config_file.is_file():
         raise FileNotFoundError(f"checkpoint folder {str(path)!r} has no config.json: it is not a saved model")
     try:
