@@ -3,7 +3,8 @@
 The summary dict returned (and written as ``summary.json``) is the one source for the terminal view and the
 HTML, so the three never disagree. `build_report` runs named steps: `load_inputs` → `prepare_output` →
 `build_grids` → `summary_head` → `grid_entry` per grid → `comparison_entry` per family →
-`perplexity_section` → `ungridded_notes` → `headline` → `write_outputs`.
+`perplexity_section` → `gate_section` (reports/gate_section.py) → `ungridded_notes` → `headline` →
+`write_outputs`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from infini_bench.tasks.names import PRIMARY_FAMILY, family_sort_key
 
 from . import figures
 from .controls import control_warnings, unknown_controls
+from .gate_section import gate_section
 from .grid import DEPTH_BINS, Grid, GridBuild, build_grids, depth_bin, is_perplexity_task, perplexity_results
 from .loading import Loaded, load
 
@@ -495,6 +497,7 @@ def build_report(
     summary["grids"] = [grid_entry(grid, threshold, png, out, samples_per_cell) for grid in built.grids]
     summary["comparisons"] = comparisons(built.grids, threshold, png, out)
     perplexity_section(loaded, summary, png, out)
+    gate_section(loaded, summary, png, out)
     summary["notes"].extend(ungridded_notes(built, metric))
     summary["headline"] = headline(summary["grids"])
     summary["control_warnings"] = warnings
