@@ -604,3 +604,22 @@ def test_name_equals_path_labels_the_models_found_there(lm_eval_out, tmp_path):
     assert {m["run"] for m in twice["models"]} == {lm_eval_out["hf"].name, lm_eval_out["oracle"].name}
     assert _grid(twice, "x")["seeds"] == 2
     assert any("different kinds of model (hf, recall_oracle)" in p for p in twice["problems"])
+
+
+def test_gpu_check_page_reads_the_report_and_the_benchmark(report, tmp_path):
+    """benchmarks/gpu_targets.py (what gpu_check.sh renders RESULTS_gpu.md with) on a real summary.json and on the
+    benchmark's JSON shape (the previous run's figures stand in for a new run)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gpu_targets
+
+    _, summary = report
+    scores = gpu_targets.quickstart_scores(summary)
+    (oracle,) = [row for e in summary["comparisons"] if e["family"] == "passkey" for row in e["table"]
+                 if row["model"] == "recall-oracle"]
+    assert scores[("passkey", "recall-oracle")] == {int(k) // ORACLE_RECALL: v for k, v in oracle["per_length"].items()}
+    previous = json.loads(gpu_targets.PREVIOUS.read_text())
+    page = gpu_targets.render(previous, "(tables)", "==== 70 passed, 2 skipped in 41.0s ====", summary, "# GPU check")
+    assert "| trainer at 8K, 8 segments | ≥ 1.0× plain Llama | 0.47× | 0.47× | **no** |" in page
+    assert "| generate_until at 128K | ≥ 5× faster than hf | 2.42× | 2.42× | **no** |" in page
+    assert "| rolling peak memory 32K → 1M | flat (max/min ≤ 1.05) | 1.00× | 1.00× | yes |" in page
+    assert "CUDA tests: 70 passed, 2 skipped in 41.0s" in page and "| passkey · recall-oracle |" in page

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_runs import corpus, env, free_port, overrides  # noqa: F401  (corpus is a fixture)
+from test_train_runs import corpus, env, free_port, log, overrides  # noqa: F401  (corpus is a fixture)
 
 TESTS = Path(__file__).resolve().parent
 FSDP_CONFIG = TESTS.parent / "recipes" / "accelerate" / "fsdp.yaml"
@@ -48,3 +48,23 @@ def test_accelerate_fsdp_on_a_machine_without_gpus_is_refused(tmp_path, corpus):
     assert proc.returncode != 0
     assert "accelerate shards with FSDP only on GPUs and this machine has none" in proc.stderr
     assert not (tmp_path / "out" / "latest").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="accelerate runs FSDP only on CUDA (benchmarks/gpu_check.sh)")
+def test_accelerate_fsdp_on_one_gpu_trains_as_one_process(tmp_path, corpus):  # noqa: F811
+    """The README's FSDP launch (one process on one GPU: the sharding wrappers, the gathered state dict and the
+    sharded optimizer state all run) logs the losses of the plain single-process run."""
+    settings = {"run.max_steps": 3, "run.save_every": 3, "run.precision": "fp32"}
+    gpu = {k: v for k, v in env().items() if k != "CUDA_VISIBLE_DEVICES"}
+    plain, sharded = tmp_path / "plain", tmp_path / "fsdp"
+    run = dict(env=gpu, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "infini_bench.training", "train", *overrides(corpus, plain, **settings)], **run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG), "--num_processes",
+           "1", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+           "-m", "infini_bench.training", "train", *overrides(corpus, sharded, **settings)]
+    proc = subprocess.run(cmd, **run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((sharded / "latest" / "trainer_state.json").read_text())["distributed"] == "FSDP"
+    for a, b in zip(log(plain), log(sharded), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3), a["step"]
