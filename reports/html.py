@@ -13,6 +13,7 @@ from matplotlib.colors import to_hex
 
 from .figures import accuracy_colour, text_colour
 from .grid import format_bucket, format_depth, format_length
+from .ruler_table import per_length_html
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -263,7 +264,7 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
     template = env.get_template("report.html.j2")
     return template.render(
         summary=summary,
-        headline_table=_headline_table(summary) if summary.get("headline") else "",
+        headline_table=(_headline_table(summary) if summary.get("headline") else "") + per_length_html(summary),
         ppl_seeds=ppl_seeds,
         grids=grids,
         comparisons=comparisons,

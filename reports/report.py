@@ -25,6 +25,7 @@ from .controls import control_warnings, unknown_controls
 from .gate_section import gate_section
 from .grid import DEPTH_BINS, Grid, GridBuild, build_grids, depth_bin, is_perplexity_task, perplexity_results
 from .loading import Loaded, load
+from .ruler_table import per_length_rows, protocol_rows
 
 
 class ReportError(Exception):
@@ -500,6 +501,8 @@ def build_report(
     gate_section(loaded, summary, png, out)
     summary["notes"].extend(ungridded_notes(built, metric))
     summary["headline"] = headline(summary["grids"])
+    summary["headline_per_length"] = per_length_rows(loaded, metric)  # n and 95 % interval per task and length
+    summary["protocol"] = protocol_rows(loaded)  # per NIAH run: protocol=ruler followed, or what differs
     summary["control_warnings"] = warnings
     write_outputs(summary, built.grids, out, html)
     return summary

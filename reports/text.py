@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .grid import format_depth, format_length
+from .ruler_table import per_length_text
 
 
 def _pct(value: float | None) -> str:
@@ -44,6 +45,9 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     if (frame["seeds"] == 1).all():
         frame = frame.drop(columns="seeds")
     lines.append(frame.to_string(index=False))
+    if summary.get("headline_per_length"):
+        lines += ["", f"per task and length ({summary['metric']}, 95 % Wilson interval, n documents):",
+                  *per_length_text(summary["headline_per_length"])]
     lines.append("")
     return lines
 

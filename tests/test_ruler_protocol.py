@@ -159,3 +159,18 @@ def test_per_length_niah_group_is_the_plain_mean_of_the_eight_variants():
     assert not (Path(TASKS_DIR) / "suites" / "infinibench_niah_256.yaml").exists()  # three variants only at 256
     upto = (Path(TASKS_DIR) / "suites" / "infinibench_niah_upto_4k.yaml").read_text()
     assert "not RULER's per-length average" in upto
+
+
+def test_report_states_what_differs_from_rulers_protocol():
+    from infini_bench.reports.ruler_table import ruler_differences
+
+    ruler = {"protocol": "ruler", "samples": 500, "seed": 42, "haystack": "noise", "answer_tokens": 128, "n_digits": 7}
+    assert ruler_differences("niah_single_1_4k", ruler, 500) == []
+    grid = {"samples": 5, "depths": list(range(0, 101, 10)), "haystack": "essay", "answer_tokens": 128}
+    differs = ruler_differences("niah_single_2_8k", grid, 55)
+    assert differs[0].startswith("documents: this project's depth x length grid")
+    assert "55 documents per length (RULER: 500)" in differs
+    assert "essay haystack: the standard library's docstrings (RULER: Paul Graham's essays)" in differs
+    short = ruler_differences("niah_single_1_1k", {**ruler, "answer_tokens": 32}, 100)
+    assert short == ["--limit: 100 of the 500 documents evaluated", "answer budget 32 tokens (RULER: 128)",
+                     "length 1k is below RULER's shortest, 4K"]
