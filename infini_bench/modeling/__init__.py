@@ -5,6 +5,7 @@ from .checkpoint import convert_llama_checkpoint, infini_to_llama, llama_to_infi
 from .configuration_infini import InfiniConfig
 from .memory import InfiniCache
 from .modeling_infini import InfiniForCausalLM, InfiniModel
+from .static_cache import InfiniStaticCache
 
 AutoConfig.register("infini", InfiniConfig, exist_ok=True)
 AutoModelForCausalLM.register(InfiniConfig, InfiniForCausalLM, exist_ok=True)
@@ -14,6 +15,7 @@ __all__ = [
     "InfiniForCausalLM",
     "InfiniModel",
     "InfiniCache",
+    "InfiniStaticCache",
     "convert_llama_checkpoint",
     "infini_to_llama",
     "llama_to_infini",

@@ -22,6 +22,8 @@ from .configuration_infini import InfiniConfig
 from .fla_ops import resolve_kernel
 from .memory import InfiniCache
 from .rotary import SegmentRotary
+from .static_cache import InfiniStaticCache
+from .static_decode import compiled_decode_call, static_cache_for_generate, static_forward
 
 
 @dataclass
@@ -201,6 +203,7 @@ class InfiniModel(InfiniPreTrainedModel):
 
 class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _can_compile_fullgraph = True  # the static-cache decode step (static_decode.py) compiles with no graph break
 
     def __init__(self, config: InfiniConfig):
         super().__init__(config)
@@ -234,7 +237,13 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
         `logits_to_keep=k` computes logits for the last k positions only (generation's prefill).
         `detach_every=k` truncates backpropagation through the memory every k segments (0: never; training only).
         `parallel=False` runs every segment piece by piece (the reference the parallel form is tested against).
-        `use_cache=False` returns no cache (as transformers models do: `generate` then recomputes every step)."""
+        `use_cache=False` returns no cache (as transformers models do: `generate` then recomputes every step).
+        An `InfiniStaticCache` is continued in place (static_decode.py: one token runs the fixed-shape step)."""
+        if isinstance(cache, InfiniStaticCache):
+            return static_forward(
+                self, cache, input_ids, labels=labels, attention_mask=attention_mask, detach_every=detach_every,
+                logits_to_keep=logits_to_keep, inputs_embeds=inputs_embeds, parallel=parallel, use_cache=use_cache,
+            )
         cache = self._infini_cache(cache)
         self._check_inputs(input_ids, cache, attention_mask, inputs_embeds)
         hidden, cache = self.model(
@@ -247,6 +256,17 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
                 logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
             )
         return InfiniCausalLMOutput(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+    def _prepare_static_cache(self, cache_implementation: str, batch_size: int, max_cache_len: int,
+                              prefill_chunk_size: int | None, model_kwargs: dict) -> InfiniStaticCache:
+        """`generate(..., cache_implementation="static")` gets an Infini model's static cache (one segment's
+        buffers and the memory, whatever `max_cache_len`), not transformers' per-token StaticCache."""
+        return static_cache_for_generate(self, cache_implementation, batch_size)
+
+    def get_compiled_call(self, compile_config):
+        """What `generate` compiles for a static cache: only the decode step; prefill and the fold at a segment
+        boundary stay eager (transformers would compile the whole forward)."""
+        return compiled_decode_call(self, compile_config)
 
     @staticmethod
     def _infini_cache(cache: Cache | None) -> InfiniCache | None:
