@@ -176,9 +176,23 @@ def _error(argv: list[str], capsys) -> str:
 
 def test_bad_input_is_one_sentence(tmp_path, tiny_tokenizer, tiny_llama_dir, capsys):
     assert "does not exist" in _error(["inspect", str(tmp_path / "missing")], capsys)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("")
+    assert "training run folder with no checkpoint yet" in _error(["inspect", str(run)], capsys)
     err = _error(["inspect", str(tiny_llama_dir)], capsys)
     assert "is a Llama model, which has no Infini gates" in err and "infini-bench convert" in err
     folder = _checkpoint(tmp_path / "ckpt", tiny_tokenizer)
     err = _error(["inspect", str(folder), "--task", "summarise"], capsys)
     assert "task 'summarise' is unknown" in err and "passkey" in err
     assert "--text" in _error(["inspect", str(folder), "--text", str(tmp_path / "none.txt")], capsys)
+
+
+def test_a_training_run_folder_means_its_latest_checkpoint(tmp_path, tiny_tokenizer, capsys):
+    run = tmp_path / "run"
+    _checkpoint(run / "checkpoint-000007", tiny_tokenizer)
+    (run / "latest").symlink_to("checkpoint-000007")
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--gates-only"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint  {run / 'latest'} (→ checkpoint-000007)" in printed and "memory share not measured" in printed

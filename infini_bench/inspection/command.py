@@ -50,8 +50,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     from infini_bench.modeling.checkpoint import check_checkpoint_dir
 
     path = Path(path)
-    if path.is_dir() and not (path / "config.json").exists() and (path / "latest" / "config.json").is_file():
-        path = path / "latest"
+    if path.is_dir() and not (path / "config.json").exists():
+        if (path / "latest" / "config.json").is_file():
+            path = path / "latest"
+        elif (path / "log.jsonl").is_file():
+            raise FileNotFoundError(f"{str(path)!r} is a training run folder with no checkpoint yet (no latest)")
     if check_checkpoint_dir(path, ("infini", "llama")) == "llama":
         raise ValueError(f"checkpoint {str(path)!r} is a Llama model, which has no Infini gates: convert it first "
                          f"(infini-bench convert --from {path} --to OUT --segment-length N)")
@@ -67,7 +70,7 @@ def gate_report(model: Any) -> dict[str, Any]:
     g = np.stack([gate_values(layer.self_attn.gate.detach().double(), activation).cpu().numpy()
                   for layer in model.model.layers])
     kinds = head_kinds(g)
-    return {"activation": activation, "range": list(GATE_RANGES.get(activation, (float(g.min()), float(g.max())))),
+    return {"activation": activation, "range": list(GATE_RANGES[activation]),
             "thresholds": {"memory_only": MEMORY_ONLY, "local_only": LOCAL_ONLY}, "beta": beta.tolist(),
             "g": g.tolist(), "kinds": kinds.as_dict(), "kinds_text": kinds.sentence(),
             "per_layer_kinds": [head_kinds(row).as_dict() for row in g]}
