@@ -34,6 +34,7 @@ from infini_bench.modeling.local_attention import ATTN_IMPLEMENTATIONS
 
 from . import options
 from .auto_batch import probe_batch_size
+from .long_text import encode_long
 from .parallel import setup_data_parallel
 from .streaming import DEFAULT_CHUNK_TOKENS, prefill, score
 
@@ -256,7 +257,7 @@ class InfiniLM(TemplateLM):
             special["add_special_tokens"] = self.add_bos_token
         if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode([self.prefix_token_id])):
             special["add_special_tokens"] = False
-        return self.tokenizer.encode(string, **special)
+        return encode_long(self.tokenizer, string, special)  # a long document in parallel pieces, same ids
 
     def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
