@@ -150,12 +150,22 @@ def _perplexity(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _gates(summary: dict[str, Any]) -> list[str]:
+    """One line per Infini checkpoint whose gates the report drew (reports/gate_section.py): its head counts."""
+    drawn = [e for e in summary.get("gates") or [] if e["figure"]]
+    if not drawn:
+        return []
+    return ["== gates g = act(β) per layer and head (heatmaps in report.html; `infini-bench inspect` for more)",
+            *(f"{e['model']}: {e['kinds_text']}" for e in drawn), ""]
+
+
 def render_text(summary: dict[str, Any]) -> str:
     lines: list[str] = _headline(summary) + _control_warnings(summary)
     for grid in summary["grids"]:
         lines.extend(_grid(grid, summary["threshold"]))
     lines.extend(_comparisons(summary))
     lines.extend(_perplexity(summary))
+    lines.extend(_gates(summary))
     for label, items in (("problems", summary["problems"]), ("notes", summary["notes"])):
         if items:
             lines.append(f"{label}:")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from infini_bench import InfiniConfig, InfiniForCausalLM
 from infini_bench.reports import build_report
+from infini_bench.reports.text import render_text
 from test_reports_seeds import write_lm_eval_run
 
 ALL_RIGHT = {1024: {0.0: 4, 50.0: 4, 100.0: 4}}
@@ -65,3 +66,6 @@ def test_gate_heatmap_for_infini_models_only(tmp_path, tiny_llama_dir):
     assert base64.b64encode(png.read_bytes()).decode("ascii") in html
     assert "What the gates learnt" in html and "2 memory-only (g &gt; 0.9)" in html
     assert "deleted_ckpt" in html
+    text = render_text(summary)
+    assert "infini: 6 heads: 2 memory-only (g > 0.9), 2 local-only (|g| < 0.1), 2 mixers" in text
+    assert "memory_off: 6 heads" not in text  # its gates are the same checkpoint's and took no part in its scores
