@@ -124,13 +124,25 @@ def test_cli_converts_a_tp2_checkpoint_with_its_tokenizer(tmp_path, tiny_llama_d
     ids = ids_for(mc)
     with torch.no_grad():  # bf16 weights, exactly widened to float32
         assert relative_error(model(ids).logits, nanotron_logits(ranks, mc, infini, ids)) <= TOLERANCE
-    proc = run("convert", "--from-nanotron", str(tmp_path / "nt"), "--to", str(tmp_path / "o2"), "--segment-length", "8")
-    assert proc.returncode == 2 and "--segment-length cannot be used with --from-nanotron" in proc.stderr
 
 
-def test_a_tokenizer_not_on_disk_is_a_note_not_a_failure(tmp_path):
+def test_llama_options_are_refused_with_from_nanotron(tmp_path, capsys):
+    from infini_bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "--from-nanotron", str(tmp_path), "--to", str(tmp_path / "o"), "--segment-length", "8"])
+    assert exit_.value.code == 2
+    assert "--segment-length cannot be used with --from-nanotron: the checkpoint's config.yaml sets the model" in capsys.readouterr().err
+
+
+def test_a_tokenizer_not_on_disk_is_a_note_not_a_failure(tmp_path, tiny_llama_dir):
     mc, infini = model_config(), infini_args()
     write_checkpoint(tmp_path / "nt", random_weights(mc), mc, infini, tokenizer="nobody/no-such-tokenizer")
+    with pytest.raises(FileNotFoundError, match=r"--tokenizer '.*none' cannot be loaded"):
+        convert_nanotron_checkpoint(tmp_path / "nt", tmp_path / "bad", tokenizer=str(tmp_path / "none"))
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+    given, note = convert_nanotron_checkpoint(tmp_path / "nt", tmp_path / "given", tokenizer=str(tiny_llama_dir))
+    assert note is None and (given / "tokenizer_config.json").is_file()
     out, note = convert_nanotron_checkpoint(tmp_path / "nt", tmp_path / "out")
     assert "names the tokenizer 'nobody/no-such-tokenizer', which is not on disk" in note and "--tokenizer PATH" in note
     assert (out / "config.json").is_file() and not (out / "tokenizer_config.json").exists()
@@ -155,10 +167,13 @@ def test_loading_a_nanotron_folder_directly_names_the_convert_command(tmp_path):
 # --- bad input: one sentence each ------------------------------------------------------------------------------
 
 
-def test_a_folder_that_is_not_a_nanotron_checkpoint(tmp_path, tiny_llama_dir):
-    proc = run("convert", "--from-nanotron", str(tiny_llama_dir), "--to", str(tmp_path / "o"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"'{tiny_llama_dir}' is not a nanotron checkpoint: it needs config.yaml and a model/ folder" in proc.stderr
+def test_a_folder_that_is_not_a_nanotron_checkpoint(tmp_path, tiny_llama_dir, capsys):
+    from infini_bench.cli import main
+
+    assert main(["convert", "--from-nanotron", str(tiny_llama_dir), "--to", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("infini-bench convert: error: ") and err.count("\n") == 1
+    assert f"'{tiny_llama_dir}' is not a nanotron checkpoint: it needs config.yaml and a model/ folder" in err
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_nanotron(tmp_path / "missing")
 

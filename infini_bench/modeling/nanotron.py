@@ -340,11 +340,16 @@ def convert_nanotron_checkpoint(src: str | Path, dst: str | Path, tokenizer: str
         raise FileExistsError(f"output folder {str(dst)!r} exists and is not empty")
     model = load_nanotron(src)
     config = read_nanotron_config(src)
-    tmp = dst.with_name(dst.name + ".partial")
+    tmp = dst.with_name(dst.name + ".partial")  # written whole, then renamed: no half-converted folder at `dst`
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    note = _save_tokenizer(config, src, tmp, tokenizer)
-    (tmp / "nanotron_source.json").write_text(json.dumps({"converted_from": str(src.resolve()), "anchor": ANCHOR}, indent=2))
+    try:
+        model.save_pretrained(tmp)
+        note = _save_tokenizer(config, src, tmp, tokenizer)
+        source = {"converted_from": str(src.resolve()), "anchor": ANCHOR}
+        (tmp / "nanotron_source.json").write_text(json.dumps(source, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dst.exists():
         dst.rmdir()
     tmp.rename(dst)
