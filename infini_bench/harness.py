@@ -82,11 +82,33 @@ def prepare_run_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.tasks:
         metadata = {**(getattr(args, "model_args", None) or {}), **(getattr(args, "metadata", None) or {})}
         patterns = [p for raw in args.tasks for p in str(raw).split(",") if p.strip()]
+        check_builtin_names(patterns)
         expanded = expand_task_patterns(patterns, metadata)
         ours = {t.name for t in project_tasks()}
         globbed = {t for t in expanded if t in ours and t not in patterns}
         args.tasks = _drop_tasks_too_long(expanded, globbed, metadata)
     return args
+
+
+#: lm-eval's own tasks named like this project's families: its RULER port's NIAH tasks (no length suffix).
+LM_EVAL_RULER_NIAH = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
+                      "niah_multikey_3", "niah_multiquery", "niah_multivalue")
+
+
+def check_builtin_names(patterns: list[str]) -> None:
+    """`--tasks passkey` names lm-eval's LIBRA passkey task (Russian, from the hub), never this project's: refuse it
+    with the names that mean ours. lm-eval's RULER port's NIAH names (`niah_single_1`) are a legitimate choice (its
+    `ruler` group runs through `--model infini`), so they only get a note saying whose documents they are."""
+    for pattern in (p.strip() for p in patterns):
+        if pattern == "passkey":
+            raise ValueError(
+                "--tasks passkey is lm-eval's own LIBRA passkey task (Russian texts from the hub), not this project's "
+                "Landmark passkey: name a length (passkey_4k), a glob ('passkey_*') or a suite "
+                "(infinibench_passkey_upto_4k); for LIBRA's, run plain lm_eval"
+            )
+        if pattern in LM_EVAL_RULER_NIAH:
+            print(f"note: {pattern} is lm-eval's RULER port (its own documents, lengths from --metadata "
+                  f"max_seq_lengths); this project's is {pattern}_<len> (e.g. {pattern}_4k)", file=sys.stderr)
 
 
 def only_project_tasks(tasks: list[str] | None) -> bool:

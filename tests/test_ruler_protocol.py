@@ -174,3 +174,20 @@ def test_report_states_what_differs_from_rulers_protocol():
     short = ruler_differences("niah_single_1_1k", {**ruler, "answer_tokens": 32}, 100)
     assert short == ["--limit: 100 of the 500 documents evaluated", "answer budget 32 tokens (RULER: 128)",
                      "length 1k is below RULER's shortest, 4K"]
+
+
+def test_wrapper_refuses_lm_evals_libra_passkey_by_name():
+    from infini_bench.harness import check_builtin_names
+
+    with pytest.raises(ValueError, match=r"--tasks passkey is lm-eval's own LIBRA passkey task .*passkey_4k"):
+        check_builtin_names(["passkey_1k", "passkey"])
+    check_builtin_names(["passkey_1k", "passkey_*", "niah_single_1"])  # ours, a glob, lm-eval's RULER port: fine
+
+
+def test_line_haystack_is_never_cut_into_a_blank_line(tiny_tokenizer):
+    """The exact-length cut never ends a line haystack right after a newline (a blank line before the question)."""
+    from infini_bench.data.niah import build_niah_docs
+
+    for variant in ("single_1", "multikey_2"):
+        docs, _ = build_niah_docs(tiny_tokenizer, 1024, samples=3, variant=variant)
+        assert not [d["depth_percent"] for d in docs if "\n\n" in d["prompt"]]

@@ -244,11 +244,13 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
 
 def _ends_to_try(hay: Haystack, a: int, best: int, nxt: int) -> Iterator[int]:
     """Where to end the free span when no word end gives the exact count, in order: inside the crossing word, right
-    after its space, then other spaces nearby, then any char nearby (nearest first). Lazy: the first tries nearly
-    always succeed, and listing the nearby spaces costs more than the solve itself."""
-    ordered = [*range(best + 2, nxt), best + 1]
+    after its space, then other spaces nearby, then any char nearby (nearest first). Never right after a newline:
+    a line haystack cut there would leave a blank line before the text that follows (RULER's lines never do). Lazy:
+    the first tries nearly always succeed, and listing the nearby spaces costs more than the solve itself."""
+    ordered = [e for e in (*range(best + 2, nxt), best + 1) if hay.chars(e - 1, e) != "\n"]
     yield from ordered
-    near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS) if e not in (best, nxt)]
+    near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS)
+            if e not in (best, nxt) and hay.chars(e - 1, e) != "\n"]
     tried = set(ordered)
     spaces = sorted((e for e in near if hay.chars(e, e + 1) == " " and e not in tried), key=lambda e: abs(e - best))
     yield from spaces

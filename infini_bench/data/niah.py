@@ -60,7 +60,7 @@ NIAH_NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 NEEDLE_TYPES = ("numbers", "words", "uuids")
 #: RULER's needle depths for the needles not on the grid: np.round(np.linspace(0, 100, 40)).astype(int).
 RULER_DEPTHS = tuple(int(d) for d in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int))
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: a line haystack is never cut right after a newline (no blank line)
 
 
 @dataclass(frozen=True)
