@@ -118,7 +118,9 @@ def infini_config_from_nanotron(config: dict, source: str = "config.yaml") -> tu
         )
     act = mc.get("hidden_act", "silu")
     if act != "silu":
-        raise NanotronCheckpointError(f"{source}: model_config.hidden_act={act!r} is not supported: the MLP is SwiGLU ('silu')")
+        raise NanotronCheckpointError(
+            f"{source}: model_config.hidden_act={act!r} is not supported: the MLP is SwiGLU ('silu')"
+        )
     balance = infini.get("balance_act_type")
     if balance not in ACT_TYPES:
         raise NanotronCheckpointError(
@@ -132,7 +134,9 @@ def infini_config_from_nanotron(config: dict, source: str = "config.yaml") -> tu
                        "(%s: RoPE with rope_theta only)", source, mc["rope_scaling"], ANCHOR)
     heads = mc["num_attention_heads"]
     if mc["hidden_size"] % heads:
-        raise NanotronCheckpointError(f"{source}: hidden_size={mc['hidden_size']} is not a multiple of num_attention_heads={heads}")
+        raise NanotronCheckpointError(
+            f"{source}: hidden_size={mc['hidden_size']} is not a multiple of num_attention_heads={heads}"
+        )
     infini_config = InfiniConfig(
         vocab_size=mc["vocab_size"],
         hidden_size=mc["hidden_size"],
@@ -189,7 +193,8 @@ def read_nanotron_weights(path: str | Path, names: list[str]) -> dict[str, torch
 
 def _read_parameter(root: Path, name: str) -> torch.Tensor:
     folder, leaf = _parameter_folder(root, name), name.rsplit(".", 1)[-1]
-    files = [(f, m) for f in sorted(folder.glob(f"model_{leaf}*.safetensors")) if (m := _FILE.match(f.name)) and m["leaf"] == leaf]
+    matches = ((f, _FILE.match(f.name)) for f in sorted(folder.glob(f"model_{leaf}*.safetensors")))
+    files = [(f, m) for f, m in matches if m is not None and m["leaf"] == leaf]
     if not files:
         raise NanotronCheckpointError(
             f"nanotron checkpoint {str(root)!r} has no weights for {name} (looked for model_{leaf}*.safetensors in "
@@ -278,7 +283,9 @@ def infini_state_dict(weights: dict[str, torch.Tensor], config: InfiniConfig, ro
                 state[dst + ours] = weights[src + part]
         qkv = weights[src + "attn.qkv_proj.weight"]
         if qkv.shape[0] != (h + 2 * h_kv) * d:
-            raise NanotronCheckpointError(f"{src}attn.qkv_proj.weight has {qkv.shape[0]} rows, expected (H + 2·H_kv)·d = {(h + 2 * h_kv) * d}")
+            raise NanotronCheckpointError(
+                f"{src}attn.qkv_proj.weight has {qkv.shape[0]} rows, expected (H + 2·H_kv)·d = {(h + 2 * h_kv) * d}"
+            )
         q, k, v = qkv.split([h * d, h_kv * d, h_kv * d])
         if rope_interleaved:
             q, k = (w.view(-1, d, w.shape[-1])[:, order].reshape(w.shape) for w in (q, k))
@@ -286,7 +293,9 @@ def infini_state_dict(weights: dict[str, torch.Tensor], config: InfiniConfig, ro
         state[dst + "self_attn.v_proj.weight"] = v
         gate_up = weights[src + "mlp.gate_up_proj.weight"]
         if gate_up.shape[0] != 2 * inter:
-            raise NanotronCheckpointError(f"{src}mlp.gate_up_proj.weight has {gate_up.shape[0]} rows, expected 2·intermediate_size = {2 * inter}")
+            raise NanotronCheckpointError(
+                f"{src}mlp.gate_up_proj.weight has {gate_up.shape[0]} rows, expected 2·intermediate_size = {2 * inter}"
+            )
         state[dst + "mlp.gate_proj.weight"], state[dst + "mlp.up_proj.weight"] = gate_up.split([inter, inter])
     return {key: value.float().contiguous() for key, value in state.items()}
 
@@ -304,7 +313,9 @@ def load_nanotron(path: str | Path) -> InfiniForCausalLM:
     missing, unexpected = model.load_state_dict(infini_state_dict(weights, config, interleaved), strict=False)
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise NanotronCheckpointError(f"nanotron weights do not map onto the Infini model: missing={missing}, unexpected={unexpected}")
+        raise NanotronCheckpointError(
+            f"nanotron weights do not map onto the Infini model: missing={missing}, unexpected={unexpected}"
+        )
     return model.eval()
 
 
