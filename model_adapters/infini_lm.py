@@ -34,6 +34,7 @@ from infini_bench.modeling.local_attention import ATTN_IMPLEMENTATIONS
 
 from . import options
 from .auto_batch import probe_batch_size
+from .decoding import Decoding
 from .long_text import encode_long
 from .parallel import setup_data_parallel
 from .streaming import DEFAULT_CHUNK_TOKENS, prefill, score
@@ -57,7 +58,9 @@ class InfiniLM(TemplateLM):
     `memory_kernel` (override the checkpoint's config), `attn_implementation` (sdpa | flash_attention_2 | eager,
     as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384 on CUDA and 2048 on
     the CPU: peak memory is set by it, not by the document's length), `max_length` (reported to tasks; default the config's
-    `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`.
+    `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`, `static_cache` and
+    `compile` (true | false; default true on CUDA, false elsewhere: decode through a static cache with the decode
+    step compiled into CUDA graphs; see decoding.py).
     `--device`, `--batch_size` (integer or auto) and `--max_batch_size` come from lm-eval's own flags.
     """
 
@@ -76,6 +79,8 @@ class InfiniLM(TemplateLM):
         max_gen_toks: int = 256,
         add_bos_token: bool | None = None,
         prefix_token_id: int | None = None,
+        static_cache: bool | None = None,
+        compile: bool | None = None,
         batch_size: int | str | None = 1,
         max_batch_size: int | None = 64,
         device: str | None = "cuda",
@@ -87,7 +92,7 @@ class InfiniLM(TemplateLM):
                 f"unknown model_args for --model infini: {', '.join(f'{k}={v!r}' for k, v in unknown.items())}. "
                 "Accepted: pretrained, tokenizer, dtype, segment_length, use_memory, memory_kernel, "
                 "attn_implementation, prefill_chunk_tokens, convert_llama, max_length, max_gen_toks, add_bos_token, "
-                "prefix_token_id"
+                "prefix_token_id, static_cache, compile"
             )
         loaded = isinstance(pretrained, InfiniForCausalLM)
         if not loaded and (not pretrained or not isinstance(pretrained, str)):
@@ -129,6 +134,7 @@ class InfiniLM(TemplateLM):
 
         self.parallel = setup_data_parallel(options.resolve_device(device))
         self._device = self.parallel.device
+        self._decoding = Decoding.resolve(self._device, static_cache, compile)
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
         self._chunk_tokens = chunk_tokens or DEFAULT_CHUNK_TOKENS.get(self._device.type, DEFAULT_CHUNK_TOKENS["cpu"])
         if loaded:
@@ -244,6 +250,8 @@ class InfiniLM(TemplateLM):
             "prefill_chunk_tokens": self._chunk_tokens,
             "memory_update": c.memory_update,
             "gate_activation": c.gate_activation,
+            "static_cache": self._decoding.static_cache,
+            "compile": self._decoding.compile,
         }
 
     # --- tokens ------------------------------------------------------------------------------------------------
@@ -382,8 +390,7 @@ class InfiniLM(TemplateLM):
         ids = torch.stack([torch.as_tensor(p) for p in prompts]).to(device=self._device, dtype=torch.long)
         if not kwargs.get("do_sample"):
             kwargs.pop("temperature", None)  # greedy: a temperature would only trigger transformers warnings
-        if state is not None:
-            kwargs["cache"] = state
+        kwargs.update(self._decoding.generate_kwargs(self._model, state, ids.shape[0]))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         out = self._model.generate(
             input_ids=ids,
