@@ -8,6 +8,7 @@ read it once.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,8 +27,9 @@ from lm_eval.models.utils import (
 )
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from tqdm import tqdm
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, LogitsProcessorList, PreTrainedTokenizerBase
 
+from infini_bench.invalid import INVALID_ANSWER, NON_FINITE_MODES
 from infini_bench.modeling import InfiniForCausalLM, load_infini
 from infini_bench.modeling.fla_ops import KERNELS as MEMORY_KERNELS
 from infini_bench.modeling.local_attention import ATTN_IMPLEMENTATIONS
@@ -36,6 +38,7 @@ from . import options
 from .auto_batch import probe_batch_size
 from .decoding import Decoding
 from .long_text import encode_long
+from .non_finite import FiniteScores, NonFiniteGuard, request_label
 from .parallel import setup_data_parallel
 from .streaming import DEFAULT_CHUNK_TOKENS, prefill, score
 
@@ -58,9 +61,10 @@ class InfiniLM(TemplateLM):
     `memory_kernel` (override the checkpoint's config), `attn_implementation` (sdpa | flash_attention_2 | eager,
     as for `hf`), `prefill_chunk_tokens` (tokens per parallel prefill/scoring step, default 16384 on CUDA and 2048 on
     the CPU: peak memory is set by it, not by the document's length), `max_length` (reported to tasks; default the config's
-    `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`, `static_cache` and
-    `compile` (true | false; default true on CUDA, false elsewhere: decode through a static cache with the decode
-    step compiled into CUDA graphs; see decoding.py).
+    `max_position_embeddings`), `max_gen_toks` (default 256), `add_bos_token`, `prefix_token_id`, `non_finite`
+    (error | invalid: NaN or infinite logits stop the run, naming the request and segment, or mark the document
+    invalid; see non_finite.py), `static_cache` and `compile` (true | false; default true on CUDA, false elsewhere:
+    decode through a static cache with the decode step compiled into CUDA graphs; see decoding.py).
     `--device`, `--batch_size` (integer or auto) and `--max_batch_size` come from lm-eval's own flags.
     """
 
@@ -79,6 +83,7 @@ class InfiniLM(TemplateLM):
         max_gen_toks: int = 256,
         add_bos_token: bool | None = None,
         prefix_token_id: int | None = None,
+        non_finite: str = "error",
         static_cache: bool | None = None,
         compile: bool | None = None,
         batch_size: int | str | None = 1,
@@ -92,7 +97,7 @@ class InfiniLM(TemplateLM):
                 f"unknown model_args for --model infini: {', '.join(f'{k}={v!r}' for k, v in unknown.items())}. "
                 "Accepted: pretrained, tokenizer, dtype, segment_length, use_memory, memory_kernel, "
                 "attn_implementation, prefill_chunk_tokens, convert_llama, max_length, max_gen_toks, add_bos_token, "
-                "prefix_token_id, static_cache, compile"
+                "prefix_token_id, non_finite, static_cache, compile"
             )
         loaded = isinstance(pretrained, InfiniForCausalLM)
         if not loaded and (not pretrained or not isinstance(pretrained, str)):
@@ -131,6 +136,7 @@ class InfiniLM(TemplateLM):
         self._max_batch_size = options.positive_int("max_batch_size", 64 if max_batch_size is None else max_batch_size)
         self.add_bos_token = None if add_bos_token is None else options.boolean("add_bos_token", add_bos_token)
         self.custom_prefix_token_id = None if prefix_token_id is None else options.token_id("prefix_token_id", prefix_token_id)
+        self._non_finite_mode = options.choice("non_finite", non_finite, NON_FINITE_MODES)
 
         self.parallel = setup_data_parallel(options.resolve_device(device))
         self._device = self.parallel.device
@@ -152,6 +158,7 @@ class InfiniLM(TemplateLM):
             )
         self.batch_size_per_device = self._resolve_batch_size()
         self._warned_long_prompt = False
+        self.guard = NonFiniteGuard(self._non_finite_mode, self._model.config.segment_length)
 
     # --- loading -----------------------------------------------------------------------------------------------
     def _load_model(self, path: str, convert_llama: bool, overrides: dict[str, Any]) -> InfiniForCausalLM:
@@ -250,6 +257,7 @@ class InfiniLM(TemplateLM):
             "prefill_chunk_tokens": self._chunk_tokens,
             "memory_update": c.memory_update,
             "gate_activation": c.gate_activation,
+            "non_finite": self._non_finite_mode,
             "static_cache": self._decoding.static_cache,
             "compile": self._decoding.compile,
         }
@@ -298,22 +306,35 @@ class InfiniLM(TemplateLM):
         contexts = sorted(by_context, key=lambda c: -(len(c) + max(len(requests[i][2]) for i in by_context[c])))
         total = sum(len(c) - 1 for c in contexts) + sum(len(requests[i][2]) for ids in by_context.values() for i in ids)
         bar = self._progress(total, "Running loglikelihood requests", disable_tqdm)
-        for batch in _batches(contexts, self.batch_size_per_device):
-            for ended, state in prefill(
-                self._model, [c[:-1] for c in batch], self._device, bar.update, self._chunk_tokens
-            ):
-                # (row of `state`, request) for every continuation of the contexts that just ended
-                rows = [(row, i) for row, j in enumerate(ended) for i in by_context[batch[j]]]
-                for part in _batches(rows, self.batch_size_per_device):
-                    part_state = None if state is None else state.select(torch.tensor([row for row, _ in part]))
-                    inputs = [list(requests[i][1][-1:]) + requests[i][2][:-1] for _, i in part]
-                    targets = [requests[i][2] for _, i in part]
-                    for (_, i), answer in zip(part, score(
-                        self._model, part_state, inputs, targets, self._device, bar.update, self._chunk_tokens
-                    )):
-                        results[i] = answer
-                        self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
-        bar.close()
+        try:
+            for batch in _batches(contexts, self.batch_size_per_device):
+                in_context: dict[int, int] = {}  # batch row -> first non-finite context position
+                for ended, state in prefill(
+                    self._model, [c[:-1] for c in batch], self._device, bar.update, self._chunk_tokens, in_context
+                ):
+                    # (row of `state`, request) for every continuation of the contexts that just ended
+                    rows = [(row, i) for row, j in enumerate(ended) for i in by_context[batch[j]]]
+                    bad_before = {i: in_context[j] for j in ended if j in in_context for i in by_context[batch[j]]}
+                    for part in _batches(rows, self.batch_size_per_device):
+                        part_state = None if state is None else state.select(torch.tensor([row for row, _ in part]))
+                        inputs = [list(requests[i][1][-1:]) + requests[i][2][:-1] for _, i in part]
+                        targets = [requests[i][2] for _, i in part]
+                        in_answer: dict[int, int] = {}
+                        answers = score(
+                            self._model, part_state, inputs, targets, self._device, bar.update, self._chunk_tokens,
+                            in_answer,
+                        )
+                        for k, ((_, i), answer) in enumerate(zip(part, answers)):
+                            after = None if k not in in_answer else len(requests[i][1]) - 1 + in_answer[k]
+                            position = bad_before.get(i, after)
+                            if position is not None:  # NaN marks it invalid (mode invalid; mode error raises here)
+                                self.guard.found("loglikelihood", f"request {i}", position)
+                                results[i] = (math.nan, False)
+                                continue
+                            results[i] = answer
+                            self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+        finally:  # closed on an error too, so the error line is not glued to the bar
+            bar.close()
         return results  # type: ignore[return-value]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -326,18 +347,26 @@ class InfiniLM(TemplateLM):
         results: list[float] = [0.0] * len(requests)
         order = Collator(list(range(len(docs))), sort_fn=lambda i: -len(docs[i]))
         bar = self._progress(sum(map(len, docs)), "Running loglikelihood_rolling requests", disable_tqdm)
-        for batch in order.get_batched(n=self.batch_size_per_device):
-            batch = [i for i in batch if len(docs[i]) > 0]
-            if batch:
-                inputs = [torch.cat([prefix, docs[i][:-1]]) for i in batch]
-                answers = score(
-                    self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update, self._chunk_tokens
-                )
-                for i, (logprob, _) in zip(batch, answers):
-                    results[i] = logprob
-        bar.close()
+        try:
+            for batch in order.get_batched(n=self.batch_size_per_device):
+                batch = [i for i in batch if len(docs[i]) > 0]
+                if batch:
+                    inputs = [torch.cat([prefix, docs[i][:-1]]) for i in batch]
+                    bad: dict[int, int] = {}
+                    answers = score(
+                        self._model, None, inputs, [docs[i] for i in batch], self._device, bar.update,
+                        self._chunk_tokens, bad,
+                    )
+                    for k, (i, (logprob, _)) in enumerate(zip(batch, answers)):
+                        if k in bad:  # NaN marks the document invalid (mode invalid; mode error raises here)
+                            self.guard.found("loglikelihood_rolling", request_label(requests[i], i), bad[k])
+                            logprob = math.nan
+                        results[i] = logprob
+        finally:  # closed on an error too, so the error line is not glued to the bar
+            bar.close()
         for string, logprob in zip(strings, results):
-            self.cache_hook.add_partial("loglikelihood_rolling", (string,), logprob)
+            if not math.isnan(logprob):  # an invalid answer is never cached: a rerun tries again
+                self.cache_hook.add_partial("loglikelihood_rolling", (string,), logprob)
         return results
 
     # --- generation --------------------------------------------------------------------------------------------
@@ -366,32 +395,52 @@ class InfiniLM(TemplateLM):
             group_by="gen_kwargs",
         )
         bar = tqdm(total=len(requests), desc="Running generate_until requests", disable=disable_tqdm or self.rank != 0)
-        eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        for batch in groups.get_batched(n=self.batch_size_per_device):
-            gen_kwargs = normalize_gen_kwargs(args[batch[0]][1], self.max_gen_toks)
-            until = handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos)
-            max_new = gen_kwargs.pop("max_gen_toks")
-            if "max_length" in gen_kwargs:
-                logger.warning("`max_length` in generation kwargs is ignored: use `max_gen_toks`")
-                gen_kwargs.pop("max_length")
-            prompts = [self._prompt_tokens(args[i][0]) for i in batch]
-            for ended, state in prefill(self._model, [p[:-1] for p in prompts], self._device, chunk_tokens=self._chunk_tokens):
-                texts = self._generate([prompts[j] for j in ended], state, until, max_new, dict(gen_kwargs))
-                for j, text in zip(ended, texts):
-                    results[batch[j]] = text
-                    self.cache_hook.add_partial("generate_until", args[batch[j]], text)
-                bar.update(len(ended))
-        bar.close()
+        try:
+            eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+            for batch in groups.get_batched(n=self.batch_size_per_device):
+                gen_kwargs = normalize_gen_kwargs(args[batch[0]][1], self.max_gen_toks)
+                until = handle_stop_sequences(gen_kwargs.pop("until", None), eos=eos)
+                max_new = gen_kwargs.pop("max_gen_toks")
+                if "max_length" in gen_kwargs:
+                    logger.warning("`max_length` in generation kwargs is ignored: use `max_gen_toks`")
+                    gen_kwargs.pop("max_length")
+                prompts = [self._prompt_tokens(args[i][0]) for i in batch]
+                in_prompt: dict[int, int] = {}  # batch row -> first non-finite prompt position
+                for ended, state in prefill(
+                    self._model, [p[:-1] for p in prompts], self._device, chunk_tokens=self._chunk_tokens,
+                    non_finite=in_prompt,
+                ):
+                    for j in ended:  # a broken prompt stops the run before any decoding (mode error)
+                        if j in in_prompt:
+                            label = request_label(requests[batch[j]], batch[j])
+                            self.guard.found("generate_until", label, in_prompt[j])
+                    texts, steps = self._generate([prompts[j] for j in ended], state, until, max_new, dict(gen_kwargs))
+                    for j, text, step in zip(ended, texts, steps):
+                        if j not in in_prompt and step is not None:
+                            label = request_label(requests[batch[j]], batch[j])
+                            self.guard.found("generate_until", label, len(prompts[j]) - 1 + step)  # while decoding
+                        if j in in_prompt or step is not None:
+                            results[batch[j]] = INVALID_ANSWER  # never cached: a rerun tries again
+                            continue
+                        results[batch[j]] = text
+                        self.cache_hook.add_partial("generate_until", args[batch[j]], text)
+                    bar.update(len(ended))
+        finally:  # closed on an error too, so the error line is not glued to the bar
+            bar.close()
         return results  # type: ignore[return-value]
 
-    def _generate(self, prompts: list[torch.Tensor], state, until: list[str], max_new: int, kwargs: dict) -> list[str]:
+    def _generate(
+        self, prompts: list[torch.Tensor], state, until: list[str], max_new: int, kwargs: dict
+    ) -> tuple[list[str], list[int | None]]:
         """Decode equal-length prompts whose first len-1 tokens are already in `state` (an `InfiniCache`, passed as
-        `generate`'s `cache`): `generate` then feeds only the tokens after its `get_seq_length()`."""
+        `generate`'s `cache`): `generate` then feeds only the tokens after its `get_seq_length()`. Returns the texts
+        and, per row, the first decoding step whose logits were NaN or +inf (None: all finite)."""
         ids = torch.stack([torch.as_tensor(p) for p in prompts]).to(device=self._device, dtype=torch.long)
         if not kwargs.get("do_sample"):
             kwargs.pop("temperature", None)  # greedy: a temperature would only trigger transformers warnings
         kwargs.update(self._decoding.generate_kwargs(self._model, state, ids.shape[0]))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        finite = FiniteScores(len(prompts))
         out = self._model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
@@ -399,12 +448,14 @@ class InfiniLM(TemplateLM):
             stopping_criteria=stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0]),
             pad_token_id=pad,
             eos_token_id=self.eot_token_id,
+            logits_processor=LogitsProcessorList([finite]),
             **kwargs,
         )
-        return [
+        texts = [
             postprocess_generated_text(self.tok_decode(row[ids.shape[1] :].tolist()), stop=until, think_end_token=None)
             for row in out
         ]
+        return texts, finite.first_bad
 
 
 def _register() -> None:

@@ -17,6 +17,7 @@ import torch
 from infini_bench.modeling import InfiniForCausalLM, InfiniCache
 
 Progress = Callable[[int], None] | None
+NonFinite = dict[int, int] | None  # filled with row -> first input position whose hidden state or logits were not finite
 Tokens = Sequence[int] | torch.Tensor  # a row of token ids: a list, or a 1-D tensor (4 bytes a token in int32)
 
 # The adapter's `prefill_chunk_tokens` default, by device. On a GPU larger chunks feed the kernels better (and peak
@@ -53,8 +54,12 @@ def prefill(
     device: torch.device,
     progress: Progress = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS["cpu"],
+    non_finite: NonFinite = None,
 ) -> Iterator[tuple[list[int], InfiniCache | None]]:
     """Read every row into a fresh memory, batched, without computing logits.
+
+    With `non_finite` (a dict), the final hidden states of every position are checked and each row's first
+    non-finite position is recorded there (without it only the last position's hidden state is kept).
 
     Yields `(row indices, state)` each time some rows end: those rows have equal lengths and `state` holds exactly
     them, in that order, at the same position, so they can be continued together. Empty rows come first, with
@@ -67,7 +72,12 @@ def prefill(
     done = 0
     while active:
         n = piece_length(model, state, min(len(rows[i]) for i in active) - done, chunk_tokens)
-        _, state = model.model(_rows_tensor(rows, active, done, n, device), cache=state, keep_last=1)
+        hidden, state = model.model(
+            _rows_tensor(rows, active, done, n, device), cache=state, keep_last=0 if non_finite is not None else 1
+        )
+        if non_finite is not None:
+            _record_non_finite(non_finite, active, done, ~torch.isfinite(hidden).all(dim=-1))
+        del hidden
         done += n
         if progress is not None:
             progress(n * len(active))
@@ -90,12 +100,15 @@ def score(
     device: torch.device,
     progress: Progress = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS["cpu"],
+    non_finite: NonFinite = None,
 ) -> list[tuple[float, bool]]:
     """Continue `state` (one row per input, all at one position; None for fresh memories) with each row's
     `inputs`, where `targets[i][t]` is the token that follows `inputs[i][t]`.
 
     Returns per row the summed log-probability of its targets (log-softmax in float32, summed in float64 so that
-    a million tokens lose no precision) and whether every target was the model's argmax."""
+    a million tokens lose no precision) and whether every target was the model's argmax. With `non_finite` (a
+    dict), each row's first position whose logits hold a NaN or an infinity is recorded there (its sum is then
+    not finite either)."""
     if len(inputs) != len(targets) or any(len(x) != len(y) or len(x) == 0 for x, y in zip(inputs, targets)):
         raise ValueError("score() needs non-empty rows with one target per input token")
     if state is not None and state.batch_size != len(inputs):
@@ -108,8 +121,10 @@ def score(
         n = piece_length(model, state, min(len(inputs[i]) for i in active) - done, chunk_tokens)
         hidden, state = model.model(_rows_tensor(inputs, active, done, n, device), cache=state)
         wanted = _rows_tensor(targets, active, done, n, device)
-        sums, hits = _logprob_sums(model, hidden, wanted)
+        sums, hits, bad = _logprob_sums(model, hidden, wanted)
         del hidden
+        if non_finite is not None:
+            _record_non_finite(non_finite, active, done, bad)
         for j, i in enumerate(active):
             totals[i] += sums[j]
             greedy[i] = greedy[i] and hits[j]
@@ -123,15 +138,31 @@ def score(
     return list(zip(totals, greedy))
 
 
-def _logprob_sums(model: InfiniForCausalLM, hidden: torch.Tensor, wanted: torch.Tensor) -> tuple[list[float], list[bool]]:
+def _logprob_sums(
+    model: InfiniForCausalLM, hidden: torch.Tensor, wanted: torch.Tensor
+) -> tuple[list[float], list[bool], torch.Tensor]:
     """Per row: the summed log-probability of `wanted` under the logits of `hidden` (float32 log-softmax, float64
-    sums) and whether every wanted token was the argmax, computed `LOGITS_SLICE` positions at a time."""
+    sums), whether every wanted token was the argmax, computed `LOGITS_SLICE` positions at a time, and per
+    position whether the logits held a NaN or an infinity (their logsumexp is then not finite: no extra pass)."""
     sums = torch.zeros(hidden.shape[0], dtype=torch.float64, device=hidden.device)
     hits = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+    bad = []
     for a in range(0, hidden.shape[1], LOGITS_SLICE):
         logits = model.lm_head(hidden[:, a : a + LOGITS_SLICE]).float()
         target = wanted[:, a : a + LOGITS_SLICE]
-        logprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        norm = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - norm
         sums += logprobs.double().sum(dim=-1)
         hits &= (logits.argmax(dim=-1) == target).all(dim=-1)
-    return sums.tolist(), hits.tolist()
+        bad.append(~torch.isfinite(norm))
+    return sums.tolist(), hits.tolist(), torch.cat(bad, dim=1)
+
+
+def _record_non_finite(found: dict[int, int], active: Sequence[int], done: int, bad: torch.Tensor) -> None:
+    """Note, for each active row not yet noted, its first position marked in `bad` ([rows, n], offset `done`)."""
+    rows = bad.any(dim=-1)
+    if not bool(rows.any()):
+        return
+    first = bad.float().argmax(dim=-1)
+    for j in rows.nonzero().flatten().tolist():
+        found.setdefault(active[j], done + int(first[j]))

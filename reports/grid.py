@@ -292,8 +292,8 @@ def _rows_from_samples(task: TaskResult, metric: str) -> tuple[list[dict], dict,
     missing = 0
     for s in samples:
         depth, length = _depth_of(s), _length_of(s, fallback)
-        if depth is None or length is None or metric not in s.metrics:
-            missing += 1
+        if depth is None or length is None or metric not in s.metrics or math.isnan(s.metrics[metric]):
+            missing += 1  # a NaN score is a document marked invalid (non_finite=invalid): counted in the notes
             continue
         rows.append({"depth": depth, "length": length, "value": s.metrics[metric], "task": task.name})
         per_cell.setdefault((depth, length), []).append(s)

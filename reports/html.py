@@ -232,8 +232,9 @@ def render_html(summary: dict[str, Any], out_dir: Path) -> str:
         if position_rows:
             frame = pd.DataFrame(position_rows)
             order = list(dict.fromkeys(frame["bucket"]))
+            # dropna=False: a bucket of only invalid documents (NaN, non_finite=invalid) keeps its column
             pivot = frame.pivot_table(index=["task", "model"], columns="bucket", values="token perplexity",
-                                      aggfunc="first")[order]
+                                      aggfunc="first", dropna=False)[order]
             ppl_positions = _table(pivot.map(_fmt), index=True)
     metrics_table = ""
     if summary["metrics"]:

@@ -237,6 +237,26 @@ def prepare_output(out_dir: str | Path) -> Path:
     return out
 
 
+def invalid_notes(loaded: Loaded) -> list[str]:
+    """Documents the model could not score (its logits were NaN or infinite; the adapter's `non_finite=invalid`),
+    per model and task: counted from the samples log when there is one, else from the task's `invalid` share."""
+    notes = []
+    for model in loaded.models:
+        for task in model.tasks.values():
+            if task.samples:
+                marked = [s for s in task.samples if s.metrics.get("invalid") == 1.0]
+                count, total = len(marked), len(task.samples)
+            else:
+                share, total = task.metrics.get("invalid"), task.n_samples
+                if share is None or total is None:
+                    continue
+                count = round(share * total)
+            if count:
+                notes.append(f"{model.display} / {task.name}: {count} of {total} documents invalid (the model's "
+                             "logits were NaN or infinite; non_finite=invalid): left out of its scores")
+    return notes
+
+
 def skipped_notes(loaded: Loaded) -> list[str]:
     """Samples the tasks skipped (longer than the model's max_length), per model and task."""
     notes = []
@@ -408,7 +428,9 @@ def ungridded_notes(built: GridBuild, metric: str) -> list[str]:
             continue
         notes.append(
             f"{model.display} / {task.name}: no depth × length grid (its samples carry no depth_percent and its "
-            f"results have no {metric}_dNNN metrics); only its metrics are listed"
+            f"results have no {metric}_dNNN metrics); only its metrics are listed. The report reads depths from the "
+            "samples log: run lm-eval with --log_samples (or add --metadata depth_metrics=true for per-depth "
+            "metrics in the results)"
         )
     return notes
 
@@ -494,7 +516,8 @@ def build_report(
     png = _Names(out)
     built = build_grids(loaded.models, metric)
     warnings = checked_controls(built.grids, list(controls), threshold)  # before drawing: a typo is refused at once
-    summary = summary_head(inputs, loaded, metric, threshold, [*built.notes, *skipped_notes(loaded)])
+    summary = summary_head(inputs, loaded, metric, threshold,
+                           [*built.notes, *skipped_notes(loaded), *invalid_notes(loaded)])
     summary["grids"] = [grid_entry(grid, threshold, png, out, samples_per_cell) for grid in built.grids]
     summary["comparisons"] = comparisons(built.grids, threshold, png, out)
     perplexity_section(loaded, summary, png, out)

@@ -42,7 +42,9 @@ def _scores_of(result: TaskResult, metric: str) -> tuple[float | None, int | Non
         if values:
             return sum(values) / len(values), len(values)
     value = result.metrics.get(metric)
-    return (float(value) if isinstance(value, (int, float)) else None), result.n_samples
+    if not isinstance(value, (int, float)) or math.isnan(value):  # NaN: every document invalid (non_finite=invalid)
+        return None, result.n_samples
+    return float(value), result.n_samples
 
 
 def per_length_rows(loaded: Loaded, metric: str) -> list[dict[str, Any]]:

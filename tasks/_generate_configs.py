@@ -37,7 +37,7 @@ generation_kwargs:
   do_sample: false
   temperature: 0.0
   max_gen_toks: {max_gen_toks}  # replaced by the answer budget (answer_tokens) when the task is built
-metric_list:  # ruler_match and the per-depth metrics <score>_dNNN are added by the task class
+metric_list:  # ruler_match is added by the task class; per-depth <score>_dNNN too with --metadata depth_metrics=true
   - metric: acc
     aggregation: mean
     higher_is_better: true

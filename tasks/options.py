@@ -146,6 +146,7 @@ def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | N
 RETRIEVAL_OPTIONS = (
     "context_length", "depths", "n_depths", "samples", "seed", "n_digits", "answer_tokens", "haystack", "essays",
     "haystack_files", "haystack_split", "haystack_field", "haystack_dataset_name", "haystack_max_chars", "protocol",
+    "depth_metrics",
 )
 NIAH_OPTIONS = ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")
 #: Options of the passkey_nanotron tasks (nanotron's names; `dataset` reads their published sets).

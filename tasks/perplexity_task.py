@@ -11,21 +11,36 @@ Every prefix is re-tokenised when the documents are built, so a prefix's tokens 
 Metrics: `token_perplexity`, `word_perplexity`, `byte_perplexity`, `bits_per_byte` and
 `token_perplexity_pos_<lo>_<hi>`, all aggregated over tokens/words/bytes (lm-eval's `weighted_perplexity` and
 `bits_per_byte`). Documents are never skipped for length: `hf` handles long ones with its windows; the count of
-documents longer than the model's `max_length` is recorded as `docs_longer_than_max_length`.
+documents longer than the model's `max_length` is recorded as `docs_longer_than_max_length`. With the model arg
+`non_finite=invalid`, a document the model could not score (a NaN log-likelihood) weighs nothing in any metric and
+`invalid` gives the share of such documents (a metric of only invalid documents is NaN).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 from lm_eval.api.instance import Instance
-from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+from lm_eval.api.metrics import bits_per_byte, mean, weighted_perplexity
 
 from infini_bench.data.perplexity import build_ppl_docs
+from infini_bench.invalid import is_invalid, marks_invalid
 from infini_bench.tasks.base_task import InfiniBenchTask
 from infini_bench.tasks.names import WHOLE_DOC_PERPLEXITY, bucket_metric
 from infini_bench.tasks.options import as_int, as_length, as_list, check_option_keys, model_context
 
 WHOLE_DOC_METRICS = WHOLE_DOC_PERPLEXITY
+
+
+def of_valid(aggregate: Callable[[list], float]) -> Callable[[list], float]:
+    """`aggregate` over the (value, weight) items of the valid documents: NaN when every document was invalid
+    (their items weigh 0, and lm-eval's own aggregations would divide by zero)."""
+
+    def over_valid(items: list) -> float:
+        return aggregate(items) if sum(weight for _, weight in items) > 0 else math.nan
+
+    return over_valid
 
 
 def bucket_names(doc: dict[str, Any], user_edges: bool) -> list[str]:
@@ -59,6 +74,7 @@ class PerplexityTask(InfiniBenchTask):
         self.bucket_edges = [as_length(e, "bucket_edges") for e in as_list(edges)] if self.user_edges else None
         self.source_options = {k: md[k] for k in ("files", "pg19_dataset", "pg19_split") if md.get(k) not in (None, "")}
         self.model = model_context(md, self.task_label)
+        self.mark_invalid = marks_invalid(md)
         self.bucket_metric_names: list[str] = []
         md.update(
             doc_tokens=self.doc_tokens,
@@ -101,6 +117,9 @@ class PerplexityTask(InfiniBenchTask):
 
     def process_results(self, doc: dict[str, Any], results: list[Any]) -> dict[str, tuple[float, int]]:
         lls = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in results]
+        if self.mark_invalid and any(is_invalid(ll) for ll in lls):  # weighs nothing anywhere
+            names = [*WHOLE_DOC_METRICS, "bits_per_byte", *bucket_names(doc, self.user_edges)]
+            return {**{name: (0.0, 0) for name in names}, "invalid": 1.0}
         total = lls[-1]
         text = doc["text"]
         out: dict[str, tuple[float, int]] = {
@@ -113,14 +132,22 @@ class PerplexityTask(InfiniBenchTask):
         cumulative = [0.0, *lls]
         for i, name in enumerate(bucket_names(doc, self.user_edges)):
             out[name] = (cumulative[i + 1] - cumulative[i], edges[i + 1] - edges[i])
+        if self.mark_invalid:
+            out["invalid"] = 0.0
         return out
 
     def aggregation(self) -> dict[str, Any]:
-        return {
-            **{name: weighted_perplexity for name in WHOLE_DOC_METRICS},
-            "bits_per_byte": bits_per_byte,
-            **{name: weighted_perplexity for name in self.bucket_metric_names},
+        perplexity, per_byte = weighted_perplexity, bits_per_byte
+        if self.mark_invalid:
+            perplexity, per_byte = of_valid(weighted_perplexity), of_valid(bits_per_byte)
+        out: dict[str, Any] = {
+            **{name: perplexity for name in WHOLE_DOC_METRICS},
+            "bits_per_byte": per_byte,
+            **{name: perplexity for name in self.bucket_metric_names},
         }
+        if self.mark_invalid:
+            out["invalid"] = mean
+        return out
 
     def higher_is_better(self) -> dict[str, bool]:
         return {name: False for name in self.aggregation()}

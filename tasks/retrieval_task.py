@@ -1,11 +1,15 @@
 """Passkey and NIAH tasks: greedy generation, two scores per document, per-depth metrics, documents built lazily.
 
 Every document carries its grid cell (`context_length`, `depth_percent`, `seed`, ...). `process_results` returns
-both scores, `acc` (strict) and `ruler_match` (RULER's string_match_all; see `tasks.scoring`), and for each score
-every depth metric ``<score>_dNNN``: its value under its own depth, NaN under the others. lm-eval gathers
-data-parallel ranks by rank 0's metric names, so every document must carry them all; the depth metrics then
-aggregate with `mean_of_scored`, which skips the NaNs (lm-eval reports their stderr as N/A; the report computes
-intervals per cell from the samples).
+both scores, `acc` (strict) and `ruler_match` (RULER's string_match_all; see `tasks.scoring`): lm-eval's table
+shows those two rows per task. The per-depth view lives in the samples log (`--log_samples`: each line holds its
+document's depth and scores, which is what the report reads). ``--metadata depth_metrics=true`` adds it to the
+results too: for each score every depth metric ``<score>_dNNN``, its value under its own depth, NaN under the
+others (lm-eval gathers data-parallel ranks by rank 0's metric names, so every document must carry them all),
+aggregated with `mean_of_scored`, which skips the NaNs. Off by default: 42 rows per passkey task, most of them NaN
+under ``--limit``, buried the two that matter. With the model arg ``non_finite=invalid`` a document the model
+could not score (`infini_bench.invalid`) gets NaN scores, left out of the means, and an ``invalid`` metric counts
+the share of such documents.
 
 Documents are built when lm-eval asks for them, not when the task is made: ``--limit N`` builds N documents
 (``samples=1000000 --limit 1`` builds one), each cached on disk on its own, with a progress bar while building.
@@ -43,8 +47,10 @@ from infini_bench.data.tokens import tokenizer_view
 from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
 from infini_bench.tasks.names import SCORES, depth_metric
+from infini_bench.invalid import is_invalid, marks_invalid
 from infini_bench.tasks.options import (
     NIAH_OPTIONS,
+    as_bool,
     as_int,
     as_length,
     check_option_keys,
@@ -62,7 +68,8 @@ _USER_MARK, _PREFIX_MARK = "\ue000INFINI-BENCH-USER\ue000", "\ue001INFINI-BENCH-
 
 
 def mean_of_scored(items: list[float]) -> float:
-    """Mean over the documents at this depth (the NaNs are the other depths' documents)."""
+    """Mean over the scored documents: NaN marks another depth's document (per-depth metrics) or a document the
+    model could not score (`non_finite=invalid`)."""
     scored = [x for x in items if not math.isnan(x)]
     return sum(scored) / len(scored) if scored else math.nan
 
@@ -123,6 +130,8 @@ class RetrievalTask(InfiniBenchTask):
         self.samples = as_int(md.get("samples", DEFAULT_SAMPLES), "samples")
         self.base_seed = as_int(md.get("seed", EVAL_SEED_BASE), "seed", minimum=0)
         self.haystack_options = haystack_options(md)
+        self.depth_metrics = as_bool(md.get("depth_metrics", False), "depth_metrics")
+        self.mark_invalid = marks_invalid(md)
         self.read_family_options(md)
         self.model = model_context(md, self.task_label)
         self.n_docs = self.count_docs()
@@ -138,6 +147,7 @@ class RetrievalTask(InfiniBenchTask):
             answer_tokens=self.answer_tokens,
             model_max_length=self.model.max_length,
             skipped_docs=0,
+            depth_metrics=self.depth_metrics,
         )
         if self.model.max_length is not None and self.context_length > self.model.max_length:
             raise LengthSkipError(
@@ -298,22 +308,32 @@ class RetrievalTask(InfiniBenchTask):
             response = response[0]
         response = str(response)
         answers = doc.get("answers") or [doc["answer"]]
-        scores = {
+        invalid = self.mark_invalid and is_invalid(response)
+        scores = {s: math.nan for s in SCORES} if invalid else {
             "acc": strict_match(response, answers, doc.get("type_needle_v", "numbers")),
             "ruler_match": ruler_match(response, answers),
         }
-        own = float(doc["depth_percent"])
         out = dict(scores)
-        for score in SCORES:
-            for d in self.depths:
-                out[depth_metric(d, score)] = scores[score] if float(d) == own else math.nan
+        if self.mark_invalid:
+            out["invalid"] = float(invalid)
+        if self.depth_metrics:
+            own = float(doc["depth_percent"])
+            for score in SCORES:
+                for d in self.depths:
+                    out[depth_metric(d, score)] = scores[score] if float(d) == own else math.nan
         return out
 
     def aggregation(self) -> dict[str, Any]:
-        return {**{s: mean for s in SCORES}, **{depth_metric(d, s): mean_of_scored for s in SCORES for d in self.depths}}
+        # lm-eval's own `mean` keeps its stderr; invalid documents' NaN scores need the NaN-skipping mean
+        out: dict[str, Any] = {s: mean_of_scored if self.mark_invalid else mean for s in SCORES}
+        if self.mark_invalid:
+            out["invalid"] = mean
+        if self.depth_metrics:
+            out.update({depth_metric(d, s): mean_of_scored for s in SCORES for d in self.depths})
+        return out
 
     def higher_is_better(self) -> dict[str, bool]:
-        return {name: True for name in self.aggregation()}
+        return {name: name != "invalid" for name in self.aggregation()}
 
 
 class PasskeyTask(RetrievalTask):

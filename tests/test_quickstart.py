@@ -81,7 +81,7 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
         data = json.loads(results[0].read_text())
         for task in ("passkey_256", "passkey_512", "niah_256", "niah_512", "niah_multikey_2_256", "ppl_stdlib"):
             assert task in data["results"], (label, task)
-        assert "acc_d050,none" in data["results"]["passkey_256"]
+        assert not [k for k in data["results"]["passkey_256"] if "_d0" in k]  # the table: headline scores only
         assert list((out / "eval" / label).rglob("samples_passkey_512_*.jsonl"))
     report = out / "report"
     html = (report / "report.html").read_text()

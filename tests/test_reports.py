@@ -125,7 +125,7 @@ def lm_eval_out(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
     oracle = ["--model", "recall_oracle", "--model_args",
               f"pretrained=recall-oracle,tokenizer={tiny_llama_dir},recall_length={ORACLE_RECALL}", *common,
               "--tasks", "passkey_1k,passkey_2k,niah_single_1_1k,niah_single_1_2k", "--metadata",
-              json.dumps({"depths": DEPTHS, "samples": 4})]
+              json.dumps({"depths": DEPTHS, "samples": 4, "depth_metrics": True})]
     ppl = [*hf, "--tasks", "ppl_stdlib", "--metadata",
            json.dumps({"doc_tokens": 2048, "min_doc_tokens": 2048, "max_docs": 1})]
     runner = work / "runner.py"

@@ -17,7 +17,7 @@ import torch
 from infini_bench.data import is_eval_seed
 from infini_bench.tasks import TASKS_DIR
 
-METADATA = {"depths": [0, 50, 100], "samples": 2, "doc_tokens": 1500, "max_docs": 2}
+METADATA = {"depths": [0, 50, 100], "samples": 2, "doc_tokens": 1500, "max_docs": 2, "depth_metrics": True}
 FAMILY_TASKS = ["passkey_1k", "niah_single_1_1k", "ppl_stdlib"]
 SCORED = ["passkey_1k", "niah_single_1_1k"]
 
@@ -172,7 +172,11 @@ def test_wrapper_globs_select_only_this_projects_tasks_that_fit(wrapper_run, tin
     for row in samples["passkey_4k"]:
         prompt = row["arguments"]["gen_args_0"]["arg_0"]
         assert len(tiny_tokenizer(prompt)["input_ids"]) == 4096 - row["doc"]["answer_tokens"]
-    assert results["results"]["passkey_4k"]["acc_d100,none"] in (0.0, 1.0)
+    # without depth_metrics=true: lm-eval's table holds the two scores (and their stderr) only
+    assert {k.split(",")[0] for k in results["results"]["passkey_4k"]} == {
+        "alias", "name", "sample_len", "acc", "acc_stderr", "ruler_match", "ruler_match_stderr"
+    }
+    assert {row["doc"]["depth_percent"] for row in samples["passkey_4k"]} == {0, 100}  # the depths: in the samples
 
 
 def test_suite_reports_an_aggregate_of_both_scores(wrapper_run):

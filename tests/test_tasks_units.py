@@ -200,8 +200,8 @@ def _load(task: str, metadata: dict):
 
 
 def test_task_built_by_lm_eval_has_both_scores_per_depth_and_reads_the_cache(tiny_llama_dir):
-    metadata = {"pretrained": str(tiny_llama_dir), "depths": [0, 50, 100], "samples": 1}
-    task = _load("passkey_2k", metadata)
+    metadata = {"pretrained": str(tiny_llama_dir), "depths": [0, 50, 100], "samples": 1, "depth_metrics": True}
+    task = _load("passkey_2k", metadata)  # depth_metrics: the per-depth view in the results too, on request
     depth_metrics = {f"{s}_d{d:03d}" for s in ("acc", "ruler_match") for d in (0, 50, 100)}
     assert set(task.aggregation()) == {"acc", "ruler_match"} | depth_metrics
     assert task.config.generation_kwargs["max_gen_toks"] == 16 and task.config.generation_kwargs["until"] == []
@@ -215,6 +215,10 @@ def test_task_built_by_lm_eval_has_both_scores_per_depth_and_reads_the_cache(tin
     scores = task.process_results(docs[2], [" " + docs[2]["answer"] + "."])
     assert scores["acc"] == scores["ruler_match"] == scores["acc_d050"] == scores["ruler_match_d050"] == 1.0
     assert math.isnan(scores["acc_d000"]) and math.isnan(scores["ruler_match_d100"])
+    del metadata["depth_metrics"]  # the default: lm-eval's table shows the two scores, no per-depth rows
+    headline_only = _load("passkey_2k", metadata)
+    assert set(headline_only.aggregation()) == {"acc", "ruler_match"}
+    assert headline_only.process_results(docs[2], [" " + docs[2]["answer"] + "."]) == {"acc": 1.0, "ruler_match": 1.0}
 
 
 def test_limit_bounds_the_build_whatever_the_sample_count(tiny_llama_dir):

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from .configuration_infini import InfiniConfig
+from .finite_weights import check_finite_weights
 from .modeling_infini import InfiniForCausalLM
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -115,6 +116,7 @@ def load_infini(
     for the memory-off control)."""
     torch_dtype = resolve_dtype(dtype)
     model_type = check_checkpoint_dir(path)
+    check_finite_weights(path)  # a NaN weight would score 0 % silently: refuse it by tensor and file
     if model_type == "llama":
         if not convert_llama:
             raise ValueError(f"checkpoint {str(path)!r} is a Llama model: pass convert_llama=True to convert it on the fly")
