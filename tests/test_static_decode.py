@@ -139,15 +139,21 @@ def test_static_cache_errors_are_one_sentence():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs (reduce-overhead) need a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_graphs_decode_as_the_dynamic_path(dtype):
-    """transformers' own auto-compilation on CUDA (inductor, reduce-overhead): float32 gives the dynamic path's
-    tokens; bf16 its logits to bf16 precision (inductor fuses the same maths in another order)."""
+    """transformers' own auto-compilation on CUDA (inductor, reduce-overhead): CUDA graphs are used (no skip),
+    the second call neither recompiles nor re-records (same buffers); float32 gives the dynamic path's tokens,
+    bf16 its logits to bf16 precision (inductor fuses the same maths in another order)."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     model = tiny_model(memory_update="delta_l2", memory_conv_size=4).to("cuda", dtype)
     prompt = torch.randint(3, 97, (2, 2 * SEG + 3), device="cuda")
     kwargs = dict(output_logits=True, return_dict_in_generate=True, do_sample=False)
     dynamic = _generate(model, prompt, **kwargs)
-    for _ in range(2):  # the second call replays the graphs recorded by the first, in the same buffers
-        compiled = _generate(model, prompt, cache_implementation="static", **kwargs)
+    for call in range(2):  # the second call replays the graphs recorded by the first, in the same buffers
+        with torch._dynamo.config.patch(error_on_recompile=call == 1):
+            compiled = _generate(model, prompt, cache_implementation="static", **kwargs)
+        assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
         steps = torch.stack(compiled.logits), torch.stack(dynamic.logits)
         if dtype == torch.float32:
             assert torch.equal(compiled.sequences, dynamic.sequences)
