@@ -64,7 +64,8 @@ def test_each_step_gives_the_dynamic_logits_and_state(overrides):
 @pytest.mark.parametrize(
     "prompt_len, kwargs",
     [(2 * SEG, dict(do_sample=False)), (2 * SEG + 3, dict(do_sample=False)),
-     (2 * SEG, dict(do_sample=True, top_k=20, num_return_sequences=2)), (2 * SEG + 3, dict(do_sample=False, num_beams=3))],
+     (2 * SEG, dict(do_sample=True, top_k=20, num_return_sequences=2)),
+     (2 * SEG + 3, dict(do_sample=False, num_beams=3))],
 )
 def test_generate_with_a_static_cache_equals_the_dynamic_path(prompt_len, kwargs):
     """`cache_implementation="static"`: the same tokens as the dynamic cache, with the prompt ending on a boundary
@@ -164,7 +165,8 @@ def test_cuda_graphs_decode_as_the_dynamic_path(dtype):
 
 def test_adapter_decodes_through_the_static_cache_when_asked(infini_dir):  # noqa: F811
     prompts = [passkey_prompt("48213", 4), passkey_prompt("7261", 3, depth=0.2)]
-    requests = [Instance("generate_until", {}, (p, {"until": [], "max_gen_toks": 20}), i) for i, p in enumerate(prompts)]
+    requests = [Instance("generate_until", {}, (p, {"until": [], "max_gen_toks": 20}), i)
+                for i, p in enumerate(prompts)]
     default = InfiniLM(pretrained=str(infini_dir), device="cpu", batch_size=2)
     static = InfiniLM(pretrained=str(infini_dir), device="cpu", batch_size=2, static_cache=True)
     assert default.get_model_info()["static_cache"] is False and static.get_model_info()["static_cache"] is True

@@ -89,8 +89,8 @@ class InfiniStaticCache(Cache):
         return [t for layer in self.layers for t in layer.tensors()] + [self.position_tensor]
 
     def __repr__(self) -> str:
-        return (f"InfiniStaticCache(layers={len(self.layers)}, batch={self.batch_size}, seen_tokens={self.seen_tokens}, "
-                f"segments={self.segments}, position={self.position})")
+        return (f"InfiniStaticCache(layers={len(self.layers)}, batch={self.batch_size}, "
+                f"seen_tokens={self.seen_tokens}, segments={self.segments}, position={self.position})")
 
     @property
     def batch_size(self) -> int:

@@ -178,7 +178,9 @@ def reusable_static_cache(model: "InfiniForCausalLM", batch_size: int) -> Infini
     return cache
 
 
-def static_cache_for_generate(model: "InfiniForCausalLM", cache_implementation: str, batch_size: int) -> InfiniStaticCache:
+def static_cache_for_generate(
+    model: "InfiniForCausalLM", cache_implementation: str, batch_size: int
+) -> InfiniStaticCache:
     """`generate(..., cache_implementation="static")`: an Infini model's static cache (its size is one segment
     and the memory, whatever `max_length`)."""
     if cache_implementation != "static":
