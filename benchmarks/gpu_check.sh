@@ -25,7 +25,9 @@ if ! python3 -c "import infini_bench" 2>/dev/null; then
     || { say "install failed"; exit 1; }
   export PYTHONPATH=/tmp/site
 fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
+# tests/conftest.py hides CUDA unless CUDA_VISIBLE_DEVICES is set: the CUDA tests must see the device here
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true \
+  CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \
   > "$OUT/device.txt" 2>&1 || { say "no CUDA device: $(cat "$OUT/device.txt")"; exit 1; }
 

@@ -14,7 +14,7 @@ for p in lm_eval==0.4.13 datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiproces
          pytablewriter DataProperty mbstrdecoder typepy tabledata tcolorpy pathvalidate chardet nltk pytz \
          transformers==5.25.0 huggingface_hub==2.4.0 tokenizers==0.23.3 httpx2 httpcore2 fsspec==2026.9.0 \
          truststore defusedxml regex click idna pytest pytest-timeout pluggy iniconfig fla-core==0.6.0 \
-         accelerate; do
+         accelerate wonderwords; do
   python3 -m pip download -q --no-deps "${plat[@]}" -d .whl "$p"
 done
 # sdist-only packages, built here as pure-Python wheels
