@@ -8,14 +8,16 @@
 # Prepare on a machine that reaches PyPI:   bash benchmarks/make_wheelhouse.sh      (fills .whl/)
 # Run on the GPU machine, from the project root (with .whl/ carried there):
 #   OUT=/some/dir bash benchmarks/gpu_check.sh [--minutes M]
-# Writes under $OUT (default ./gpu_check_out): RESULTS_gpu.md, bench_gpu.json, quickstart_summary.json and the
-# logs of each step. A step that fails or runs out of its time is reported and the others still run.
+# Writes under $OUT (default ./gpu_check_out) seven files (the device tool brings back at most eight):
+# RESULTS_gpu.md, bench_gpu.json, profile.md (where a training step's time goes), quickstart_summary.json and the
+# logs pytest.log, bench.log, quickstart.log. A step that fails or runs out of time is reported; the rest still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
 MINUTES=2
 [ "${1:-}" = "--minutes" ] && MINUTES=$2
-mkdir -p "$OUT"
+WORK=/tmp/gpu_check
+mkdir -p "$OUT" "$WORK"
 began=$(date +%s)
 say() { echo "[gpu_check $(( $(date +%s) - began ))s] $*"; }
 
@@ -29,7 +31,7 @@ fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true \
   CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \
-  > "$OUT/device.txt" 2>&1 || { say "no CUDA device: $(cat "$OUT/device.txt")"; exit 1; }
+  > "$WORK/device.txt" 2>&1 || { say "no CUDA device: $(cat "$WORK/device.txt")"; exit 1; }
 
 say "1/4 CUDA tests"
 cuda_tests=$(ls tests/test_parallel_form.py tests/test_model.py tests/test_local_attention_and_tokenizer.py \
@@ -38,8 +40,12 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider $cuda_tests > "$OUT/pytest.
 say "   $(tail -n 1 "$OUT/pytest.log")"
 
 say "2/4 bench_gpu.py"
-timeout 270 python3 benchmarks/bench_gpu.py --out "$OUT/bench_gpu.md" --json "$OUT/bench_gpu.json" > "$OUT/bench.log" 2>&1
+timeout 270 python3 benchmarks/bench_gpu.py --out "$WORK/bench_gpu.md" --json "$OUT/bench_gpu.json" > "$OUT/bench.log" 2>&1
 say "   exit $? ($(grep -c '^{' "$OUT/bench.log") rows)"
+
+say "   profile of a training step (benchmarks/profile_memory_path.py)"
+timeout 90 python3 benchmarks/profile_memory_path.py --out "$OUT/profile.md" > /dev/null 2>> "$OUT/bench.log"
+say "   exit $?"
 
 say "3/4 GPU quickstart, $MINUTES-minute training budget"
 timeout 230 python3 -m infini_bench.cli quickstart --out /tmp/gpu_quickstart --minutes "$MINUTES" --samples 1 \
@@ -48,12 +54,12 @@ say "   exit $?"
 cp /tmp/gpu_quickstart/report/summary.json "$OUT/quickstart_summary.json" 2>/dev/null
 
 say "4/4 RESULTS_gpu.md"
-header="# GPU check: $(cat "$OUT/device.txt"), $(date -u +%Y-%m-%d), commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+header="# GPU check: $(cat "$WORK/device.txt"), $(date -u +%Y-%m-%d), commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 Command: \`OUT=... bash benchmarks/gpu_check.sh --minutes $MINUTES\` ($(( $(date +%s) - began )) s before this page). The
 quickstart ran with a $MINUTES-minute training budget (its targets are for 10 minutes) and 1 sample per depth."
 [ -f "$OUT/bench_gpu.json" ] || echo '{"errors": {"bench_gpu.py": "no output (see bench.log)"}}' > "$OUT/bench_gpu.json"
-[ -f "$OUT/bench_gpu.md" ] || echo "(bench_gpu.py wrote no tables)" > "$OUT/bench_gpu.md"
-python3 benchmarks/gpu_targets.py --bench "$OUT/bench_gpu.json" --bench-md "$OUT/bench_gpu.md" --tests "$OUT/pytest.log" \
+[ -f "$WORK/bench_gpu.md" ] || echo "(bench_gpu.py wrote no tables)" > "$WORK/bench_gpu.md"
+python3 benchmarks/gpu_targets.py --bench "$OUT/bench_gpu.json" --bench-md "$WORK/bench_gpu.md" --tests "$OUT/pytest.log" \
   --quickstart "$OUT/quickstart_summary.json" --header "$header" --out "$OUT/RESULTS_gpu.md" > /dev/null
 say "done: $OUT/RESULTS_gpu.md"
