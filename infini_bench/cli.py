@@ -87,6 +87,12 @@ def _finetune(argv: list[str]) -> int:
     return finetune_main(argv)
 
 
+def _extend(argv: list[str]) -> int:
+    from .training.commands import extend_main
+
+    return extend_main(argv)
+
+
 def _eval(argv: list[str]) -> int:
     from .harness import main as harness_main
 
@@ -121,6 +127,7 @@ COMMANDS = {
     "quickstart": (_quickstart, "train -> finetune -> lm-eval -> report on a tiny model, against two baselines"),
     "train": (_train, "pretrain an Infini model from a YAML recipe"),
     "finetune": (_finetune, "finetune a checkpoint on passkey (and NIAH) from a YAML recipe"),
+    "extend": (_extend, "extend a full-attention model's context (position interpolation or YaRN) from a YAML recipe"),
     "eval": (_eval, "lm_eval with this project's tasks and --model infini (exactly lm_eval's flags)"),
     "tasks": (_tasks, "list this project's lm-eval tasks and print their include path"),
     "report": (_report, "heatmaps, summary.json and report.html from lm-eval output folders"),

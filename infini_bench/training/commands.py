@@ -1,9 +1,10 @@
-"""`infini-bench train` and `infini-bench finetune` (also `python -m infini_bench.training train|finetune`)."""
+"""`infini-bench train`, `finetune` and `extend` (also `python -m infini_bench.training train|finetune|extend`)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from ..data.cache import StorageError
 from .checkpoint import CheckpointError, OutputDirInUse
@@ -34,7 +35,8 @@ def _parser(prog: str, description: str, finetune: bool) -> argparse.ArgumentPar
     )
     parser.add_argument("--config", help="YAML recipe (recipes/*.yaml); without one, the built-in defaults")
     if finetune:
-        parser.add_argument("--from", dest="checkpoint", required=True, help="Infini checkpoint folder to finetune")
+        parser.add_argument("--from", dest="checkpoint", required=True, help="checkpoint folder to start from (finetune: an Infini checkpoint; "
+                            "extend: a Llama folder or a full-attention Infini checkpoint)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="require a checkpoint in the output folder and continue it")
     resume.add_argument("--no-resume", action="store_true", help="start fresh (refused if the output folder has checkpoints)")
@@ -98,6 +100,35 @@ def finetune_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def extend_main(argv: list[str] | None = None) -> int:
+    """Context extension (position interpolation or YaRN) of a full-attention model: `training/extend.py`."""
+    args = _parser(
+        "infini-bench extend", "Extend a full-attention model (a Llama folder, or a memory-off one-segment Infini "
+        "checkpoint) to a longer context: the recipe's model.rope_parameters (linear = position interpolation, "
+        "yarn), language-model finetuning on its data in data.length_stages; writes <run.output_dir>/llama.", True,
+    ).parse_args(argv)
+    from .extend import check_extend_recipe, export_extended, extension
+    from .loop import process_state, train
+    from .recipe import load_recipe, recipe_to_yaml
+
+    recipe = load_recipe(args.config, args.set + args.overrides)
+    check_extend_recipe(recipe)
+    if args.print_recipe:
+        print(recipe_to_yaml(recipe))
+        return 0
+    _quiet_libraries()
+    try:
+        final = train(recipe.optim, recipe.run, extension(recipe, args.checkpoint), recipe_to_yaml(recipe),
+                      _resume_mode(args))
+    except CLEAR_ERRORS as err:
+        print(f"infini-bench extend: error: {err}", file=sys.stderr)
+        return 1
+    state = process_state()
+    if state.is_main_process:
+        state.print(f"final checkpoint: {final}\nas a transformers Llama: {export_extended(final, Path(recipe.run.output_dir))}")
+    return 0
+
+
 def _quiet_libraries() -> None:
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
@@ -108,9 +139,9 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m infini_bench.training train|finetune ...`"""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train_main, "finetune": finetune_main}
+    commands = {"train": train_main, "finetune": finetune_main, "extend": extend_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m infini_bench.training {train,finetune} --config RECIPE [options] [key=value ...]")
+        print("usage: python -m infini_bench.training {train,finetune,extend} --config RECIPE [options] [key=value ...]")
         return 2
     try:
         return commands[argv[0]](argv[1:])

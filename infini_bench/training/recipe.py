@@ -80,7 +80,11 @@ class DataConfig:
 
     source: "stdlib" (the Python standard library's own source, training split only: `ppl_stdlib`'s evaluation
     files are never trained on), "files" (`paths`: .txt/.md/.rst/.py files, .jsonl, .parquet, or folders of them),
-    or "hub" (`hub_name`, read with `datasets.load_dataset`, offline when the cache has it).
+    or "hub" (`hub_name`, read with `datasets.load_dataset`, offline when the cache has it; e.g. `pg19` for long
+    books when online).
+    length_stages: a length schedule in stages (e.g. [512, 1024, 2048, 4096], the context-extension guide's
+    gradual 2× steps): the run is cut into equal stages and stage k trains on windows of length_stages[k] tokens of
+    the packed rows; the last equals `sequence_length` (empty: every step at `sequence_length`).
     tokenizer: a folder or hub name; None trains a byte-level BPE of `vocab_size` on the corpus (or, with
     `model.init_from`, takes the checkpoint's tokenizer)."""
 
@@ -97,10 +101,12 @@ class DataConfig:
     tokenizer: str | None = None
     vocab_size: int = 1024
     tokenizer_train_chars: int = 20_000_000
+    length_stages: list[int] = field(default_factory=list)
 
     def check(self, where: str) -> None:
         _choice(f"{where}.source", self.source, ("stdlib", "files", "hub"))
         _positive(f"{where}.sequence_length", self.sequence_length)
+        self.check_stages(where)
         if self.source == "files" and not self.paths:
             raise RecipeError(f"{where}.paths is empty: source 'files' needs at least one file or folder")
         if self.source == "hub" and not self.hub_name:
@@ -108,6 +114,23 @@ class DataConfig:
         for name in ("max_documents", "max_tokens"):
             if getattr(self, name) is not None:
                 _positive(f"{where}.{name}", getattr(self, name))
+
+    def check_stages(self, where: str) -> None:
+        """`length_stages`: rising lengths, each dividing `sequence_length` (a packed row is cut into windows of
+        the stage's length), the last equal to it."""
+        stages = self.length_stages
+        if not stages:
+            return
+        for i, length in enumerate(stages):
+            _positive(f"{where}.length_stages[{i}]", length)
+            if self.sequence_length % length:
+                raise RecipeError(f"{where}.length_stages[{i}]={length} does not divide {where}.sequence_length="
+                                  f"{self.sequence_length}: each stage cuts the packed rows into windows of its length")
+        if any(b <= a for a, b in zip(stages, stages[1:])):
+            raise RecipeError(f"{where}.length_stages={stages!r} must rise stage by stage (e.g. [512, 1024, 2048])")
+        if stages[-1] != self.sequence_length:
+            raise RecipeError(f"{where}.length_stages ends at {stages[-1]}, not at {where}.sequence_length="
+                              f"{self.sequence_length}: the last stage trains at the full length")
 
 
 @dataclass
@@ -428,6 +451,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         raise RecipeError(f"{where}={value!r} has the wrong type: expected {_type_name(hint)}")
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
+    if hint is dict:  # a free-form mapping (model.rope_parameters): the model's own config checks its keys
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}={value!r} has the wrong type: expected a mapping")
+        return dict(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where}={value!r} has the wrong type: expected a mapping ({_type_name(hint)})")

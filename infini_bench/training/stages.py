@@ -38,9 +38,18 @@ def pretraining(recipe: Recipe) -> Callable[[PartialState], Setup]:
                 f"data.sequence_length={recipe.data.sequence_length} is shorter than one segment "
                 f"(segment_length={model.config.segment_length} in {recipe.model.init_from!r})"
             )
-        return Setup(model=model, tokenizer=tokenizer, data=PackedText(rows, recipe.run.seed))
+        return Setup(model=model, tokenizer=tokenizer, data=corpus_batches(rows, recipe))
 
     return build
+
+
+def corpus_batches(rows: np.ndarray, recipe: Recipe) -> PackedText:
+    """The packed corpus as the loop's data: every step at the full length, or in `data.length_stages`."""
+    if recipe.data.length_stages:
+        from .extend import StagedText
+
+        return StagedText(rows, recipe.run.seed, recipe.data.length_stages)
+    return PackedText(rows, recipe.run.seed)
 
 
 def documents(data: DataConfig) -> Iterator[str]:
