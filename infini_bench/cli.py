@@ -7,9 +7,9 @@ import sys
 
 
 def _convert(argv: list[str]) -> int:
-    # The choices are the model's own lists (this command loads torch anyway; `report` and `--help` never get here).
-    from .modeling import convert_llama_checkpoint
-    from .modeling.configuration_infini import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES
+    # The choices are the model's own lists, from a module that imports nothing: `--help` and a bad flag answer
+    # without loading torch (about 4 s); the model is imported once the arguments parse.
+    from .model_choices import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES
 
     parser = argparse.ArgumentParser(
         prog="infini-bench convert",
@@ -45,6 +45,8 @@ def _convert(argv: list[str]) -> int:
         parser.error("--segment-length is required with --from")
     gate_init = args.gate_init or "zeros"
     gate_init = gate_init if gate_init in GATE_INITS else _number(gate_init, "--gate-init")
+    from .modeling import convert_llama_checkpoint
+
     dst = convert_llama_checkpoint(
         args.src,
         args.dst,

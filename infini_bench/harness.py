@@ -160,6 +160,19 @@ def preflight(args: argparse.Namespace) -> None:
         claim_cache(args.use_cache, getattr(args, "model", None) or "hf", model_args)
 
 
+def check_metadata_keys(args: argparse.Namespace) -> None:
+    """Refuse an unknown `--metadata` key before the model loads: this project's tasks refuse it too, but lm-eval
+    builds them only after the model (minutes for a large one). Model args count as known (lm-eval copies them into
+    the metadata); nothing is checked when no selected task is this project's."""
+    metadata = getattr(args, "metadata", None)
+    ours = {t.name for t in project_tasks()}
+    if not isinstance(metadata, dict) or not metadata or not any(t in ours for t in getattr(args, "tasks", None) or []):
+        return
+    from infini_bench.tasks.options import check_option_keys
+
+    check_option_keys({**metadata, **(getattr(args, "model_args", None) or {})}, "the selected tasks")
+
+
 def check_limit(limit: float | None) -> None:
     if limit is None:
         return
@@ -211,10 +224,29 @@ _NOT_IDENTITY = frozenset({"device", "batch_size", "max_batch_size"})
 _PATH_ARGS = ("pretrained", "tokenizer", "peft", "delta")
 
 
-def _file_fingerprint(path: Path) -> dict[str, list[int]]:
-    """Each weight/config file of a local model (a folder's top-level files, or one file): size, modified time."""
+_WHOLE_FILE = 64 << 20  # files up to this size are hashed whole; larger ones by 16 blocks of 1 MiB spread over them
+
+
+def _content_digest(path: Path, block: int = 1 << 20, blocks: int = 16) -> str:
+    """A digest of the file's bytes, not its name or time: a copied checkpoint is the same model. A large weight
+    file is read at 16 evenly spaced 1 MiB blocks (first and last included): any further training changes every
+    tensor; an edit confined to the bytes between the blocks would go unnoticed (docs/ARCHITECTURE.md §4)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= _WHOLE_FILE:
+            digest.update(handle.read())
+        else:
+            for i in range(blocks):
+                handle.seek((size - block) * i // (blocks - 1))
+                digest.update(handle.read(block))
+    return digest.hexdigest()[:32]
+
+
+def _file_fingerprint(path: Path) -> dict[str, list[int | str]]:
+    """Each weight/config file of a local model (a folder's top-level files, or one file): size and content digest."""
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    return {p.name: [p.stat().st_size, _content_digest(p)] for p in files}
 
 
 def model_identity(model: str, model_args: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +260,10 @@ def model_identity(model: str, model_args: dict[str, Any]) -> dict[str, Any]:
             resolved = Path(value).expanduser().resolve()
             files[key] = {"path": str(resolved), "files": _file_fingerprint(resolved)}
     identity = {"model": model, "model_args": args, "files": files}
-    identity["digest"] = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    # the digest leaves out where local files are: a copy of a checkpoint (another folder) is the same model
+    same = {"model": model, "model_args": {k: v for k, v in args.items() if k not in files},
+            "files": {key: entry["files"] for key, entry in files.items()}}
+    identity["digest"] = hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()
     return identity
 
 
@@ -363,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "run":
             prepare_run_args(args)
             preflight(args)
+            check_metadata_keys(args)
             ours_only = only_project_tasks(args.tasks)
         elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
             args.include_path = TASKS_DIR

@@ -89,15 +89,20 @@ def test_case3_a_cache_serves_one_model(tmp_path, infini_dir, tiny_tokenizer, ca
 
     # the same model answers from it
     assert evaluate(infini_dir, "--use_cache", str(cache), "--limit", "1") == 0
-    # the same folder with other weights (retrained in place) is refused, naming the changed file
+    # the same folder with other weights (retrained in place) is refused, naming the changed file; a new file time
+    # alone (a copy, a touch) is still the same model: the files are compared by content
     weights = infini_dir / "model.safetensors"
     stat = weights.stat()
+    original = weights.read_bytes()
     try:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert evaluate(infini_dir, "--use_cache", str(cache), "--limit", "1") == 0
+        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
         capsys.readouterr()
         assert evaluate(infini_dir, "--use_cache", str(cache), "--limit", "1") == 1
         assert "whose files changed since (model.safetensors (pretrained))" in error_line(capsys)
     finally:
+        weights.write_bytes(original)
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     # a cache made without the record (plain lm_eval) cannot be vouched for

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ..model_choices import GATE_ACTIVATIONS, GATE_INITS, MEMORY_UPDATES  # torch-free, for `convert --help`
 from .fla_ops import KERNELS as MEMORY_KERNELS
 
-MEMORY_UPDATES = ("linear", "delta", "delta_l2", "gated_delta")
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "orig_tanh", "tanh_abs")
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")  # the types transformers' Llama supports
 # Keys each rope_type cannot do without (transformers would fall back to a default or only warn).
 _ROPE_REQUIRED = {
@@ -16,7 +15,6 @@ _ROPE_REQUIRED = {
     "llama3": ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"),
     "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
 }
-GATE_INITS = ("zeros", "randn")
 
 
 class InfiniConfig(PretrainedConfig):

@@ -33,6 +33,7 @@ from .checkpoint import (
     ACCELERATE_DIR,
     STATE_FILE,
     CheckpointError,
+    OutputDirInUse,
     acquire_lock,
     latest_checkpoint,
     list_checkpoints,
@@ -195,9 +196,19 @@ def train(
         )
     state = process_state()
     lock = None
+    refusal = None
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        lock = acquire_lock(out, output_key)  # one training per folder: a second one would interleave the log
+        try:  # one training per folder: a second one would interleave the log
+            lock = acquire_lock(out, output_key)
+        except OutputDirInUse as err:
+            refusal = str(err)
+    if state.num_processes > 1:  # every process of a refused launch stops with the main one's sentence, none hangs
+        from accelerate.utils import broadcast_object_list
+
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal is not None:
+        raise OutputDirInUse(refusal)
     try:
         return fit(optim, run, build, recipe_yaml, state, previous, output_key)
     finally:
