@@ -15,7 +15,8 @@ from sqlitedict import SqliteDict
 from test_adapter_support import infini_dir  # noqa: F401
 
 TASKS = "passkey_1k,niah_1k,ppl_stdlib"
-METADATA = ["depths=[25,75]", "samples=1", "doc_tokens=300", "max_docs=2", "min_doc_tokens=0"]
+# depth_metrics: the data-parallel test checks that lm-eval's gather finds every per-depth name on every rank
+METADATA = ["depths=[25,75]", "samples=1", "doc_tokens=300", "max_docs=2", "min_doc_tokens=0", "depth_metrics=true"]
 
 
 def _env(tmp: Path) -> dict[str, str]:
