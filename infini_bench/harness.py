@@ -106,6 +106,13 @@ def check_builtin_names(patterns: list[str]) -> None:
                 "Landmark passkey: name a length (passkey_4k), a glob ('passkey_*') or a suite "
                 "(infinibench_passkey_upto_4k); for LIBRA's, run plain lm_eval"
             )
+        if pattern == "ruler" and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
+            raise ValueError(
+                "--tasks ruler (lm-eval's RULER group) needs the hub offline here: its niah_single_2, niah_single_3, "
+                "niah_multikey_1, niah_multivalue and niah_multiquery read Paul Graham's essays "
+                "(baber/paul_graham_essays) and ruler_qa_squad / ruler_qa_hotpot read SQuAD and HotpotQA; offline, "
+                "run --tasks ruler_vt,ruler_cwe,ruler_fwe,niah_single_1,niah_multikey_2,niah_multikey_3 (docs/ruler.md)"
+            )
         if pattern in LM_EVAL_RULER_NIAH:
             print(f"note: {pattern} is lm-eval's RULER port (its own documents, lengths from --metadata "
                   f"max_seq_lengths); this project's is {pattern}_<len> (e.g. {pattern}_4k)", file=sys.stderr)

@@ -160,6 +160,7 @@ INTERNAL_KEYS = frozenset({
     "version", "config_source", "config", "_metadata", "task_context_length", "task_variant", "task_source",
     "task_min_doc_tokens", "glob_requires", "explicit_only", "glob_prefix", "model_max_length", "skipped_docs", "docs_from_cache",
     "docs_built", "docs_longer_than_max_length", "prompt_frame", "check_options",
+    "max_seq_lengths",  # lm-eval's ruler tasks' lengths: --metadata goes to them and to ours in one run
 })
 #: Model arguments lm-eval's models and transformers' from_pretrained understand beyond the classes' signatures
 #: (lm-eval copies every --model_args key into the metadata, so they must pass the option check).

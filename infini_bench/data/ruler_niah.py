@@ -242,15 +242,16 @@ class RulerNiahGenerator:
                 try:
                     draw = self.draw(used)
                     if self._tokens(draw) > self.max_seq_length:
-                        raise _TooLong
+                        raise _TooLong(f"its smallest haystack ({used} units) already needs {draw.ruler_tokens} "
+                                       "prompt tokens")
                     break
                 except (_TooLong, ValueError) as err:  # RULER's bare `except:` around the draw and the assert
                     if used > self.incremental:
                         used -= self.incremental
-                    elif tries > 50:  # RULER would loop forever here
+                    elif tries > 50:  # RULER's script would loop forever here
                         raise PromptTooShort(
                             f"RULER's generator cannot fit a document into max_seq_length={self.max_seq_length} with "
-                            f"tokens_to_generate={self.tokens_to_generate} ({err or 'too long'})"
+                            f"tokens_to_generate={self.tokens_to_generate}: {err}; use a longer context_length"
                         ) from None
             self._states[i + 1] = self.rng.getstate()
         return draw
