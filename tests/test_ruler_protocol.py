@@ -184,10 +184,11 @@ def test_wrapper_refuses_lm_evals_libra_passkey_by_name():
     check_builtin_names(["passkey_1k", "passkey_*", "niah_single_1"])  # ours, a glob, lm-eval's RULER port: fine
 
 
-def test_line_haystack_is_never_cut_into_a_blank_line(tiny_tokenizer):
-    """The exact-length cut never ends a line haystack right after a newline (a blank line before the question)."""
+def test_line_haystack_is_cut_into_a_blank_line_only_as_a_last_resort(tiny_tokenizer):
+    """The exact-length cut ends a line haystack right after a newline (a blank line before the question) only when
+    the tokenizer's count can be hit nowhere else nearby: rare (tasks/README.md's anchor table)."""
     from infini_bench.data.niah import build_niah_docs
 
-    for variant in ("single_1", "multikey_2"):
-        docs, _ = build_niah_docs(tiny_tokenizer, 1024, samples=3, variant=variant)
-        assert not [d["depth_percent"] for d in docs if "\n\n" in d["prompt"]]
+    docs = [d for v in ("single_1", "multikey_2") for d in build_niah_docs(tiny_tokenizer, 1024, samples=3, variant=v)[0]]
+    blank = [d for d in docs if "\n\n" in d["prompt"]]
+    assert len(blank) <= len(docs) // 10, f"{len(blank)} of {len(docs)} documents have a blank line"

@@ -244,18 +244,24 @@ def _solve(view: TokenizerView, parts: list[Part], free: int, target: int, stitc
 
 def _ends_to_try(hay: Haystack, a: int, best: int, nxt: int) -> Iterator[int]:
     """Where to end the free span when no word end gives the exact count, in order: inside the crossing word, right
-    after its space, then other spaces nearby, then any char nearby (nearest first). Never right after a newline:
-    a line haystack cut there would leave a blank line before the text that follows (RULER's lines never do). Lazy:
-    the first tries nearly always succeed, and listing the nearby spaces costs more than the solve itself."""
-    ordered = [e for e in (*range(best + 2, nxt), best + 1) if hay.chars(e - 1, e) != "\n"]
+    after its space, then other spaces nearby, then any char nearby (nearest first), and only as the last resort
+    right after a newline: a line haystack cut there leaves a blank line before the text that follows (RULER's lines
+    never do), which a tokenizer whose count steps over the target everywhere else may still need. Lazy: the first
+    tries nearly always succeed, and listing the nearby spaces costs more than the solve itself."""
+    def after_newline(e: int) -> bool:
+        return hay.chars(e - 1, e) == "\n"
+
+    ordered = [e for e in (*range(best + 2, nxt), best + 1) if not after_newline(e)]
     yield from ordered
-    near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS)
-            if e not in (best, nxt) and hay.chars(e - 1, e) != "\n"]
+    near = [e for e in range(max(best - _SEARCH_CHARS, a), nxt + _SEARCH_CHARS) if e not in (best, nxt)]
+    last = sorted((e for e in near if after_newline(e)), key=lambda e: abs(e - best))
+    near = [e for e in near if not after_newline(e)]
     tried = set(ordered)
     spaces = sorted((e for e in near if hay.chars(e, e + 1) == " " and e not in tried), key=lambda e: abs(e - best))
     yield from spaces
     tried.update(spaces)
     yield from sorted(set(near) - tried, key=lambda e: abs(e - best))
+    yield from last
 
 
 def _result(
