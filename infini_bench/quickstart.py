@@ -1,9 +1,11 @@
 """`infini-bench quickstart`: the whole product on a laptop, no GPU and no network (and a larger model on a GPU).
 
 train a tiny Infini model (pretraining, then passkey and NIAH finetuning) → the same recipe for a full-attention baseline
-(one segment, no memory, exported as a transformers Llama) → lm-eval on the passkey / NIAH (single and multikey)
-grid at 1×–16× the finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control and the Llama
-(`--model hf`) → the report. With CUDA the GPU profile trains a larger model in the same budget and evaluates to
+(one segment, no memory, exported as a transformers Llama) → that baseline extended by YaRN to the longest evaluated
+length (`infini-bench extend`, what users pick instead of a memory) → lm-eval on the passkey / NIAH (single and
+multikey) grid at 1×–16× the finetuning length and `ppl_stdlib`, for the Infini model, its memory-off control, the
+Llama and the YaRN Llama (both `--model hf`) → the report, which warns when either Llama control fails at its own
+finetuning length. With CUDA the GPU profile trains a larger model in the same budget and evaluates to
 64× (`Profile`, `select_profile`). Every stage is an ordinary command a user could type; the commands are printed,
 saved to `commands.sh`, and a finished stage is recorded with its inputs (options, recipe contents, upstream
 outputs, profile), so a second run (or one after Ctrl-C) picks up where it stopped and reruns exactly the stages
@@ -30,10 +32,16 @@ from .recipes import RECIPES_DIR
 
 RECIPE = Path(RECIPES_DIR) / "quickstart-cpu.yaml"
 GPU_RECIPE = Path(RECIPES_DIR) / "quickstart-gpu.yaml"
+# What users pick instead of a memory: the baseline extended by YaRN to the longest evaluated length (its RoPE
+# factor and length stages set from the profile's multiples, `_yarn_overrides`).
+EXTEND_RECIPE = Path(RECIPES_DIR) / "extend-yarn.yaml"
 DEFAULT_MINUTES = 10.0
 # Shares of the training budget. Both models get the same recipe and the same number of minutes.
 # The two models train side by side (one CPU thread each in the quickstart recipe), each for the whole budget.
 SHARES = {"pretrain": 0.2, "finetune": 0.8}
+# The YaRN extension's budget, as a share of --minutes: it runs after the baseline's finetuning, beside the Infini
+# model's evaluation (one core each), so it adds no training time to the critical path, only its evaluation.
+EXTEND_SHARE = 0.1
 MULTIKEY_VARIANT = "multikey_2"  # the multikey NIAH family the quickstart recipes finetune on, and evaluate
 LENGTH_MULTIPLES = (1, 2, 4, 8, 16)
 GPU_LENGTH_MULTIPLES = (1, 2, 4, 8, 16, 32, 64)
@@ -69,7 +77,8 @@ class Profile:
 
 
 # The CPU profile's device, dtypes and batch size are what the README's measured runs used. One thread per
-# evaluation: the Llama's runs beside the Infini model's, one core each. The Llama decodes with transformers' static
+# evaluation, two at a time: the Infini model, memory off and the Llama in turn on one core, the YaRN extension and
+# then its evaluation on the other. The Llama decodes with transformers' static
 # KV cache: the same answers (33 of 33 NIAH 4k answers identical) without the dynamic cache's copy of the whole
 # cache at every new token (its NIAH 4k evaluation 53 -> 32 s on one core). Not on the GPU: there a static cache
 # needs an explicit attention mask over its full length, which at 128K tokens rules out the flash SDPA kernel.
@@ -116,6 +125,7 @@ class Stage:
     files: tuple[Path, ...] = ()  # input files whose contents are part of the stage's inputs (the recipe)
     params: str = ""  # further inputs of a stage that has no command line (the Llama export)
     threads: int | None = None  # CPU threads of its command (OMP_NUM_THREADS); None: the library's default
+    beside_eval: bool = False  # a training the evaluations need not wait for (only its own evaluation does)
     profile: str = CPU.name  # the profile it ran under: part of its inputs (a GPU-trained model is another model)
 
 
@@ -169,7 +179,7 @@ def plan(
     multiples = profile.multiples if multiples is None else multiples
     length = _finetune_length(recipe)
     lengths = [length * m for m in multiples]
-    infini, base = out / "infini", out / "baseline"
+    infini, base, yarn = out / "infini", out / "baseline", out / "yarn"
     pre_min, fin_min = _budgets(minutes)
     # The baseline's checkpoint carries these into its finetuning: one segment over the whole sequence, no memory
     # (full attention). Its pretraining sequences are one such segment long.
@@ -202,6 +212,12 @@ def plan(
               action=lambda: export_llama(base / "finetune" / "latest", base / "llama", max(lengths) * 2),
               folder=base / "llama", outputs=(base / "llama" / "config.json",), depends=("baseline_finetune",),
               params=f"max_position_embeddings={max(lengths) * 2}", background=True),
+        Stage("yarn_extend", f"Extend the baseline {max(multiples)}x with YaRN (context extension as users do it)",
+              _cli("extend", "--config", str(EXTEND_RECIPE), "--from", str(base / "finetune" / "latest"),
+                   f"run.output_dir={yarn}", f"run.max_minutes={_extend_budget(minutes)}",
+                   *_yarn_overrides(length, max(multiples)), *pre_seed),
+              folder=yarn, outputs=(yarn / "latest", yarn / "llama" / "config.json"), depends=("baseline_finetune",),
+              resumable=True, files=(recipe, EXTEND_RECIPE), background=True, beside_eval=True),
     ]
     retrieval = ",".join(retrieval_tasks(lengths))
     checkpoint = infini / "finetune" / "latest"
@@ -210,6 +226,10 @@ def plan(
         ("infini", "infini", f"pretrained={checkpoint}{infini_dtype}", "infini_finetune"),
         ("memory_off", "infini", f"pretrained={checkpoint},use_memory=False{infini_dtype}", "infini_finetune"),
         ("llama", "hf", f"pretrained={base / 'llama'},dtype={profile.llama_dtype}", "baseline_export"),
+        # max_length: lm-eval's hf keeps max_gen_toks of it for the answer and cuts prompts longer than the rest;
+        # the extended Llama's config says its target length (as YaRN's factor implies), the export above twice it
+        ("yarn", "hf", f"pretrained={yarn / 'llama'},dtype={profile.llama_dtype},max_length={max(lengths) * 2}",
+         "yarn_extend"),
     ]
     tasks = f"{retrieval},ppl_stdlib"
     metadata = json.dumps({"samples": samples, "n_depths": 11, **PPL_METADATA})
@@ -222,20 +242,41 @@ def plan(
             [sys.executable, "-m", "infini_bench.harness", "--model", model, "--model_args", args, "--tasks", tasks,
              "--metadata", metadata, "--device", profile.device, "--batch_size", profile.batch_size,
              *extra, "--output_path", str(target), "--log_samples"],
-            folder=target, outputs=(target,), depends=(upstream,), background=label == "llama",
+            folder=target, outputs=(target,), depends=(upstream,), background=label == "yarn",
             threads=profile.eval_threads,
         ))
     report = out / "report"
     stages.append(Stage(
         "report", "Write the report",
         _cli("report", *(f"{label}={out / 'eval' / label}" for label, *_ in models), "-o", str(report),
-             *(arg for label, *_ in models for arg in ("--train-length", f"{label}={length}"))),
+             *(arg for label, *_ in models for arg in ("--train-length", f"{label}={length}")),
+             # the two Llamas are the controls: the headline warns when one fails at the length it was finetuned
+             # on retrieval (YaRN's extension trains language modelling only, so its retrieval length stays 1x)
+             "--control", "llama", "--control", "yarn"),
         folder=report, outputs=(report / "report.html", report / "summary.json"),
         depends=tuple(f"eval_{label}" for label, *_ in models),
     ))
     for stage in stages:
         stage.profile = profile.name
     return stages
+
+
+def _extend_budget(minutes: float) -> float:
+    """The YaRN extension's budget in minutes (recipes take them to 3 decimals; at least the smallest step)."""
+    return max(0.001, round(minutes * EXTEND_SHARE, 3))
+
+
+def _yarn_overrides(length: int, multiple: int) -> list[str]:
+    """extend-yarn.yaml set for this profile: YaRN by `multiple` over the finetuning `length`, trained in 2x
+    stages from 2x up to the target (the guide's gradual schedule)."""
+    stages, n = [], 2
+    while n < multiple:
+        stages.append(length * n)
+        n *= 2
+    stages.append(length * multiple)
+    rope = f"{{rope_type: yarn, factor: {float(multiple)}, original_max_position_embeddings: {length}}}"
+    return [f"model.rope_parameters={rope}", f"data.sequence_length={length * multiple}",
+            f"data.length_stages=[{','.join(map(str, stages))}]"]
 
 
 def _budgets(minutes: float) -> tuple[float, float]:
@@ -478,7 +519,7 @@ def run(
     numbered = list(enumerate(stages, 1))
     background = [(i, s) for i, s in numbered if s.background]
     progress = _Progress()
-    trainings = {s.name for s in stages if s.resumable}
+    trainings = {s.name for s in stages if s.resumable and not s.beside_eval}
     lane = threading.Thread(target=_run_lane, args=(out, background, len(stages), progress, trainings), daemon=True)
     lane.start()
     try:

@@ -60,7 +60,7 @@ def finished_run(tmp_path_factory):
     assert first.returncode == 130, err[-2000:]
     assert "interrupted; run the same command again to resume" in err
     finished_before = json.loads(stages.read_text())
-    assert 1 <= len(finished_before) < 9
+    assert 1 <= len(finished_before) < 11
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("already done, skipped") == len(finished_before)
@@ -75,7 +75,8 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
 
     assert AutoConfig.from_pretrained(out / "infini" / "finetune" / "latest").model_type == "infini"
     assert AutoConfig.from_pretrained(out / "baseline" / "llama").model_type == "llama"
-    for label in ("infini", "memory_off", "llama"):
+    assert AutoConfig.from_pretrained(out / "yarn" / "llama").rope_parameters["rope_type"] == "yarn"
+    for label in ("infini", "memory_off", "llama", "yarn"):
         results = list((out / "eval" / label).rglob("results_*.json"))
         assert len(results) == 1, label
         data = json.loads(results[0].read_text())
@@ -89,9 +90,10 @@ def test_every_artefact_exists_and_is_well_formed(finished_run):
     summary = json.loads((report / "summary.json").read_text())
     assert summary and list(report.glob("*.png"))
     stages = json.loads((out / "quickstart_stages.json").read_text())
-    assert len(stages) == 9 and all(s["seconds"] >= 0 for s in stages.values())
+    assert len(stages) == 11 and all(s["seconds"] >= 0 for s in stages.values())
     commands = (out / "commands.sh").read_text()
-    assert commands.count("infini_bench.harness --model") == 3 and "use_memory=False" in commands
+    assert commands.count("infini_bench.harness --model") == 4 and "use_memory=False" in commands
+    assert "infini_bench.cli extend --config" in commands and "--control llama --control yarn" in commands
     assert "report.html" in proc.stdout and "lm_eval" not in proc.stderr[-200:]
 
 
@@ -99,7 +101,7 @@ def test_second_run_reuses_finished_stages(finished_run):
     out, recipe, _ = finished_run
     proc = quickstart("--out", str(out), "--minutes", "1", "--recipe", str(recipe), "--samples", "1", "--multiples", "1,2")
     assert proc.returncode == 0
-    assert proc.stdout.count("already done, skipped") == 9
+    assert proc.stdout.count("already done, skipped") == 11
 
 
 @pytest.mark.parametrize(

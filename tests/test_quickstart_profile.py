@@ -134,8 +134,8 @@ def test_switching_profile_reruns_every_stage(tmp_path, monkeypatch, fake_stages
     assert quickstart.main(args) == 0
     printed = capsys.readouterr().out
     assert "profile: gpu (torch.cuda.is_available() is True" in printed
-    assert len(fake_stages) == 9
-    assert printed.count("made under the cpu profile and this run uses the gpu one") == 9
+    assert len(fake_stages) == 11
+    assert printed.count("made under the cpu profile and this run uses the gpu one") == 11
     assert "--device cuda" in (out / "commands.sh").read_text()
 
 
@@ -154,7 +154,7 @@ def test_records_from_before_profiles_count_as_cpu(tmp_path, monkeypatch, fake_s
     fake_stages.clear()
     capsys.readouterr()
     assert quickstart.main(args) == 0
-    assert fake_stages == [] and capsys.readouterr().out.count("already done, skipped") == 9
+    assert fake_stages == [] and capsys.readouterr().out.count("already done, skipped") == 11
 
 
 def test_help_and_the_cli_do_not_need_cuda_or_torch_at_import():

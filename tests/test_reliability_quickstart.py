@@ -28,6 +28,9 @@ def fake_stages(monkeypatch):
             (checkpoint / "model.safetensors").write_text(stamp)
             if not (folder / "latest").is_symlink():
                 (folder / "latest").symlink_to(checkpoint.name)
+            for path in stage.outputs[1:]:  # what a training writes beside `latest` (the YaRN run's Llama)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(stamp)
         elif stage.name.startswith("eval_"):
             (folder / "model").mkdir(exist_ok=True)
             (folder / "model" / "results_1.json").write_text(stamp)
@@ -52,7 +55,7 @@ def qs(out: Path, recipe: Path, *extra: str) -> int:
 
 
 ALL = ["infini_pretrain", "infini_finetune", "eval_infini", "eval_memory_off", "eval_llama", "report"]
-LANE = ["baseline_pretrain", "baseline_finetune", "baseline_export"]
+LANE = ["baseline_pretrain", "baseline_finetune", "baseline_export", "yarn_extend", "eval_yarn"]
 TRAININGS = ["infini_pretrain", "infini_finetune", "baseline_pretrain", "baseline_finetune"]
 
 
@@ -97,14 +100,15 @@ def test_case2_stages_rerun_when_their_inputs_change(tmp_path, recipe, fake_stag
     fake_stages.clear()
     capsys.readouterr()
     assert qs(out, recipe, "--samples", "1", "--multiples", "1,2") == 0  # same options: nothing runs
-    assert fake_stages == [] and capsys.readouterr().out.count("already done, skipped") == 9
+    assert fake_stages == [] and capsys.readouterr().out.count("already done, skipped") == 11
 
-    # Other evaluation options: the three evaluations, the Llama export (its position table covers the longest
-    # length) and the report run again; the training does not.
+    # Other evaluation options: the four evaluations, the Llama export (its position table covers the longest
+    # length), the YaRN extension (its factor is the longest multiple) and the report run again; the rest does not.
     assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
-    assert sorted(fake_stages) == sorted(["baseline_export", "eval_infini", "eval_memory_off", "eval_llama", "report"])
+    assert sorted(fake_stages) == sorted(["baseline_export", "eval_infini", "eval_memory_off", "eval_llama", "report",
+                                          "yarn_extend", "eval_yarn"])
     printed = capsys.readouterr().out
-    assert printed.count("recorded as done, but its options differ from the recorded run's: running it again") == 4
+    assert printed.count("recorded as done, but its options differ from the recorded run's: running it again") == 6
     assert "recorded as done, but eval_infini, whose output it uses, was made again: running it again" in printed
     assert "passkey_1k" in (out / "commands.sh").read_text()
 
@@ -131,7 +135,8 @@ def test_case2_stages_rerun_when_their_inputs_change(tmp_path, recipe, fake_stag
     fake_stages.clear()
     (out / "baseline" / "finetune" / "checkpoint-000001" / "model.safetensors").write_text("retrained by hand!")
     assert qs(out, recipe, "--samples", "2", "--multiples", "1,2,4") == 0
-    assert fake_stages == ["baseline_finetune", "baseline_export", "eval_llama", "report"]
+    assert sorted(fake_stages) == sorted(["baseline_finetune", "baseline_export", "eval_llama", "yarn_extend",
+                                          "eval_yarn", "report"])
     assert "recorded as done, but its output changed since it was recorded" in capsys.readouterr().out
 
 
@@ -191,13 +196,15 @@ def test_each_stage_starts_after_what_it_needs(tmp_path, recipe, fake_stages, mo
     assert all(spans[f"eval_{m}"][0] >= trained for m in ("infini", "memory_off", "llama"))
     assert spans["eval_llama"][0] >= spans["baseline_export"][1]
     assert spans["report"][0] >= max(spans[f"eval_{m}"][1] for m in ("infini", "memory_off", "llama"))
-    assert spans["eval_llama"][0] < spans["eval_infini"][1]  # side by side, not one after the other
+    assert spans["yarn_extend"][0] >= spans["baseline_finetune"][1] and spans["eval_yarn"][0] >= spans["yarn_extend"][1]
+    assert spans["yarn_extend"][0] < spans["eval_infini"][1]  # the extension runs beside the evaluations
+    assert spans["report"][0] >= spans["eval_yarn"][1]
 
 
 def test_cpu_evaluations_run_on_one_thread_each(tmp_path, recipe):
     stages = {s.name: s for s in quickstart.plan(tmp_path / "out", 1.0, recipe, profile=quickstart.CPU)}
-    assert [stages[f"eval_{m}"].threads for m in ("infini", "memory_off", "llama")] == [1, 1, 1]
-    assert stages["eval_llama"].background and not stages["eval_infini"].background
+    assert [stages[f"eval_{m}"].threads for m in ("infini", "memory_off", "llama", "yarn")] == [1, 1, 1, 1]
+    assert stages["eval_yarn"].background and not stages["eval_infini"].background and not stages["eval_llama"].background
     assert all(stages[name].threads is None for name in TRAININGS)  # the recipe's cpu_threads decides
     assert quickstart.GPU.eval_threads is None
     probe = quickstart.Stage("probe", "print the thread setting",
@@ -209,7 +216,7 @@ def test_cpu_evaluations_run_on_one_thread_each(tmp_path, recipe):
 
 def test_a_failure_in_the_background_lane_stops_the_run(tmp_path, recipe, fake_stages, monkeypatch, capsys):
     execute = quickstart._execute
-    monkeypatch.setattr(quickstart, "_execute", lambda stage, log: 3 if stage.name == "eval_llama" else execute(stage, log))
+    monkeypatch.setattr(quickstart, "_execute", lambda stage, log: 3 if stage.name == "eval_yarn" else execute(stage, log))
     assert qs(tmp_path / "out", recipe) == 1
-    assert "stage 'eval_llama' failed (exit code 3)" in capsys.readouterr().err
+    assert "stage 'eval_yarn' failed (exit code 3)" in capsys.readouterr().err
     assert "report" not in fake_stages
