@@ -37,11 +37,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from infini_bench.model_args import identifying_args
 from infini_bench.tasks import TASKS_DIR, expand_task_patterns, project_tasks
 
 
 def _register_models() -> None:
-    import lm_eval.models  # noqa: F401  (built-ins first: see LMEVAL.md)
+    import lm_eval.models  # noqa: F401  (built-ins first: registering ours before them would hide them)
 
     import infini_bench.model_adapters  # noqa: F401  (registers --model infini)
 
@@ -226,8 +227,6 @@ def check_local_weights(model_args: dict[str, Any]) -> None:
             raise PreflightError(f"pretrained={pretrained!r} cannot be evaluated: {err}") from None
 
 
-# model args that do not change a model's answers (lm-eval passes some of them through model_args)
-_NOT_IDENTITY = frozenset({"device", "batch_size", "max_batch_size"})
 _PATH_ARGS = ("pretrained", "tokenizer", "peft", "delta")
 
 
@@ -259,7 +258,7 @@ def _file_fingerprint(path: Path) -> dict[str, list[int | str]]:
 def model_identity(model: str, model_args: dict[str, Any]) -> dict[str, Any]:
     """What makes two evaluations give the same answers: the model class, its args, and the files of every local
     path among them (resolved, so `latest` links count by the checkpoint they point at)."""
-    args = {k: v for k, v in sorted(model_args.items()) if k not in _NOT_IDENTITY}
+    args = identifying_args(model_args)  # the report's rule for "the same model" too (infini_bench/model_args.py)
     files = {}
     for key in _PATH_ARGS:
         value = args.get(key)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .grid import Grid, format_length
+from .formatting import format_length
+from .grid import Grid
 
 CONSEQUENCE = "comparisons beyond it measure the control's failure, not memory"
 

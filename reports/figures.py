@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Colormap, TwoSlopeNorm  # noqa: E402
 
-from .grid import Grid, PerplexityResult, format_bucket, format_depth, format_length  # noqa: E402
+from .formatting import format_bucket, format_depth, format_length  # noqa: E402
+from .grid import Grid, PerplexityResult  # noqa: E402
 
 DPI = 100
 #: Fixed accuracy scale: red (0 %) -> yellow (50 %) -> green (100 %), identical in every heatmap.

@@ -12,7 +12,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from .figures import DPI, Figure, _save, text_colour
 from .gates import LOCAL_ONLY, MEMORY_ONLY, GateReadError, GateTable, read_gates
-from .loading import Loaded, ModelRuns
+from .records import Loaded, ModelRuns
 
 #: blue: local (g → 0), white: an even mix (g = 0.5, where HF's heads got stuck), red: memory (g → 1)
 GATE_CMAP = plt.get_cmap("RdBu_r")

@@ -29,9 +29,8 @@ from infini_bench.tasks.names import (
     parse_length,
     split_task_name,
 )
-from infini_bench.tasks.names import format_length as _format_length
 
-from .loading import ModelRuns, Sample, TaskResult
+from .records import ModelRuns, Sample, TaskResult
 
 #: The per-sample scores a grid can pivot (every passkey and NIAH sample carries both; see tasks/README.md).
 METRICS = SCORES
@@ -92,22 +91,6 @@ def effective_length(per_length: dict[int, float], threshold: float) -> int | No
             break
         best = length
     return best
-
-
-def format_length(n: int | float | None) -> str:
-    """4096 -> ``4k``, 1048576 -> ``1m``, 1000 -> ``1000`` (the tasks' own way); ``-`` for an unknown length."""
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "-"
-    return _format_length(int(n))
-
-
-def format_depth(d: float) -> str:
-    return f"{d:g}%"
-
-
-def format_bucket(lo: int, hi: int | None) -> str:
-    """Position bucket label: ``0–1k``, ``4k–end``."""
-    return f"{format_length(lo) if lo else '0'}–{'end' if hi is None else format_length(hi)}"
 
 
 @dataclass

@@ -2,92 +2,27 @@
 
 Only files are read here; the model and the tasks are never imported (only the tasks' naming module), so a report
 can be built on a machine that has neither. Every problem with the input (missing folder, a file that is not lm-eval output, a truncated JSONL
-line) becomes a human-readable line in ``Loaded.problems`` and the rest of the input is still used.
+line) becomes a human-readable line in ``Loaded.problems`` and the rest of the input is still used. Which model a
+file belongs to and what to call it is `labels.py`'s to decide; the records filled here are in `records.py`.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from infini_bench.tasks.names import parse_length
 
+from .labels import ModelKey, label_models, model_key, replicated_labels, split_label
+from .records import Loaded, ModelRuns, Sample, TaskResult
+
 #: lm-eval names output files with ``datetime.now().isoformat().replace(":", "-")``.
 DATE_ID_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)$")
-
-#: Model arguments that change how a model runs, not which model it is; they do not split one model into two.
-RUNTIME_ARGS = frozenset(
-    {"device", "batch_size", "max_batch_size", "parallelize", "trust_remote_code", "device_map", "use_cache"}
-)
 
 #: Characters of the prompt kept per sample (the tail is what the question and the needle context look like).
 PROMPT_TAIL_CHARS = 600
 NEEDLE_CONTEXT_CHARS = 160
-
-
-@dataclass
-class Sample:
-    """The few fields of one logged lm-eval sample a report needs (prompts can be megabytes; only a tail is kept)."""
-
-    doc_id: int
-    doc: dict[str, Any]
-    metrics: dict[str, float]
-    prompt_tail: str
-    prompt_chars: int
-    needle_context: str  # the prompt around the first occurrence of the answer ("" when it does not occur)
-    needle_char: int | None
-    response: str
-    target: str
-    run: str | None = None  # which run of its model label (seed replicates only)
-
-
-@dataclass
-class TaskResult:
-    """One task of one results file: aggregated metrics (for the chosen filter), its config and, if logged, samples."""
-
-    name: str
-    metrics: dict[str, float]
-    stderrs: dict[str, float]
-    filter: str
-    config: dict[str, Any]
-    n_samples: int | None
-    results_file: Path
-    date_id: str
-    samples: list[Sample] | None = None
-    samples_file: Path | None = None
-
-
-@dataclass
-class ModelRuns:
-    """Everything loaded for one model (one model type + identifying model args), merged over results files."""
-
-    key: tuple[str, tuple[tuple[str, str], ...]]
-    name: str
-    model_type: str
-    model_args: dict[str, str]
-    results_files: list[Path] = field(default_factory=list)
-    tasks: dict[str, TaskResult] = field(default_factory=dict)
-    groups: dict[str, TaskResult] = field(default_factory=dict)
-    train_length: int | None = None
-    train_length_source: str | None = None
-    label: str = ""
-    run: str | None = None  # seed replicates: which run of the label (the part of its input path that differs)
-
-    @property
-    def display(self) -> str:
-        """The label, and for a seed replicate its run: ``infini [seed1]``."""
-        return self.label if self.run is None else f"{self.label} [{self.run}]"
-
-
-@dataclass
-class Loaded:
-    models: list[ModelRuns]
-    problems: list[str]
-    results_files: list[Path]
 
 
 def parse_model_args(model_args: Any) -> dict[str, str]:
@@ -282,6 +217,7 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]])", r"[\1]", text)
 
 
+
 def model_identity(data: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     """(model name, model type, model args) from a results file: ``model_name`` first, then ``pretrained``."""
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
@@ -369,7 +305,7 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
     seen: set[Path] = set()
     given: dict[Path, str] = {}  # results file -> the label its input named
     labelled = [split_label(raw) for raw in inputs]
-    repeated = {label for label, count in Counter(lab for lab, _ in labelled if lab).items() if count > 1}
+    repeated = replicated_labels(label for label, _ in labelled)
     replicate_of: dict[Path, tuple[str, int]] = {}  # results file -> (label, input index) for seed replicates
     for index, (label, raw) in enumerate(labelled):
         for path in collect_results_files([raw], problems):
@@ -380,7 +316,7 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
                 given[path.resolve()] = label
             if label in repeated:
                 replicate_of.setdefault(path.resolve(), (label, index))
-    models: dict[tuple, ModelRuns] = {}
+    models: dict[ModelKey, ModelRuns] = {}
     used_files: list[Path] = []
     parsed: list[tuple[str, Path, dict[str, Any]]] = []
     for path in files:
@@ -396,8 +332,7 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
     for date_id, path, data in parsed:
         used_files.append(path)
         name, model_type, model_args = model_identity(data)
-        ident = tuple(sorted((k, v) for k, v in model_args.items() if k not in RUNTIME_ARGS))
-        key = (model_type, ident if ident else (("name", name),))
+        key = model_key(model_type, name, model_args)
         if path.resolve() in replicate_of:  # one run of a replicated label: never merged with another input's
             key = ("replicate", replicate_of[path.resolve()], key)
         model = models.get(key)
@@ -438,148 +373,8 @@ def load(inputs: Iterable[str | Path], train_lengths: dict[str, int] | None = No
                 )
             model.tasks[task] = result
     ordered = list(models.values())
-    assign_labels(ordered)
-    runs = group_replicates(ordered, [str(raw) for _, raw in labelled], problems)
-    apply_given_labels([m for m in ordered if id(m) not in runs], given)
-    apply_train_lengths(ordered, train_lengths or {}, problems)
+    label_models(ordered, [str(raw) for _, raw in labelled], given, train_lengths or {}, problems)
     return Loaded(models=ordered, problems=problems, results_files=used_files)
 
 
-def split_label(raw: str | Path) -> tuple[str | None, str | Path]:
-    """``NAME=PATH`` names the model(s) found under PATH; anything else (or an existing path holding "=") is a path."""
-    text = str(raw)
-    name, sep, path = text.partition("=")
-    if sep and name and path and "/" not in name and not Path(text).exists():
-        return name, path
-    return None, raw
 
-
-def group_replicates(models: list[ModelRuns], inputs: list[str], problems: list[str]) -> set[int]:
-    """Seed replicates: a label given to several inputs names one model, one run per input. Each run gets the
-    label and a run name (the part of its input path that differs from the others'); returns the ids of the
-    models so grouped. An input holding several models cannot be one run: its label's models stay apart, as
-    for a label given once, and the problem is reported."""
-    by_label: dict[str, dict[int, list[ModelRuns]]] = {}
-    for model in models:
-        if model.key[0] == "replicate":
-            label, index = model.key[1]
-            by_label.setdefault(label, {}).setdefault(index, []).append(model)
-    grouped: set[int] = set()
-    for label, per_input in by_label.items():
-        crowded = {index: found for index, found in per_input.items() if len(found) > 1}
-        if crowded:
-            index, found = next(iter(crowded.items()))
-            problems.append(
-                f"{label}={inputs[index]}: holds {len(found)} models ({', '.join(m.label for m in found)}); a label "
-                f"given to several inputs marks seed replicates, one model per input, so {label}'s models are "
-                "kept apart (give each model folder its own NAME=PATH)"
-            )
-            continue
-        indices = sorted(per_input)
-        kinds = sorted({per_input[i][0].model_type for i in indices})
-        if len(kinds) > 1:
-            problems.append(f"{label}: its runs are different kinds of model ({', '.join(kinds)}); pooled as seed "
-                            "replicates all the same, as the repeated label asks")
-        names = run_names([inputs[i] for i in indices])
-        for index, run in zip(indices, names):
-            (model,) = per_input[index]
-            model.label, model.run = label, run
-            grouped.add(id(model))
-            for task in model.tasks.values():
-                for sample in task.samples or []:
-                    sample.run = run
-    return grouped
-
-
-def run_names(paths: list[str]) -> list[str]:
-    """Short names for the runs of one model: each path without the parts all of them share at the start and at
-    the end (``s0/eval/infini``, ``s1/eval/infini`` -> ``s0``, ``s1``); ``run N`` where nothing differs."""
-    parts = [[p for p in re.split(r"[/\\]+", os.path.normpath(path)) if p] for path in paths]
-    shortest = min((len(p) for p in parts), default=0)
-    head = 0
-    while head < shortest and len({tuple(p[: head + 1]) for p in parts}) == 1:
-        head += 1
-    tail = 0
-    while tail < shortest - head and len({p[len(p) - tail - 1] for p in parts}) == 1:
-        tail += 1
-    names = ["/".join(p[head : len(p) - tail]) for p in parts]
-    if len(set(names)) < len(names) or not all(names):
-        return [f"run {i + 1}" for i in range(len(paths))]
-    return names
-
-
-def apply_given_labels(models: list[ModelRuns], given: dict[Path, str]) -> None:
-    """Labels named on the command line win over the derived ones; a name given to several models keeps the
-    derived label beside it, so labels stay unique."""
-    named = {}
-    for model in models:
-        labels = {given.get(path.resolve()) for path in model.results_files}
-        if len(labels) == 1 and None not in labels:
-            named[id(model)] = labels.pop()
-    counts = Counter(named.values())
-    for model in models:
-        label = named.get(id(model))
-        if label:
-            model.label = label if counts[label] == 1 else f"{label} ({model.label})"
-
-
-def _short_names(names: list[str]) -> list[str]:
-    """Shortest trailing path parts that keep the names apart: ``/ckpt/a/final`` vs ``/ckpt/b/final`` -> ``a/final``."""
-    parts = [[p for p in re.split(r"[/\\]+", n) if p] or [n] for n in names]
-    depth = [1] * len(names)
-    while True:
-        shown = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
-        owners: dict[str, set[str]] = {}
-        for s, n in zip(shown, names):
-            owners.setdefault(s, set()).add(n)
-        clashes = {s for s, who in owners.items() if len(who) > 1}  # the same model name is not a clash
-        grow = [i for i, s in enumerate(shown) if s in clashes and depth[i] < len(parts[i])]
-        if not grow:
-            return shown
-        for i in grow:
-            depth[i] += 1
-
-
-def assign_labels(models: list[ModelRuns]) -> None:
-    """Give every model a short unique display label (path tail, then model type, then differing model args)."""
-    labels = _short_names([m.name for m in models])
-    for model, label in zip(models, labels):
-        model.label = label
-    by_label: dict[str, list[ModelRuns]] = {}
-    for model in models:
-        by_label.setdefault(model.label, []).append(model)
-    for same in by_label.values():
-        if len(same) < 2:
-            continue
-        keys = sorted({k for m in same for k in m.model_args if k not in RUNTIME_ARGS and k != "pretrained"})
-        for model in same:
-            extras = [model.model_type] if len({m.model_type for m in same}) > 1 else []
-            extras += [  # only the args this model sets: the one with the defaults keeps the bare name
-                f"{k}={model.model_args[k]}"
-                for k in keys
-                if k in model.model_args and len({m.model_args.get(k) for m in same}) > 1
-            ]
-            model.label = f"{model.label} ({', '.join(extras)})" if extras else model.label
-    seen: dict[str, int] = {}
-    for model in models:  # last resort: identical in everything we can see
-        if model.label in seen:
-            seen[model.label] += 1
-            model.label = f"{model.label} #{seen[model.label]}"
-        else:
-            seen[model.label] = 1
-
-
-def apply_train_lengths(models: list[ModelRuns], given: dict[str, int], problems: list[str]) -> None:
-    """``--train-length MODEL=N`` overrides what the files say; MODEL may be the label, full name or basename."""
-    for key, length in given.items():
-        wanted = {key, os.path.normpath(key)}
-        matched = [
-            m
-            for m in models
-            if wanted & {m.label, m.name, os.path.normpath(m.name), os.path.basename(os.path.normpath(m.name))}
-        ]
-        if not matched:
-            known = ", ".join(m.label for m in models) or "none loaded"
-            problems.append(f"--train-length {key}={length}: no model called {key!r} (models: {known})")
-        for m in matched:
-            m.train_length, m.train_length_source = length, "--train-length"

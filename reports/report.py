@@ -24,7 +24,8 @@ from . import figures
 from .controls import control_warnings, unknown_controls
 from .gate_section import gate_section
 from .grid import DEPTH_BINS, Grid, GridBuild, build_grids, depth_bin, is_perplexity_task, perplexity_results
-from .loading import Loaded, load
+from .loading import load
+from .records import Loaded
 from .ruler_table import per_length_rows, protocol_rows
 
 

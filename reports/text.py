@@ -2,25 +2,17 @@
 statistics line per grid, the per-length comparisons, the start / middle / end view and perplexity."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pandas as pd
 
-from .grid import format_depth, format_length
+from .formatting import effective, format_depth, format_length, percent, percent_range
 from .ruler_table import per_length_text
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}"
-
-
-def _range(low: float | None, high: float | None) -> str:
-    """``85–95`` (percent) for a seed range; empty for a single run."""
-    return "" if low is None or high is None else f"{low * 100:.0f}–{high * 100:.0f}"
-
-
-def _effective(length: int | None) -> str:
-    return format_length(length) if length else "none"
+#: Percents in the terminal view: no unit (the headers say %), ASCII ``-`` for a missing value.
+_pct = functools.partial(percent, unit="", missing="-")
 
 
 def _headline(summary: dict[str, Any]) -> list[str]:
@@ -31,14 +23,14 @@ def _headline(summary: dict[str, Any]) -> list[str]:
              f"length reach {summary['threshold'] * 100:.0f}%)"]
     records = []
     for row in rows:
-        eff = _effective(row["effective_length"])
+        eff = effective(row["effective_length"])
         if row["effective_multiple"]:
             eff += f" ({row['effective_multiple']:g}× training)"
         if row["seeds"] > 1 and row["effective_length_min"] != row["effective_length_max"]:
-            eff += f" [seeds {_effective(row['effective_length_min'])}–{_effective(row['effective_length_max'])}]"
-        mean = "-" if row["mean"] is None else f"{row['mean'] * 100:.1f}%"
+            eff += f" [seeds {effective(row['effective_length_min'])}–{effective(row['effective_length_max'])}]"
+        mean = percent(row["mean"], 1, missing="-")
         if row["seeds"] > 1 and row["mean_min"] is not None:
-            mean += f" [seeds {_range(row['mean_min'], row['mean_max'])}, sd {row['mean_std'] * 100:.1f}]"
+            mean += f" [seeds {percent_range(row['mean_min'], row['mean_max'])}, sd {row['mean_std'] * 100:.1f}]"
         records.append({"family": row["family"], "model": row["model"], "effective length": eff, "mean": mean,
                         "seeds": row["seeds"]})
     frame = pd.DataFrame(records)
@@ -70,7 +62,7 @@ def _grid(grid: dict[str, Any], threshold: float) -> list[str]:
     frame = frame.reindex(index=grid["depths"], columns=grid["lengths"])
     frame.index = [format_depth(d) for d in frame.index]
     frame.columns = [format_length(x) for x in frame.columns]
-    frame = frame.map(lambda v: "-" if pd.isna(v) else f"{v * 100:.0f}")
+    frame = frame.map(_pct)
     lines.append(frame.to_string())
     if s["mean"] is None:
         lines.append("no accuracy values")
@@ -79,17 +71,17 @@ def _grid(grid: dict[str, Any], threshold: float) -> list[str]:
             f"mean {s['mean'] * 100:.1f}%  std {s['std'] * 100:.1f}  "
             f"min {s['min'] * 100:.1f}% @ {format_depth(s['min_depth'])}  "
             f"max {s['max'] * 100:.1f}% @ {format_depth(s['max_depth'])}  -> {s['assessment']}  "
-            f"| effective length (>= {threshold * 100:.0f}%): {_effective(s['effective_length'])}"
+            f"| effective length (>= {threshold * 100:.0f}%): {effective(s['effective_length'])}"
         )
     if grid.get("seeds", 1) > 1:
         per_seed = ", ".join(
-            f"{r['run']} {_pct(r['mean'])}% / {_effective(r['effective_length'])}" for r in s["per_seed"]
+            f"{r['run']} {_pct(r['mean'])}% / {effective(r['effective_length'])}" for r in s["per_seed"]
         )
         lines.append(f"seeds (mean / effective length): {per_seed}")
         lines.append("per length, mean [seed min–max, sd] (pooled 95% Wilson): " + "  ".join(
-            f"{format_length(r['length'])} {_pct(r['acc'])} [{_range(r['seed_min'], r['seed_max'])}"
+            f"{format_length(r['length'])} {_pct(r['acc'])} [{percent_range(r['seed_min'], r['seed_max'])}"
             + (f", sd {r['seed_std'] * 100:.1f}" if r["seed_std"] is not None else "") + "]"
-            + (f" ({_range(r['ci_low'], r['ci_high'])})" if r["ci_low"] is not None else "")
+            + (f" ({percent_range(r['ci_low'], r['ci_high'])})" if r["ci_low"] is not None else "")
             for r in grid["per_length"]
         ))
     lines.append("")
@@ -110,9 +102,9 @@ def _comparisons(summary: dict[str, Any]) -> list[str]:
             rec = {}
             for k, v in ordered:
                 spread = spreads.get(k, {})
-                seeds = _range(spread.get("seed_min"), spread.get("seed_max")) if row.get("seeds", 1) > 1 else ""
+                seeds = percent_range(spread.get("seed_min"), spread.get("seed_max")) if row.get("seeds", 1) > 1 else ""
                 rec[format_length(int(k))] = _pct(v) + (f" [{seeds}]" if seeds else "")
-            rec["eff"] = _effective(row["effective_length"])
+            rec["eff"] = effective(row["effective_length"])
             rows[row["model"]] = rec
         lines.append(pd.DataFrame(rows).T.fillna("-").to_string())
         lines.append("")

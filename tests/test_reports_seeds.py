@@ -18,7 +18,7 @@ import pytest
 
 from infini_bench.reports import build_report
 from infini_bench.reports.grid import wilson
-from infini_bench.reports.loading import run_names
+from infini_bench.reports.labels import run_names
 from infini_bench.reports.text import render_text
 from infini_bench.tasks.names import depth_metric, format_length
 from test_reliability_quickstart import fake_stages  # noqa: F401  (a fixture)

@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 
 from infini_bench.reports.cli import _threshold, _train_length, build_parser
-from infini_bench.reports.grid import assessment, depth_bin, effective_length, family_of, format_length, wilson
-from infini_bench.reports.loading import ModelRuns, _short_names, assign_labels, date_id_of, parse_model_args
+from infini_bench.reports.formatting import format_length
+from infini_bench.reports.grid import assessment, depth_bin, effective_length, family_of, wilson
+from infini_bench.reports.labels import _short_names, assign_labels
+from infini_bench.reports.loading import date_id_of, parse_model_args
+from infini_bench.reports.records import ModelRuns
 from infini_bench.tasks.names import parse_length
 
 
@@ -101,7 +104,7 @@ def test_model_labels_separate_types_and_args():
 
 
 def test_train_length_flag_matches_label_path_or_folder_name():
-    from infini_bench.reports.loading import apply_train_lengths
+    from infini_bench.reports.labels import apply_train_lengths
 
     models = [ModelRuns(key=("hf", ()), name="/ckpt/run1/", model_type="hf", model_args={}, label="run1"),
               ModelRuns(key=("hf", (("x", "1"),)), name="org/other", model_type="hf", model_args={}, label="other")]
@@ -130,7 +133,7 @@ def test_cli_argument_parsing():
 
 
 def test_depth_metric_names_and_position_buckets_parse():
-    from infini_bench.reports.grid import format_bucket
+    from infini_bench.reports.formatting import format_bucket
     from infini_bench.tasks.names import parse_bucket_metric, parse_depth_metric
 
     assert parse_depth_metric("acc_d050") == ("acc", 50.0)
@@ -147,7 +150,7 @@ def test_depth_metric_names_and_position_buckets_parse():
 def test_reports_read_back_every_name_the_tasks_write():
     """One naming module: every task name, depth metric and position bucket the tasks write parses back."""
     from infini_bench.reports.grid import family_of
-    from infini_bench.reports.grid import format_length as report_length
+    from infini_bench.reports.formatting import format_length as report_length
     from infini_bench.tasks.names import (
         CONTEXT_LENGTH_NAMES,
         NIAH_VARIANTS,
@@ -184,7 +187,7 @@ def test_headline_and_comparisons_put_the_primary_family_first():
 
 def test_tasks_without_a_grid_are_set_aside_with_a_reason(tmp_path):
     from infini_bench.reports.grid import build_grids
-    from infini_bench.reports.loading import Sample, TaskResult
+    from infini_bench.reports.records import Sample, TaskResult
 
     def task(name, metrics, samples=None, metadata=None):
         return TaskResult(name=name, metrics=metrics, stderrs={}, filter="none", config={"metadata": metadata or {}},
