@@ -34,7 +34,8 @@ from bench_adapter import FILLER, stdlib_text  # noqa: E402  (the offline text b
 from infini_bench import InfiniConfig, InfiniForCausalLM  # noqa: E402
 from infini_bench.modeling import infini_to_llama  # noqa: E402
 from infini_bench.modeling.fla_ops import HAS_FLA  # noqa: E402
-from infini_bench.modeling.memory_ops import segment_retrievals, unit  # noqa: E402
+from infini_bench.modeling.memory_features import unit  # noqa: E402
+from infini_bench.modeling.memory_ops import segment_retrievals  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

@@ -1,4 +1,4 @@
-"""The model against a float64 re-computation of DESIGN §4, streaming, generation, control and conversion."""
+"""The model against a float64 re-computation of docs/ARCHITECTURE.md §2, streaming, generation, control and conversion."""
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -359,7 +359,7 @@ def test_memory_write_is_float32_even_under_bf16_autocast(memory_update):
     """Training on CUDA runs under bf16 autocast; the memory write opts out of it, so folding a segment under
     autocast gives exactly the float32 result (bf16 matmuls would not)."""
     from infini_bench.modeling.memory import LayerState
-    from infini_bench.modeling.memory_ops import sigma, unit
+    from infini_bench.modeling.memory_features import sigma, unit
 
     torch.manual_seed(0)
     keys, values = torch.randn(2, 2, 8, 16), torch.randn(2, 2, 8, 16)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from infini_bench.modeling import fla_ops
-from infini_bench.modeling.memory_ops import memory_scan, segment_retrievals, sigma, unit
+from infini_bench.modeling.memory_features import sigma, unit
+from infini_bench.modeling.memory_ops import memory_scan, segment_retrievals
 
 from test_model import relative_error, tiny_model
 

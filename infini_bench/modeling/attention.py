@@ -1,5 +1,5 @@
 """Infini-attention (arXiv 2404.07143): local causal attention within a segment, mixed per head with retrieval
-from a compressive memory of all earlier segments. The maths is DESIGN.md §4."""
+from a compressive memory of all earlier segments. The maths is docs/ARCHITECTURE.md §2."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,8 @@ from torch import nn
 from .configuration_infini import InfiniConfig
 from .local_attention import local_causal_attention
 from .memory import LayerState
-from .memory_ops import memory_read, segment_retrievals, sigma, unit
+from .memory_features import sigma, unit
+from .memory_ops import memory_read, segment_retrievals
 from .rotary import apply_rotary
 
 

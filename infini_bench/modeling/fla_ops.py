@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .memory_ops import unit
+from .memory_features import unit
 
 HAS_FLA = importlib.util.find_spec("fla") is not None
 

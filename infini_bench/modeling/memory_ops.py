@@ -12,22 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from .fla_ops import fla_delta_l2_read, fla_delta_l2_scan
+from .memory_features import sigma, unit
 
 # Rows of the exact in-segment delta-rule solve at a time: the unit-triangular system stays well conditioned.
 DELTA_CHUNK = 64
 
 Scan = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def sigma(x: torch.Tensor) -> torch.Tensor:
-    """ELU + 1 in float32: the paper's positive feature map of the memory."""
-    return F.elu(x.float()) + 1.0
-
-
-def unit(x: torch.Tensor) -> torch.Tensor:
-    """x / |x| over the head dimension, in float32: the delta_l2 variant's key and query features."""
-    return F.normalize(x.float(), dim=-1, eps=1e-6)
 
 
 def memory_scan(
@@ -41,7 +33,7 @@ def memory_scan(
     kernel: str = "torch",
     log_decay: torch.Tensor | None = None,
 ) -> Scan:
-    """Write S whole segments into memory one after another (DESIGN §4).
+    """Write S whole segments into memory one after another (docs/ARCHITECTURE.md §2).
 
     Returns (memory before each segment [B, H, S, d, d], norm before each [B, H, S, d], final memory, final norm).
     `detach_after[s]` cuts the gradient through the state written by segment s (truncated backpropagation);
@@ -56,8 +48,6 @@ def memory_scan(
     if update in ("delta_l2", "gated_delta"):
         decay = _required_decay(update, log_decay)
         if kernel == "fla":
-            from .fla_ops import fla_delta_l2_scan
-
             befores, final = fla_delta_l2_scan(memory, keys, values, detach, decay)
         else:
             befores, final = _delta_l2_scan(memory, keys, values, detach, decay)
@@ -165,8 +155,6 @@ def segment_retrievals(
     half of the parallel form. queries [B, H, G, S, L, d] (G query heads per key/value head); the rest as in
     `memory_scan`. Returns (retrieved [B, H, G, S, L, d] float32, final memory, final norm)."""
     if kernel == "fla" and update in ("delta_l2", "gated_delta") and not any(detach_after):
-        from .fla_ops import fla_delta_l2_read
-
         retrieved, memory = fla_delta_l2_read(memory, keys, values, queries, log_decay=_required_decay(update, log_decay))
         return retrieved, memory, norm
     memories, norms, memory, norm = memory_scan(
