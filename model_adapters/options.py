@@ -11,6 +11,7 @@ import logging
 import torch
 
 from infini_bench.modeling.checkpoint import DTYPES
+from infini_bench.validation import as_truth, as_whole
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +21,18 @@ class InfiniArgumentError(ValueError):
 
 
 def positive_int(name: str, value: object) -> int:
-    """An integer >= 1 (bools and floats such as 16.0 are refused: they usually mean a typo)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A whole number >= 1 by the project's one rule (`infini_bench.validation.as_whole`)."""
+    number = as_whole(value, 1)
+    if number is None:
         raise InfiniArgumentError(f"{name}={value!r} is invalid: it must be a positive integer")
-    return value
+    return number
 
 
 def token_id(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    number = as_whole(value, 0)
+    if number is None:
         raise InfiniArgumentError(f"{name}={value!r} is invalid: it must be a token id (an integer >= 0)")
-    return value
+    return number
 
 
 def optional_positive_int(name: str, value: object) -> int | None:
@@ -43,9 +46,11 @@ def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
 
 
 def boolean(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
+    """True or false as task options read them (`infini_bench.validation.as_truth`: "yes" and "on" too)."""
+    truth = as_truth(value)
+    if truth is None:
         raise InfiniArgumentError(f"{name}={value!r} is invalid: use true or false")
-    return value
+    return truth
 
 
 def dtype_name(value: object) -> str:
@@ -66,11 +71,10 @@ def batch_size(value: object) -> int | str:
         text = value.strip()
         if text == "auto" or text.startswith("auto:"):
             return "auto"
-        if text.isdigit():
-            value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = as_whole(value, 1)
+    if number is None:
         raise InfiniArgumentError(f"batch_size={value!r} is invalid: use a positive integer or 'auto'")
-    return value
+    return number
 
 
 def resolve_device(requested: str | None) -> torch.device:

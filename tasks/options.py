@@ -16,37 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from infini_bench.data.tokens import TokenizerError, load_tokenizer, tokenizer_view, TokenizerView
+from infini_bench.validation import true_or_false, whole_number
 
 log = logging.getLogger(__name__)
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def as_bool(value: Any, key: str) -> bool:
-    """A boolean option given as bool or text."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"{key} must be true or false, got {value!r}")
-
-
-def as_int(value: Any, key: str, minimum: int = 1) -> int:
-    """A whole-number option >= minimum, with an error naming the key and value."""
-    if isinstance(value, bool):
-        raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}") from None
-    if not number.is_integer() or number < minimum:
-        raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
-    return int(number)
-
 
 def as_length(value: Any, key: str) -> int:
     """A token count written as a number or with a k/m suffix ("4k" = 4096)."""
@@ -54,7 +26,7 @@ def as_length(value: Any, key: str) -> int:
 
     if isinstance(value, str) and value.strip().lower()[-1:] in ("k", "m"):
         value = parse_length(value)
-    return as_int(value, key)
+    return whole_number(value, key)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -97,7 +69,7 @@ def _tokenizer_from(metadata: dict[str, Any], task: str) -> Any:
         name,
         revision=metadata.get("revision"),
         subfolder=metadata.get("subfolder"),
-        trust_remote_code=as_bool(metadata.get("trust_remote_code", False), "trust_remote_code"),
+        trust_remote_code=true_or_false(metadata.get("trust_remote_code", False), "trust_remote_code"),
     )
 
 
@@ -125,14 +97,14 @@ def _config_of(metadata: dict[str, Any]) -> Any:
         pretrained,
         metadata.get("revision"),
         metadata.get("subfolder"),
-        as_bool(metadata.get("trust_remote_code", False), "trust_remote_code"),
+        true_or_false(metadata.get("trust_remote_code", False), "trust_remote_code"),
     )
 
 
 def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | None:
     """The model's maximum sequence length as lm-eval's model classes resolve it, or None when unknown."""
     if metadata.get("max_length") not in (None, ""):
-        return as_int(metadata["max_length"], "max_length")
+        return whole_number(metadata["max_length"], "max_length")
     config = _config_of(metadata)
     if config is None:
         return None
@@ -228,7 +200,7 @@ def check_option_keys(metadata: dict[str, Any], task: str) -> None:
     every selected task, so any family's option is accepted), nor lm-eval's or this project's own key, nor a
     possible model argument; the error names the key and lists the accepted options. ``check_options=false``
     turns the check off (for a model argument this check does not know)."""
-    if not as_bool(metadata.get("check_options", True), "check_options"):
+    if not true_or_false(metadata.get("check_options", True), "check_options"):
         return
     options = set(TASK_OPTIONS)
     unknown = sorted(k for k in metadata if k not in options | INTERNAL_KEYS)
@@ -251,7 +223,7 @@ def model_context(metadata: dict[str, Any], task: str) -> ModelContext:
     """Tokenizer view and maximum length for the model named in `metadata`."""
     tokenizer = _tokenizer_from(metadata, task)
     add_special = metadata.get("add_bos_token")
-    add_bos = True if add_special in (None, "") else as_bool(add_special, "add_bos_token")
+    add_bos = True if add_special in (None, "") else true_or_false(add_special, "add_bos_token")
     view = tokenizer_view(tokenizer, add_bos)
     return ModelContext(view=view, max_length=model_max_length(metadata, tokenizer), tokenizer=tokenizer, add_bos=add_bos)
 

@@ -40,7 +40,7 @@ from infini_bench.data.passkey_nanotron import (
     nanotron_match,
 )
 from infini_bench.tasks.names import NANOTRON_SCORE, depth_metric
-from infini_bench.tasks.options import as_int
+from infini_bench.validation import whole_number
 from infini_bench.tasks.retrieval_task import PasskeyTask, mean_of_scored
 
 #: run_passkey_eval.py's ``--num_samples`` in run_1024_passkey_evals.sh: the default `samples` for a published set.
@@ -49,7 +49,7 @@ SET_SAMPLES = 50
 
 def _num_shots(value: Any) -> int:
     try:
-        return check_num_shots(as_int(value, "num_shots", minimum=0))
+        return check_num_shots(whole_number(value, "num_shots", minimum=0))
     except ValueError:
         return check_num_shots(value)  # raises nanotron's sentence for anything that is not 0-3
 
@@ -97,14 +97,14 @@ class NanotronPasskeyTask(PasskeyTask):
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.num_shots = _num_shots(md.get("num_shots", 0))
-        self.answer_tokens = as_int(md.get("answer_tokens", NANOTRON_ANSWER_TOKENS), "answer_tokens")
+        self.answer_tokens = whole_number(md.get("answer_tokens", NANOTRON_ANSWER_TOKENS), "answer_tokens")
         self.read_haystack(md, "noise")
         dataset = md.get("dataset")
         self.set_name = None if dataset in (None, "") else resolve_set_name(str(dataset), self.context_length)
         if self.set_name is None:
-            self.num_digits = as_int(md.get("num_digits", NANOTRON_DIGITS), "num_digits")
+            self.num_digits = whole_number(md.get("num_digits", NANOTRON_DIGITS), "num_digits")
             return
-        self.num_digits = as_int(md.get("num_digits", 0), "num_digits", minimum=0)  # 0: any, as run_passkey_eval.py
+        self.num_digits = whole_number(md.get("num_digits", 0), "num_digits", minimum=0)  # 0: any, as run_passkey_eval.py
         if md.get("seed") in (None, ""):
             self.base_seed = NANOTRON_EVAL_SEED
         if md.get("samples") in (None, ""):

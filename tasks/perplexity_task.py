@@ -28,7 +28,8 @@ from infini_bench.data.perplexity import build_ppl_docs
 from infini_bench.invalid import is_invalid, marks_invalid
 from infini_bench.tasks.base_task import InfiniBenchTask
 from infini_bench.tasks.names import WHOLE_DOC_PERPLEXITY, bucket_metric
-from infini_bench.tasks.options import as_int, as_length, as_list, check_option_keys, model_context
+from infini_bench.tasks.options import as_length, as_list, check_option_keys, model_context
+from infini_bench.validation import whole_number
 
 WHOLE_DOC_METRICS = WHOLE_DOC_PERPLEXITY
 
@@ -67,8 +68,8 @@ class PerplexityTask(InfiniBenchTask):
         self.source = str(md.get("task_source", "stdlib"))
         self.doc_tokens = None if md.get("doc_tokens") in (None, "") else as_length(md["doc_tokens"], "doc_tokens")
         default_min = md.get("task_min_doc_tokens", 0)
-        self.min_doc_tokens = as_int(md.get("min_doc_tokens", default_min), "min_doc_tokens", minimum=0)
-        self.max_docs = None if md.get("max_docs") in (None, "") else as_int(md["max_docs"], "max_docs")
+        self.min_doc_tokens = whole_number(md.get("min_doc_tokens", default_min), "min_doc_tokens", minimum=0)
+        self.max_docs = None if md.get("max_docs") in (None, "") else whole_number(md["max_docs"], "max_docs")
         edges = md.get("bucket_edges")
         self.user_edges = edges not in (None, "")
         self.bucket_edges = [as_length(e, "bucket_edges") for e in as_list(edges)] if self.user_edges else None

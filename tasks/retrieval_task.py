@@ -50,8 +50,6 @@ from infini_bench.tasks.names import SCORES, depth_metric
 from infini_bench.invalid import is_invalid, marks_invalid
 from infini_bench.tasks.options import (
     NIAH_OPTIONS,
-    as_bool,
-    as_int,
     as_length,
     check_option_keys,
     haystack_options,
@@ -59,6 +57,7 @@ from infini_bench.tasks.options import (
 )
 from infini_bench.tasks.protocol import check_ruler_essays, read_protocol, warn_protocol_once
 from infini_bench.tasks.scoring import ruler_match, strict_match
+from infini_bench.validation import true_or_false, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +126,10 @@ class RetrievalTask(InfiniBenchTask):
             raise ValueError(f"{self.task_label}: no context length (task_context_length in the YAML or --metadata)")
         self.context_length = as_length(length, "context_length")
         self.depths = resolve_depths(md.get("depths"), md.get("n_depths"), self.default_depths)
-        self.samples = as_int(md.get("samples", DEFAULT_SAMPLES), "samples")
-        self.base_seed = as_int(md.get("seed", EVAL_SEED_BASE), "seed", minimum=0)
+        self.samples = whole_number(md.get("samples", DEFAULT_SAMPLES), "samples")
+        self.base_seed = whole_number(md.get("seed", EVAL_SEED_BASE), "seed", minimum=0)
         self.haystack_options = haystack_options(md)
-        self.depth_metrics = as_bool(md.get("depth_metrics", False), "depth_metrics")
+        self.depth_metrics = true_or_false(md.get("depth_metrics", False), "depth_metrics")
         self.mark_invalid = marks_invalid(md)
         self.read_family_options(md)
         self.model = model_context(md, self.task_label)
@@ -342,8 +341,8 @@ class PasskeyTask(RetrievalTask):
     default_depths = PASSKEY_DEPTHS
 
     def read_family_options(self, md: dict[str, Any]) -> None:
-        self.n_digits = as_int(md.get("n_digits", 5), "n_digits")
-        self.answer_tokens = as_int(md.get("answer_tokens", passkey_answer_tokens(self.n_digits)), "answer_tokens")
+        self.n_digits = whole_number(md.get("n_digits", 5), "n_digits")
+        self.answer_tokens = whole_number(md.get("answer_tokens", passkey_answer_tokens(self.n_digits)), "answer_tokens")
         self.read_haystack(md, "noise")
         if md.get("protocol") not in (None, "", "grid"):
             warn_protocol_once(self.task_label, md["protocol"])
@@ -366,17 +365,17 @@ class NiahTask(RetrievalTask):
         self.overrides = {k: md[k] for k in NIAH_OPTIONS if md.get(k) not in (None, "")}
         for key in ("num_needle_k", "num_needle_v", "num_needle_q"):
             if key in self.overrides:
-                self.overrides[key] = as_int(self.overrides[key], key)
+                self.overrides[key] = whole_number(self.overrides[key], key)
         cfg = niah_config(self.variant, md.get("haystack"), **self.overrides)
         self.cfg = cfg
-        self.n_digits = as_int(md.get("n_digits", 7), "n_digits")
+        self.n_digits = whole_number(md.get("n_digits", 7), "n_digits")
         default = default_answer_tokens(self.context_length, cfg)
-        self.answer_tokens = as_int(md.get("answer_tokens", default), "answer_tokens")
+        self.answer_tokens = whole_number(md.get("answer_tokens", default), "answer_tokens")
         self.read_haystack(md, cfg.haystack)
         self.protocol = read_protocol(md, self.task_label)
         if self.protocol == "ruler":  # RULER's defaults: 500 documents per length, seed 42, RULER's essays
-            self.samples = as_int(md.get("samples", RULER_SAMPLES), "samples")
-            self.base_seed = as_int(md.get("seed", RULER_SEED), "seed", minimum=0)
+            self.samples = whole_number(md.get("samples", RULER_SAMPLES), "samples")
+            self.base_seed = whole_number(md.get("seed", RULER_SEED), "seed", minimum=0)
             self.ruler_spec = haystack_spec(self.haystack, self.haystack_options)
             check_ruler_essays(self.task_label, self.ruler_spec)
         md.update(n_digits=self.n_digits, haystack=self.haystack, protocol=self.protocol)

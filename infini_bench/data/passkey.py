@@ -27,7 +27,8 @@ from typing import Any
 
 from infini_bench.data.assemble import Needle, Part, PromptTooShort, Span, assemble
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import PASSKEY_DEPTHS, check_count, clean_depth, resolve_depths
+from infini_bench.data.grid import PASSKEY_DEPTHS, clean_depth, resolve_depths
+from infini_bench.validation import whole_number
 from infini_bench.data.haystack import Haystack, HaystackError, haystack_spec, haystack_text, load_haystack, normalise_text
 from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
 from infini_bench.data.tokens import tokenizer_view
@@ -52,7 +53,7 @@ def passkey_answer_tokens(n_digits: int = 5) -> int:
 
 def passkey_for_seed(seed: int, n_digits: int = 5) -> str:
     """The pass key a seed draws: `n_digits` digits, no leading zero."""
-    n_digits = check_count(n_digits, "n_digits")
+    n_digits = whole_number(n_digits, "n_digits")
     if n_digits > MAX_DIGITS:
         raise ValueError(f"n_digits must be <= {MAX_DIGITS}, got {n_digits}")
     rng = random.Random(int(seed))
@@ -138,11 +139,11 @@ def build_passkey_sample(
     """
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = check_count(context_length, "context_length")
+    context_length = whole_number(context_length, "context_length")
     depth = clean_depth(depth_percent)
     key = style.key(seed, n_digits)
     answer_ids = view.continuation_ids(*style.answer(key))
-    budget = len(answer_ids) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
+    budget = len(answer_ids) if answer_tokens is None else whole_number(answer_tokens, "answer_tokens")
     hay = _passkey_haystack(view, haystack, haystack_options)
     target = context_length - budget
     needle = style.needle(key)
@@ -190,10 +191,10 @@ def plan_passkey_docs(
     `style` is the protocol's text (Landmark's by default; its family names the seeds and the cache)."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = check_count(context_length, "context_length")
+    context_length = whole_number(context_length, "context_length")
     depths = resolve_depths(depths, None, PASSKEY_DEPTHS)
-    samples = check_count(samples, "samples")
-    answer_tokens = check_count(answer_tokens, "answer_tokens")
+    samples = whole_number(samples, "samples")
+    answer_tokens = whole_number(answer_tokens, "answer_tokens")
     style.key(0, n_digits)  # validates n_digits early
     spec = haystack_spec(haystack, haystack_options)
     if spec.kind == "needle":

@@ -19,7 +19,7 @@ import numpy as np
 
 from infini_bench.data import cache
 from infini_bench.data.corpus import expand_paths, read_text_file, stdlib_files, stdlib_root
-from infini_bench.data.grid import check_count
+from infini_bench.validation import whole_number
 from infini_bench.data.tokens import tokenizer_view
 
 BUILDER_VERSION = 1
@@ -189,12 +189,12 @@ def build_ppl_docs(
     options = options or {}
     view = tokenizer_view(tokenizer, add_special_tokens)
     if doc_tokens is not None:
-        doc_tokens = check_count(doc_tokens, "doc_tokens", minimum=2)
-    min_doc_tokens = check_count(min_doc_tokens, "min_doc_tokens", minimum=0)
+        doc_tokens = whole_number(doc_tokens, "doc_tokens", minimum=2)
+    min_doc_tokens = whole_number(min_doc_tokens, "min_doc_tokens", minimum=0)
     if max_docs is not None:
-        max_docs = check_count(max_docs, "max_docs")
+        max_docs = whole_number(max_docs, "max_docs")
     if bucket_edges is not None:
-        bucket_edges = sorted({check_count(e, "bucket_edges entry") for e in bucket_edges})
+        bucket_edges = sorted({whole_number(e, "bucket_edges entry") for e in bucket_edges})
     key = {
         "family": "ppl",
         "builder": BUILDER_VERSION,
