@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import lm_eval.models  # noqa: F401  -- lm-eval's built-in models must be registered before ours (LMEVAL.md)
+import lm_eval.models  # noqa: F401  -- lm-eval's built-in models must be registered before ours, which would hide them
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM

@@ -1,4 +1,4 @@
-"""An independent float64 re-computation of DESIGN.md §4, written from the equations, for checking the model.
+"""An independent float64 re-computation of the equations in docs/ARCHITECTURE.md §2, written from the equations, for checking the model.
 
 It processes the whole sequence segment by segment with plain loops and explicit head indexing; it shares no code
 with `infini_bench.modeling`."""

@@ -53,7 +53,7 @@ def passkey_prompt(passkey: str, filler_repeats: int, depth: float = 0.5) -> str
 
 def direct_logprob(model: InfiniForCausalLM, context: list[int], continuation: list[int]) -> tuple[float, bool]:
     """log p(continuation | context) from one float64 pass over the whole sequence (tests/model_reference.py,
-    written from DESIGN §4 and sharing no code with the model)."""
+    written from docs/ARCHITECTURE.md §2 and sharing no code with the model)."""
     ids = torch.tensor([context + continuation[:-1]])
     logits = reference_logits(model, ids)[0, -len(continuation) :]
     logprobs = torch.log_softmax(logits, dim=-1)

@@ -44,7 +44,7 @@ import json
 import sys
 import zlib
 
-import lm_eval.models  # the built-in models register first (see LMEVAL.md)
+import lm_eval.models  # the built-in models register first (ours before them would hide them)
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.tasks.manager import TaskManager

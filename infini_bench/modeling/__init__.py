@@ -1,4 +1,4 @@
-"""The Infini-attention causal LM (DESIGN.md §4), registered with transformers' Auto classes."""
+"""The Infini-attention causal LM (docs/ARCHITECTURE.md §2), registered with transformers' Auto classes."""
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .checkpoint import convert_llama_checkpoint, infini_to_llama, llama_to_infini, load_infini

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -128,35 +129,33 @@ def load_infini(
     return InfiniForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype, attn_implementation=attn_implementation)
 
 
+#: The config fields a Llama and an Infini model both have, under one name and with one meaning: the conversion
+#: copies them as they are in either direction.
+SHARED_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_parameters", "attention_bias", "mlp_bias",
+    "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+)
+
+
+def _shared_fields(config: LlamaConfig | InfiniConfig) -> dict[str, Any]:
+    """`SHARED_FIELDS` of either config (an old Llama config without `head_dim` gives None: derived from the
+    hidden size), RoPE's parameters as a fresh dict."""
+    fields = {name: getattr(config, name, None) for name in SHARED_FIELDS}
+    fields["rope_parameters"] = dict(config.rope_parameters)
+    return fields
+
+
 def infini_config_from_llama(llama: LlamaConfig, **overrides) -> InfiniConfig:
     """The Infini config of a Llama's weights, its RoPE (any `rope_type`, computed by transformers) included.
 
     The Llama's `max_position_embeddings` is carried over only for the RoPE types whose frequencies read it
     (`dynamic` scales beyond it, `longrope` takes its factor from it): elsewhere it would only cap the lengths an
     Infini model is evaluated at (the adapter's default `max_length`)."""
-    rope = dict(llama.rope_parameters)
-    lengths = {"max_position_embeddings": llama.max_position_embeddings} if rope["rope_type"] in ("dynamic", "longrope") else {}
-    fields = dict(
-        vocab_size=llama.vocab_size,
-        hidden_size=llama.hidden_size,
-        intermediate_size=llama.intermediate_size,
-        num_hidden_layers=llama.num_hidden_layers,
-        num_attention_heads=llama.num_attention_heads,
-        num_key_value_heads=llama.num_key_value_heads,
-        head_dim=getattr(llama, "head_dim", None),
-        rms_norm_eps=llama.rms_norm_eps,
-        rope_parameters=rope,
-        **lengths,
-        attention_bias=llama.attention_bias,
-        mlp_bias=llama.mlp_bias,
-        tie_word_embeddings=llama.tie_word_embeddings,
-        initializer_range=llama.initializer_range,
-        bos_token_id=llama.bos_token_id,
-        eos_token_id=llama.eos_token_id,
-        pad_token_id=llama.pad_token_id,
-    )
-    fields.update(overrides)
-    return InfiniConfig(**fields)
+    reads_length = llama.rope_parameters["rope_type"] in ("dynamic", "longrope")
+    lengths = {"max_position_embeddings": llama.max_position_embeddings} if reads_length else {}
+    fields = {**_shared_fields(llama), **lengths, "initializer_range": llama.initializer_range}
+    return InfiniConfig(**{**fields, **overrides})
 
 
 def infini_only(name: str) -> bool:
@@ -187,24 +186,7 @@ def infini_to_llama(model: InfiniForCausalLM, max_position_embeddings: int | Non
     with the same weights (the quickstart's baseline, evaluated with lm-eval's own `hf` model)."""
     c = model.config
     llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.num_key_value_heads,
-            head_dim=c.head_dim,
-            rms_norm_eps=c.rms_norm_eps,
-            rope_parameters=dict(c.rope_parameters),
-            attention_bias=c.attention_bias,
-            mlp_bias=c.mlp_bias,
-            tie_word_embeddings=c.tie_word_embeddings,
-            max_position_embeddings=max_position_embeddings or c.max_position_embeddings,
-            bos_token_id=c.bos_token_id,
-            eos_token_id=c.eos_token_id,
-            pad_token_id=c.pad_token_id,
-        )
+        LlamaConfig(**_shared_fields(c), max_position_embeddings=max_position_embeddings or c.max_position_embeddings)
     )
     state = {k: v for k, v in model.state_dict().items() if not infini_only(k)}
     missing, unexpected = llama.load_state_dict(state, strict=False)

@@ -31,7 +31,7 @@ class LayerState:
     conv_tail: torch.Tensor
 
     def fold(self, update: str, eps: float, detach: bool, write: bool = True, kernel: str = "torch") -> None:
-        """Write the finished segment into memory (DESIGN §4; skipped when `write` is False, the memory-off
+        """Write the finished segment into memory (docs/ARCHITECTURE.md §2; skipped when `write` is False, the memory-off
         control) and start an empty local cache."""
         if write:
             with torch.autocast(self.memory.device.type, enabled=False):  # the memory accumulates in float32

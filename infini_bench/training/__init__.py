@@ -1,4 +1,4 @@
-"""The minimal trainer (DESIGN §7): YAML recipes, one readable loop, atomic checkpoints, exact resume, accelerate.
+"""The minimal trainer (docs/ARCHITECTURE.md §5): YAML recipes, one readable loop, atomic checkpoints, exact resume, accelerate.
 
 Modules: `recipe` (dataclasses + YAML), `batches` (what each step trains on), `optim` (parameter groups, schedule),
 `checkpoint` (atomic save, latest), `loop` (the loop), `stages` (pretraining / finetuning setup), `commands` (CLI).

@@ -63,13 +63,6 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def read_trainer_state(checkpoint: str | Path) -> dict:
-    path = Path(checkpoint) / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(checkpoint)!r} has no {STATE_FILE}: it is not a trainer checkpoint")
-    return json.loads(path.read_text())
-
-
 def save_atomically(
     output_dir: str | Path,
     step: int,

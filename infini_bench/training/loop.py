@@ -311,7 +311,7 @@ def prepare_process(run: RunConfig) -> None:
     if run.cpu_threads is not None:
         torch.set_num_threads(run.cpu_threads)
     if not torch.cuda.is_available():
-        torch.set_flush_denormal(True)  # denormal floats in the memory make CPU training ~5x slower (DESIGN §4)
+        torch.set_flush_denormal(True)  # denormal floats in the memory make CPU training ~5x slower
 
 
 def accumulation_steps(optim: OptimConfig, world: int) -> int:

@@ -1,7 +1,7 @@
 """AdamW parameter groups and the learning-rate schedule.
 
 Why three groups: weight decay pulls the gates β toward 0 and the main learning rate barely moves a scalar per
-head (DESIGN §4, "known traps"), so gates get their own, larger learning rate and no decay; norms and biases are
+head (docs/ARCHITECTURE.md §2: one β per head, g = act(β)), so gates get their own, larger learning rate and no decay; norms and biases are
 not decayed either (standard practice: decay shrinks scales and offsets that have no overfitting role).
 """
 from __future__ import annotations
