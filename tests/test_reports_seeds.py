@@ -285,8 +285,8 @@ def test_a_replicated_label_on_a_folder_of_several_models_is_reported(runs, tmp_
 
 def test_readme_seed_loop_trains_each_seed_on_the_same_documents(tmp_path, monkeypatch, fake_stages):  # noqa: F811
     """The README's N-seed quickstart loop, run as written (the stages' work replaced): each run trains both models
-    with its own seed everywhere (pretraining, finetuning order, passkey and NIAH examples) and evaluates the
-    same documents."""
+    (and extends the baseline by YaRN) with its own seed everywhere (pretraining, finetuning order, passkey and NIAH
+    examples) and evaluates the same documents with all four models."""
     import shlex
 
     import torch
@@ -304,7 +304,8 @@ def test_readme_seed_loop_trains_each_seed_on_the_same_documents(tmp_path, monke
         argv = shlex.split(line.group(1).replace("$s", str(s)))[2:]
         assert quickstart.main(argv) == 0
         commands = (tmp_path / f"qs_seed{s}" / "commands.sh").read_text()
-        for key in ("run.seed", "finetune.run.seed", "finetune.passkey.seed", "finetune.niah.seed"):
-            assert commands.count(f" {key}={s}") == 2, key  # both models
+        for key in ("finetune.run.seed", "finetune.passkey.seed", "finetune.niah.seed"):
+            assert commands.count(f" {key}={s}") == 2, key  # both models' finetuning
+        assert commands.count(f" run.seed={s}") == 3  # both pretrainings and the YaRN extension
         evaluations.append([c.replace(f"qs_seed{s}", "OUT") for c in commands.splitlines() if "harness" in c])
-    assert len(evaluations[0]) == 3 and evaluations[0] == evaluations[1] == evaluations[2]
+    assert len(evaluations[0]) == 4 and evaluations[0] == evaluations[1] == evaluations[2]
