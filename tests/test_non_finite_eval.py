@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,25 +25,11 @@ from infini_bench import InfiniConfig, InfiniForCausalLM
 from infini_bench import harness
 from infini_bench.invalid import INVALID_ANSWER
 from test_adapter_support import infini_dir  # noqa: F401
+from test_reliability_eval import CurrentStderr, documents_cache  # noqa: F401  (documents_cache: an autouse fixture)
 
 SEGMENT = 16
 PASSKEY = ["--tasks", "passkey_256", "--metadata", "samples=1", "depths=[50]"]
 PPL = ["--tasks", "ppl_stdlib", "--metadata", "doc_tokens=100", "max_docs=1", "min_doc_tokens=0"]
-
-
-@pytest.fixture(autouse=True)
-def documents_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("INFINI_BENCH_CACHE", str(tmp_path / "docs_cache"))
-
-
-class CurrentStderr:
-    """Whatever sys.stderr is at the time of writing (pytest swaps it per test)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
 
 
 def evaluate(ckpt: Path, out: Path, *task_args: str, model_args: str = "") -> int:

@@ -43,7 +43,51 @@ class LayerState:
         self.memory_keys, self.log_decay = self.memory_keys[:, :, :0], self.log_decay[:, :, :0]
 
 
-class InfiniCache(Cache):
+class InfiniCacheBase(Cache):
+    """What transformers' `generate` asks of every Infini cache beyond its tensors: the number of tokens consumed
+    (`generate` feeds only the tokens after it), no length limit (the memory has a fixed size), never cropped (what
+    was folded into the memory cannot be removed), never sliding. Subclasses say whether they are `linear` (a
+    fixed-size state: `generate` then builds no attention mask) and `compileable`."""
+
+    linear = False
+    compileable = False
+    seen_tokens: int
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1  # no limit: the memory has a fixed size
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("an Infini cache cannot be cropped: tokens folded into the memory cannot be removed")
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [self.linear] * len(self.layers)
+
+    @property
+    def is_sliding(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    @property
+    def is_dummy(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    @property
+    def is_compileable(self) -> bool:
+        return self.compileable
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def is_initialized(self) -> bool:
+        return True
+
+
+class InfiniCache(InfiniCacheBase):
     """The state of an Infini model as a transformers `Cache`: what `InfiniForCausalLM` returns as `out.cache` and
     takes back as `cache=`, and what `generate` carries between steps (greedy, sampling, beams).
 
@@ -113,12 +157,6 @@ class InfiniCache(Cache):
         return self.map(lambda t: t.to(device))
 
     # --- transformers' Cache interface, as `generate` uses it --------------------------------------------------
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
-
-    def get_max_length(self, layer_idx: int | None = None) -> int:
-        return -1  # no limit: the memory has a fixed size
-
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self.layers = self.select(beam_idx).layers
 
@@ -128,9 +166,6 @@ class InfiniCache(Cache):
     def batch_repeat_interleave(self, repeats: int) -> None:
         self.layers = self.select(torch.arange(self.batch_size).repeat_interleave(repeats)).layers
 
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("an Infini cache cannot be cropped: tokens folded into the memory cannot be removed")
-
     def reset(self) -> None:
         self.layers = [
             LayerState(torch.zeros_like(l.memory), torch.zeros_like(l.norm), l.keys[:, :, :0], l.values[:, :, :0],
@@ -138,29 +173,3 @@ class InfiniCache(Cache):
             for l in self.layers
         ]
         self.position = self.segments = self.seen_tokens = 0
-
-    # Every layer keeps, beside its memory, the key/value cache of the current segment: for `generate` it is a
-    # cache with a sequence length (prompts are sliced by `get_seq_length`), neither sliding nor compilable.
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    @property
-    def is_sliding(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    @property
-    def is_dummy(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    @property
-    def is_compileable(self) -> bool:
-        return False
-
-    @property
-    def is_croppable(self) -> bool:
-        return False
-
-    @property
-    def is_initialized(self) -> bool:
-        return True

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-from transformers.cache_utils import Cache
 
 from .configuration_infini import InfiniConfig
 from .fla_ops import resolve_kernel
-from .memory import InfiniCache, LayerState
+from .memory import InfiniCache, InfiniCacheBase, LayerState
 from .memory_ops import memory_scan
 
 
@@ -39,13 +38,18 @@ class StaticLayer:
         return [getattr(self, f.name) for f in fields(self)]
 
 
-class InfiniStaticCache(Cache):
+class InfiniStaticCache(InfiniCacheBase):
     """The state of an Infini model in fixed buffers, for compiled (CUDA-graph) decoding.
 
     Made by `generate(..., cache_implementation="static")`, or from a prefilled `InfiniCache` with
     `InfiniStaticCache.from_cache(model, cache)`. A one-token forward call runs the fixed-shape decode step
     (`static_decode.py`); any other call runs the ordinary forward on `to_dynamic()` and writes the result back.
     Inference only: the buffers are written in place."""
+
+    # A fixed-size state (the memory and one segment's buffer): "linear" in transformers' sense, so `generate`
+    # builds no 4D attention mask for it, and compileable, so `generate` compiles the decode step on CUDA.
+    linear = True
+    compileable = True
 
     def __init__(self, config: InfiniConfig, batch_size: int, device, dtype: torch.dtype):
         self.config = config
@@ -154,12 +158,6 @@ class InfiniStaticCache(Cache):
         self.position_tensor.zero_()
 
     # --- transformers' Cache interface, as `generate` uses it --------------------------------------------------
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
-
-    def get_max_length(self, layer_idx: int | None = None) -> int:
-        return -1  # no limit: the memory has a fixed size
-
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: rows reordered in place (same addresses, so a captured step stays valid)."""
         for t in self.tensors()[:-1]:
@@ -178,36 +176,7 @@ class InfiniStaticCache(Cache):
                 setattr(layer, f.name, getattr(layer, f.name).index_select(0, index))
         self._mark_static()
 
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("an Infini cache cannot be cropped: tokens folded into the memory cannot be removed")
-
     def reset(self) -> None:
         for t in self.tensors():
             t.zero_()
         self.position = self.segments = self.seen_tokens = 0
-
-    # A fixed-size state (the memory and one segment's buffer): "linear" in transformers' sense, so `generate`
-    # builds no 4D attention mask for it, and compileable, so `generate` compiles the decode step on CUDA.
-    @property
-    def is_linear(self) -> list[bool]:
-        return [True] * len(self.layers)
-
-    @property
-    def is_sliding(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    @property
-    def is_dummy(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    @property
-    def is_compileable(self) -> bool:
-        return True
-
-    @property
-    def is_croppable(self) -> bool:
-        return False
-
-    @property
-    def is_initialized(self) -> bool:
-        return True
