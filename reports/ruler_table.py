@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .grid import wilson
-from .loading import Loaded, TaskResult
+from .formatting import percent
+from .records import Loaded, TaskResult
 from infini_bench.tasks.names import NIAH_VARIANTS, RETRIEVAL_FAMILIES, format_length, split_task_name
 
 RULER_SAMPLES, RULER_SEED, RULER_BUDGET, RULER_SHORTEST = 500, 42, 128, 4096
@@ -130,14 +131,10 @@ def per_length_text(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         seen.setdefault((row["model"], row["task"], row["protocol"]), []).append(row)
     for (model, task, protocol), cells in seen.items():
-        parts = [f"{format_length(c['length'])}: {_pct(c['score'])} {_ci(c)} n={c['n'] if c['n'] is not None else '?'}"
+        parts = [f"{format_length(c['length'])}: {percent(c['score'], 1, unit=' %')} {_ci(c)} n={c['n'] if c['n'] is not None else '?'}"
                  for c in sorted(cells, key=lambda c: c["length"])]
         lines.append(f"{model} · {task} ({protocol}): " + "; ".join(parts))
     return lines
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value * 100:.1f} %"
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -160,7 +157,7 @@ def per_length_html(summary: dict[str, Any]) -> str:
     for row in sorted(rows, key=lambda r: r["length"]):
         record = table.setdefault((row["model"], row["task"], row["protocol"]), {})
         n = row["n"] if row["n"] is not None else "?"
-        record[format_length(row["length"])] = f"{_pct(row['score'])} {_ci(row)} n={n}"
+        record[format_length(row["length"])] = f"{percent(row['score'], 1, unit=' %')} {_ci(row)} n={n}"
     frame = pd.DataFrame([{"model": m, "task": t, "documents": p, **cells} for (m, t, p), cells in table.items()])
     out = [f"<h3>Per task and length: {html.escape(str(summary.get('metric')))}, 95 % Wilson interval, n documents</h3>",
            frame.fillna("–").to_html(index=False, escape=True, border=0, classes="table")]

@@ -56,10 +56,6 @@ def resolve_depths(depths: Iterable[Any] | Any | None, n_depths: Any | None, def
     return chosen
 
 
-#: The builders' name for `whole_number`; data/niah.py still imports it from here.
-check_count = whole_number
-
-
 def spread_order(n: int) -> list[int]:
     """Indices 0..n-1 ordered so that every prefix spreads over the range: ends first, then midpoints."""
     if n <= 0:

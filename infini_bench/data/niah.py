@@ -37,7 +37,8 @@ import numpy as np
 
 from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import NIAH_DEPTHS, check_count, clean_depth, resolve_depths
+from infini_bench.data.grid import NIAH_DEPTHS, clean_depth, resolve_depths
+from infini_bench.validation import whole_number
 from infini_bench.data.haystack import (
     Haystack,
     HaystackSpec,
@@ -156,7 +157,7 @@ def niah_config(
         if getattr(cfg, name) not in NEEDLE_TYPES:
             raise ValueError(f"{name} must be one of {', '.join(NEEDLE_TYPES)}, got {getattr(cfg, name)!r}")
     for name in ("num_needle_k", "num_needle_v", "num_needle_q"):
-        check_count(getattr(cfg, name), name)
+        whole_number(getattr(cfg, name), name)
     return replace(cfg, num_needle_k=max(cfg.num_needle_k, cfg.num_needle_q))  # RULER: k = max(k, q)
 
 
@@ -219,15 +220,15 @@ def build_niah_sample(
     `overrides`: ``type_needle_k``, ``type_needle_v``, ``num_needle_k``, ``num_needle_v``, ``num_needle_q``."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = check_count(context_length, "context_length")
+    context_length = whole_number(context_length, "context_length")
     depth = clean_depth(depth_percent)
-    n_digits = check_count(n_digits, "n_digits")
+    n_digits = whole_number(n_digits, "n_digits")
     if n_digits > 18:
         raise ValueError(f"n_digits must be <= 18, got {n_digits}")
     given_hay = haystack if isinstance(haystack, Haystack) else None
     cfg = niah_config(variant, None if given_hay is not None or isinstance(haystack, HaystackSpec) else haystack, **overrides)
     spec = haystack if isinstance(haystack, HaystackSpec) else (None if given_hay else haystack_spec(cfg.haystack, haystack_options))
-    budget = default_answer_tokens(context_length, cfg) if answer_tokens is None else check_count(answer_tokens, "answer_tokens")
+    budget = default_answer_tokens(context_length, cfg) if answer_tokens is None else whole_number(answer_tokens, "answer_tokens")
     target = context_length - budget
 
     # RULER's generate_input_output: keys, values per key, needles shuffled, queries sampled.
@@ -373,15 +374,15 @@ def plan_niah_docs(
     `--limit`-friendly order. Options are validated here, before any build."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = check_count(context_length, "context_length")
+    context_length = whole_number(context_length, "context_length")
     depths = resolve_depths(depths, None, NIAH_DEPTHS)
-    samples = check_count(samples, "samples")
+    samples = whole_number(samples, "samples")
     cfg = niah_config(variant, haystack, **overrides)
     spec = haystack_spec(cfg.haystack, haystack_options)
-    n_digits = check_count(n_digits, "n_digits")
+    n_digits = whole_number(n_digits, "n_digits")
     if answer_tokens is None:
         answer_tokens = default_answer_tokens(context_length, cfg)
-    answer_tokens = check_count(answer_tokens, "answer_tokens")
+    answer_tokens = whole_number(answer_tokens, "answer_tokens")
 
     def cache_key() -> dict[str, Any]:
         text = "" if spec.kind == "needle" else haystack_text(spec, haystack_options)[1]
