@@ -64,17 +64,25 @@ class NonFiniteGuard:
 
 class FiniteScores(LogitsProcessor):
     """Records, per row, the first decoding step whose scores hold a NaN or +inf (generation goes on: the caller
-    decides once it returns). A -inf score is not counted: it is how other processors forbid a token."""
+    decides once it returns). A -inf score is not counted: it is how other processors forbid a token. The record
+    stays on the scores' device until `first_bad` is read, so a step adds no host sync."""
 
     def __init__(self, rows: int) -> None:
-        self.first_bad: list[int | None] = [None] * rows
+        self.rows = rows
         self.step = 0
+        self._first: torch.Tensor | None = None  # per prompt: the first bad step, -1 while none
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        bad = (torch.isnan(scores) | torch.isposinf(scores)).any(dim=-1).tolist()
-        per_prompt = max(1, len(bad) // len(self.first_bad))  # beams or num_return_sequences: rows per prompt
-        for row, is_bad in enumerate(bad):
-            if is_bad and self.first_bad[row // per_prompt] is None:
-                self.first_bad[row // per_prompt] = self.step
+        bad = (torch.isnan(scores) | torch.isposinf(scores)).any(dim=-1)
+        bad = bad.view(self.rows, -1).any(dim=-1)  # beams or num_return_sequences: rows per prompt
+        if self._first is None:
+            self._first = torch.full((self.rows,), -1, dtype=torch.long, device=scores.device)
+        self._first = torch.where((self._first < 0) & bad, self.step, self._first)
         self.step += 1
         return scores
+
+    @property
+    def first_bad(self) -> list[int | None]:
+        if self._first is None:
+            return [None] * self.rows
+        return [None if step < 0 else step for step in self._first.tolist()]
