@@ -12,6 +12,7 @@ import yaml
 
 from infini_bench import quickstart
 from infini_bench.quickstart import CPU, GPU, GPU_RECIPE, RECIPE, plan, select_profile
+from infini_bench.quickstart.records import state_file
 from infini_bench.tasks.names import CONTEXT_LENGTH_NAMES, format_length, niah_lengths
 from infini_bench.training.recipe import load_recipe
 from test_quickstart import TINY_RECIPE
@@ -146,7 +147,7 @@ def test_records_from_before_profiles_count_as_cpu(tmp_path, monkeypatch, fake_s
     out, args = _tiny_run(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert quickstart.main(args) == 0
-    state = quickstart._state_file(out)
+    state = state_file(out)
     records = json.loads(state.read_text())
     for record in records.values():
         del record["inputs"]["profile"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infini_bench import quickstart
+from infini_bench.quickstart.runner import Runner
 from test_quickstart import TINY_RECIPE, tiny_recipe
 
 
@@ -39,7 +40,7 @@ def fake_stages(monkeypatch):
                 path.write_text(stamp)
         return 0
 
-    monkeypatch.setattr(quickstart, "_execute", execute)
+    monkeypatch.setattr(Runner, "execute", staticmethod(execute))
     return ran
 
 
@@ -179,7 +180,7 @@ def test_the_default_output_leaves_a_git_checkout_clean(tmp_path, recipe, fake_s
 def test_each_stage_starts_after_what_it_needs(tmp_path, recipe, fake_stages, monkeypatch, slower):
     """The Llama's evaluation runs beside the Infini model's, but no evaluation starts before both trainings end
     (their budgets are in minutes), and the report waits for all three, whichever training is slower."""
-    execute = quickstart._execute
+    execute = Runner.execute
     spans: dict[str, tuple[float, float]] = {}
 
     def timed(stage, log):
@@ -189,7 +190,7 @@ def test_each_stage_starts_after_what_it_needs(tmp_path, recipe, fake_stages, mo
         spans[stage.name] = (start, time.monotonic())
         return code
 
-    monkeypatch.setattr(quickstart, "_execute", timed)
+    monkeypatch.setattr(Runner, "execute", staticmethod(timed))
     assert qs(tmp_path / "out", recipe) == 0
     assert sorted(spans) == sorted(ALL + LANE)
     trained = max(spans[name][1] for name in TRAININGS)
@@ -210,13 +211,14 @@ def test_cpu_evaluations_run_on_one_thread_each(tmp_path, recipe):
     probe = quickstart.Stage("probe", "print the thread setting",
                              [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"], threads=1)
     log = tmp_path / "probe.log"
-    assert quickstart._execute(probe, log) == 0
+    assert Runner(tmp_path).execute(probe, log) == 0
     assert log.read_text().strip() == "1"
 
 
 def test_a_failure_in_the_background_lane_stops_the_run(tmp_path, recipe, fake_stages, monkeypatch, capsys):
-    execute = quickstart._execute
-    monkeypatch.setattr(quickstart, "_execute", lambda stage, log: 3 if stage.name == "eval_yarn" else execute(stage, log))
+    execute = Runner.execute
+    monkeypatch.setattr(Runner, "execute",
+                        staticmethod(lambda stage, log: 3 if stage.name == "eval_yarn" else execute(stage, log)))
     assert qs(tmp_path / "out", recipe) == 1
     assert "stage 'eval_yarn' failed (exit code 3)" in capsys.readouterr().err
     assert "report" not in fake_stages
