@@ -53,6 +53,16 @@ def test_padding_is_refused():
         model(torch.ones(1, 3, dtype=torch.long), attention_mask=torch.tensor([[0, 1, 1]]))
 
 
+def test_decoded_token_on_an_accelerator_is_not_read():
+    """One token on a non-CPU device skips the value checks (a host sync per generated token on CUDA); a prompt
+    there, and everything on the CPU, is still checked (the tests above)."""
+    from infini_bench.modeling.modeling_infini import reads_values
+
+    assert not reads_values(torch.empty(2, 1, dtype=torch.long, device="meta"))
+    assert reads_values(torch.empty(2, 5, dtype=torch.long, device="meta"))
+    assert reads_values(torch.ones(2, 1, dtype=torch.long))
+
+
 def test_memory_batch_mismatch():
     model = InfiniForCausalLM(small())
     state = model(torch.ones(2, 3, dtype=torch.long)).cache

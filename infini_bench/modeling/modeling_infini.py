@@ -201,6 +201,13 @@ class InfiniModel(InfiniPreTrainedModel):
         return x
 
 
+def reads_values(input_ids: torch.Tensor) -> bool:
+    """Whether the input checks read token values: always on the CPU (free) and for a prompt, but not for one
+    decoded token on an accelerator, where `min()` / `max()` / `.all()` would synchronise with the host on every
+    generated token (generated ids come from the model's own vocabulary; padding can only be in the prompt)."""
+    return input_ids.device.type == "cpu" or input_ids.shape[1] > 1
+
+
 class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _can_compile_fullgraph = True  # the static-cache decode step (static_decode.py) compiles with no graph break
@@ -291,12 +298,14 @@ class InfiniForCausalLM(InfiniPreTrainedModel, GenerationMixin):
             raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have shape [batch, seq_len] with seq_len >= 1, got {tuple(input_ids.shape)}")
+        if cache is not None and cache.batch_size != input_ids.shape[0]:
+            raise ValueError(f"cache holds a batch of {cache.batch_size} but input_ids has batch {input_ids.shape[0]}")
+        if not reads_values(input_ids):
+            return
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
-        if cache is not None and cache.batch_size != input_ids.shape[0]:
-            raise ValueError(f"cache holds a batch of {cache.batch_size} but input_ids has batch {input_ids.shape[0]}")
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError(
                 "attention_mask contains padding: an Infini model would fold pad tokens into its memory. "
