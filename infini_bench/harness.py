@@ -9,8 +9,11 @@ It takes exactly lm_eval's flags (it *is* lm_eval's parser) and changes four thi
   (a task named exactly is kept, and then fails with a clear error);
 * when every selected task is this project's, lm-eval indexes only the include path (`skip_builtin_task_index`:
   its own thousands of task YAMLs cost about 9 s per run on 2 cores);
-* ``--model infini`` is registered: lm-eval's built-in models are imported first, then
-  ``infini_bench.model_adapters`` (registering before lm-eval has loaded its own models would hide them).
+* ``--model infini`` is registered (importing ``infini_bench.model_adapters``, which registers it after lm-eval's
+  built-in models, `infini_bench.lm_eval_compat.register_model_once`).
+
+What it needs of lm-eval beyond its public API (its private CLI class, the TaskManager swap) goes through
+`infini_bench.lm_eval_compat`.
 
 Before any model is loaded it also checks what lm-eval would notice only late, or never (`preflight`): ``--limit``
 is a count or a fraction; ``--output_path`` can be written; a local ``pretrained=`` checkpoint's weight files are
@@ -24,7 +27,6 @@ another model or other model args, naming both).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import hashlib
 import json
@@ -33,18 +35,12 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from infini_bench.lm_eval_compat import parse_lm_eval_cli, skip_builtin_task_index
 from infini_bench.model_args import identifying_args
 from infini_bench.tasks import TASKS_DIR, expand_task_patterns, project_tasks
-
-
-def _register_models() -> None:
-    import lm_eval.models  # noqa: F401  (built-ins first: registering ours before them would hide them)
-
-    import infini_bench.model_adapters  # noqa: F401  (registers --model infini)
 
 
 def _drop_tasks_too_long(tasks: list[str], globbed: set[str], metadata: dict[str, Any]) -> list[str]:
@@ -123,32 +119,6 @@ def only_project_tasks(tasks: list[str] | None) -> bool:
     """Whether every selected task or group is one of this project's (then lm-eval's own tasks need no index)."""
     ours = {t.name for t in project_tasks()}
     return bool(tasks) and all(t in ours for t in tasks)
-
-
-@contextlib.contextmanager
-def skip_builtin_task_index(active: bool) -> Iterator[None]:
-    """While active, lm-eval's TaskManager indexes only the include path, not its own task folder.
-
-    `lm_eval run` always indexes every built-in task YAML, about 9 s of a 2-core machine's time per evaluation, even
-    when each selected task is on the include path; its CLI has no flag for the TaskManager's `include_defaults`.
-    `EvaluatorConfig.process_tasks` imports `lm_eval.tasks.TaskManager` when it runs, so swapping that attribute
-    for the run is enough."""
-    if not active:
-        yield
-        return
-    import lm_eval.tasks as lm_tasks
-
-    builtin = lm_tasks.TaskManager
-
-    class IncludePathOnly(builtin):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, include_defaults: bool = False, **kwargs: Any) -> None:
-            super().__init__(*args, include_defaults=include_defaults, **kwargs)
-
-    lm_tasks.TaskManager = IncludePathOnly
-    try:
-        yield
-    finally:
-        lm_tasks.TaskManager = builtin
 
 
 class PreflightError(ValueError):
@@ -384,20 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         print(HELP, flush=True)
         argv = ["run", "--help"] if argv[:1] != ["run"] else argv  # lm-eval's `run` help lists every flag
         argv = argv if "-h" in argv or "--help" in argv else [*argv, "--help"]
-    _register_models()
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
-
+    import infini_bench.model_adapters  # noqa: F401  (registers --model infini)
     from infini_bench.data.cache import StorageError
 
-    setup_logging()
-    cli = HarnessCLI()
-    saved = sys.argv
-    sys.argv = ["lm-eval", *argv]  # HarnessCLI reads sys.argv (and inserts the implicit `run` subcommand)
-    try:
-        args = cli.parse_args()
-    finally:
-        sys.argv = saved
+    args, execute = parse_lm_eval_cli(argv)
     command = getattr(args, "command", None)
     try:
         ours_only = False
@@ -409,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         elif hasattr(args, "include_path") and not getattr(args, "include_path", None):
             args.include_path = TASKS_DIR
         with skip_builtin_task_index(ours_only):
-            cli.execute(args)
+            execute(args)
         _leave_process_group()
     except (ValueError, FileNotFoundError, StorageError) as err:
         # a bad flag, model arg or task option, or a folder that cannot be written: the message names it and the

@@ -12,24 +12,22 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import lm_eval.models  # noqa: F401  -- lm-eval's built-in models must be registered before ours, which would hide them
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
-from lm_eval.api.registry import register_model
 from lm_eval.models.utils import (
     Collator,
     handle_stop_sequences,
     has_bos_prefix,
     normalize_gen_kwargs,
     postprocess_generated_text,
-    resolve_max_length,
 )
 from lm_eval.models.utils_hf import stop_sequences_criteria
 from tqdm import tqdm
 from transformers import AutoTokenizer, LogitsProcessorList, PreTrainedTokenizerBase
 
 from infini_bench.invalid import INVALID_ANSWER, NON_FINITE_MODES
+from infini_bench.lm_eval_compat import register_model_once, resolve_max_length
 from infini_bench.modeling import InfiniForCausalLM, load_infini
 from infini_bench.modeling.fla_ops import KERNELS as MEMORY_KERNELS
 from infini_bench.modeling.local_attention import ATTN_IMPLEMENTATIONS
@@ -458,14 +456,4 @@ class InfiniLM(TemplateLM):
         return texts, finite.first_bad
 
 
-def _register() -> None:
-    """`@register_model("infini")`, tolerating the same class already named by the `lm_eval.models` entry point
-    (lm-eval versions that read plugin entry points register it lazily before this module runs)."""
-    try:
-        register_model("infini")(InfiniLM)
-    except ValueError as err:
-        if "infini_bench" not in str(err):
-            raise
-
-
-_register()
+register_model_once("infini", InfiniLM)  # after lm-eval's built-ins; the same class already named lazily is kept

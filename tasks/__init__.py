@@ -47,14 +47,11 @@ def _family(name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def project_tasks() -> tuple[TaskInfo, ...]:
     """Every task and group in TASKS_DIR, indexed the way lm-eval indexes an include path."""
-    from lm_eval.tasks import TaskManager
+    from infini_bench.lm_eval_compat import index_task_folder
 
-    manager = TaskManager(include_path=TASKS_DIR, include_defaults=False)
     infos = []
-    for name, entry in manager.task_index.items():
-        cfg = entry.cfg or {}
+    for name, cfg, yaml_path, is_group in index_task_folder(TASKS_DIR):
         meta = cfg.get("metadata") or {}
-        is_group = name in manager.all_groups
         members = cfg.get("task", []) if is_group else []
         infos.append(
             TaskInfo(
@@ -65,7 +62,7 @@ def project_tasks() -> tuple[TaskInfo, ...]:
                 members=tuple(m for m in members if isinstance(m, str)),
                 glob_requires=meta.get("glob_requires"),
                 explicit_only=bool(meta.get("explicit_only", False)),
-                yaml_path=str(entry.yaml_path),
+                yaml_path=yaml_path,
                 glob_prefix=meta.get("glob_prefix"),
             )
         )

@@ -3,8 +3,9 @@
 lm-eval hands a `class: !function ...` task the raw YAML dict (the `class` key included) with the merged metadata
 (YAML `metadata`, all of `--model_args`, all of `--metadata`). The task reads its options from that metadata,
 builds (or loads from the cache) its documents in `download`, and records in `metadata` how many documents were
-skipped and why, so the results JSON keeps the count. (The passkey and NIAH tasks override `download` to build
-their documents one at a time as lm-eval asks for them; see `retrieval_task`.)
+skipped and why, so the results JSON keeps the count. (The passkey and NIAH tasks build their documents one at a
+time as lm-eval asks for them, through `infini_bench.lm_eval_compat.LazyDocsHooks`; see `retrieval_task`.) What
+lm-eval expects of an overridden hook is stated in `infini_bench.lm_eval_compat`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 
 import datasets
 from lm_eval.api.task import ConfigurableTask
+
+from infini_bench.lm_eval_compat import set_test_docs
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,9 @@ class InfiniBenchTask(ConfigurableTask):
 
     # -- lm-eval hooks ------------------------------------------------------------------------------------------
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Build (or read from the cache) every document: lm-eval's constructor calls this (`set_test_docs`)."""
         docs, from_cache = self.build_docs()
         log.info("%s: %d documents (%s)", self.task_label, len(docs), "from cache" if from_cache else "built")
         docs = self.after_build(docs)
         self.config.metadata["docs_from_cache"] = bool(from_cache)
-        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+        set_test_docs(self, datasets.Dataset.from_list(docs))

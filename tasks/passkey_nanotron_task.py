@@ -124,7 +124,7 @@ class NanotronPasskeyTask(PasskeyTask):
         return SetPlan(self._set_cells, lambda i, depth, row: self._set_doc(frame, view, i, depth, row))
 
     def doc(self, index: int) -> dict[str, Any]:
-        if self._constructing and self.set_name is not None:  # the grid cell only, as RetrievalTask.doc
+        if self.under_construction and self.set_name is not None:  # the grid cell only, as RetrievalTask.doc
             sample_index, depth, _ = self._set_cells[index]
             return {"prompt": "", "answer": "", "context_length": self.context_length, "depth_percent": depth,
                     "sample_index": sample_index}

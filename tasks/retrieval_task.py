@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from typing import Any, Iterator
 
 from lm_eval.api.metrics import mean
-from lm_eval.api.task import ConfigurableTask
 from tqdm import tqdm
 
 from infini_bench.data.assemble import PromptTooShort
@@ -48,6 +47,7 @@ from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.tasks.base_task import InfiniBenchTask, LengthSkipError
 from infini_bench.tasks.names import SCORES, depth_metric
 from infini_bench.invalid import is_invalid, marks_invalid
+from infini_bench.lm_eval_compat import LazyDocsHooks, PromptSettings
 from infini_bench.tasks.options import (
     NIAH_OPTIONS,
     as_length,
@@ -95,8 +95,9 @@ class LazyDocs(Sequence):
         return dict.fromkeys(("prompt", "answer", "answers", "gen_prefix", "context_length", "depth_percent"))
 
 
-class RetrievalTask(InfiniBenchTask):
-    """Common options, lazy documents, prompt frames and scoring of passkey and NIAH."""
+class RetrievalTask(LazyDocsHooks, InfiniBenchTask):
+    """Common options, lazy documents, prompt frames and scoring of passkey and NIAH (lm-eval's document and
+    request hooks through `LazyDocsHooks`)."""
 
     default_depths: tuple[int, ...] = PASSKEY_DEPTHS
 
@@ -107,12 +108,10 @@ class RetrievalTask(InfiniBenchTask):
         download_mode: Any = None,
         config: dict[str, Any] | None = None,
     ) -> None:
-        self._constructing = True
         self._built: dict[int, dict[str, Any]] = {}
         self._frame = PromptFrame()
         self._plans: dict[str, DocPlan] = {}
         super().__init__(data_dir=data_dir, cache_dir=cache_dir, download_mode=download_mode, config=config)
-        self._constructing = False
         self._ensure([0])  # one document now: a prompt that cannot fit fails here, before any model call
 
     # -- options ------------------------------------------------------------------------------------------------
@@ -180,15 +179,16 @@ class RetrievalTask(InfiniBenchTask):
             self._plans[frame.fingerprint] = self.make_plan(frame, view.add_special_tokens)
         return self._plans[frame.fingerprint]
 
-    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.dataset = {"test": LazyDocs(self)}
+    def lazy_docs(self) -> LazyDocs:
+        return LazyDocs(self)
 
-    def fewshot_docs(self) -> None:
-        return None  # zero-shot tasks: never list (and so build) every document for a few-shot sampler
+    def docs_at(self, indices: list[int]) -> list[dict[str, Any]]:
+        self._ensure(indices)
+        return [self._built[i] for i in indices]
 
     def doc(self, index: int) -> dict[str, Any]:
         """Document `index` for the current frame (while lm-eval builds the task: its grid cell only)."""
-        if self._constructing:
+        if self.under_construction:
             sample_index, depth = grid_cell(self.depths, index)
             return {"prompt": "", "answer": "", "context_length": self.context_length, "depth_percent": depth,
                     "sample_index": sample_index}
@@ -224,64 +224,36 @@ class RetrievalTask(InfiniBenchTask):
         return (f"{self.task_label}: the chat template adds {overhead} tokens around the prompt and leaves no room "
                 f"for the haystack at context_length={self.context_length}: {err}")
 
-    def doc_iterator(
-        self, *, rank: int = 0, limit: int | None = None, world_size: int = 1, samples: list[int] | None = None
-    ) -> Iterator[tuple[int, Any]]:
-        """lm-eval's document order and sharding, building only this rank's documents within the limit."""
-        if samples:
-            indices = sorted(i for i in set(samples) if 0 <= i < self.n_docs)  # in document order, as lm-eval
-        else:
-            limit = int(limit) if limit else None
-            indices = list(range(self.n_docs if limit is None else min(limit, self.n_docs)))
-        mine = list(enumerate(indices))[int(rank) :: int(world_size)]
-        self._ensure([i for _, i in mine])
-        return iter([(doc_id, self._built[i]) for doc_id, i in mine])
-
     # -- prompts ------------------------------------------------------------------------------------------------
-    def build_all_requests(self, **kwargs: Any) -> None:
+    def use_prompt_settings(self, settings: PromptSettings) -> None:
         """Take the frame (plain, or the chat template and system instruction lm-eval will use) before lm-eval
         asks for documents, so every prompt is built, and measured, the way the model will receive it."""
-        frame = self._frame_from(
-            bool(kwargs.get("apply_chat_template")),
-            kwargs.get("chat_template"),
-            kwargs.get("system_instruction"),
-            bool(kwargs.get("fewshot_as_multiturn")),
-        )
+        frame = self._frame_from(settings)
         if frame != self._frame:
             self._frame, self._built = frame, {}
         if not frame.plain:
             self.config.metadata["prompt_frame"] = {"before": frame.before, "between": frame.between, "after": frame.after}
-        super().build_all_requests(**kwargs)
-        if not frame.plain and self._built:
-            self._check_frame(next(iter(self._built.values())), kwargs)
 
-    def _frame_from(
-        self, apply_chat_template: bool, chat_template: Any, system_instruction: str | None, multiturn: bool
-    ) -> PromptFrame:
-        if not (apply_chat_template and chat_template) and not system_instruction:
+    def check_prompts(self, settings: PromptSettings) -> None:
+        if not self._frame.plain and self._built:
+            self._check_frame(next(iter(self._built.values())), settings)
+
+    def _frame_from(self, settings: PromptSettings) -> PromptFrame:
+        if not (settings.apply_chat_template and settings.chat_template) and not settings.system_instruction:
             return PromptFrame()
-        rendered = ConfigurableTask.fewshot_context(
-            self, {"prompt": _USER_MARK, "answer": ""}, 0, system_instruction=system_instruction,
-            apply_chat_template=apply_chat_template, fewshot_as_multiturn=multiturn, chat_template=chat_template,
-            gen_prefix=_PREFIX_MARK,
-        )
+        rendered = self.render_prompt({"prompt": _USER_MARK, "answer": ""}, settings, _PREFIX_MARK)
         if not isinstance(rendered, str) or rendered.count(_USER_MARK) != 1 or rendered.count(_PREFIX_MARK) != 1:
             raise ValueError(f"{self.task_label}: cannot locate the prompt inside the chat template's rendering")
         before, rest = rendered.split(_USER_MARK)
         between, after = rest.split(_PREFIX_MARK)
         return PromptFrame(before, between, after)
 
-    def _check_frame(self, doc: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    def _check_frame(self, doc: dict[str, Any], settings: PromptSettings) -> None:
         """The first document, rendered by lm-eval itself, must be exactly the prompt built (else the template
         depends on the text and the length would be wrong)."""
         frame, prompt = self._frame, doc["prompt"]
         user = prompt[len(frame.before) : len(prompt) - len(frame.between + doc["gen_prefix"] + frame.after)]
-        rendered = ConfigurableTask.fewshot_context(
-            self, {"prompt": user, "answer": ""}, 0, system_instruction=kwargs.get("system_instruction"),
-            apply_chat_template=bool(kwargs.get("apply_chat_template")),
-            fewshot_as_multiturn=bool(kwargs.get("fewshot_as_multiturn")), chat_template=kwargs.get("chat_template"),
-            gen_prefix=doc["gen_prefix"],
-        )
+        rendered = self.render_prompt({"prompt": user, "answer": ""}, settings, doc["gen_prefix"])
         if rendered != prompt:
             raise ValueError(
                 f"{self.task_label}: the chat template renders the prompt differently from the frame it gave for a "

@@ -27,6 +27,7 @@ def test_import_and_report_help_load_no_torch(tmp_path) -> None:
         "import sys, infini_bench\n"
         "from infini_bench.cli import main\n"
         "try:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'infini_bench.lm_eval_compat' in sys.modules  # loaded by the .pth hook, without lm-eval\n"
         "print(sorted(m for m in ('torch', 'transformers', 'lm_eval') if m in sys.modules))",
         tmp_path,
     )
@@ -85,3 +86,4 @@ def test_a_regular_wheel_ships_the_hook(tmp_path) -> None:
         assert PTH in names  # at the root of site-packages, beside the package
         assert archive.read(PTH).decode() == (ROOT / "infini_bench" / PTH).read_text()
         assert "infini_bench/lm_eval_plugin.py" in names
+        assert "infini_bench/lm_eval_compat.py" in names  # the hook imports it at interpreter start
