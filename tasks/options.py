@@ -11,7 +11,6 @@ import difflib
 import functools
 import inspect
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,9 +107,9 @@ def model_max_length(metadata: dict[str, Any], tokenizer: Any = None) -> int | N
     config = _config_of(metadata)
     if config is None:
         return None
-    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
+    from infini_bench.lm_eval_compat import hf_max_length
 
-    return resolve_max_length(config, tokenizer, default=DEFAULT_MAX_LENGTH)
+    return hf_max_length(config, tokenizer)
 
 
 #: Options of the passkey and NIAH tasks, of NIAH only, and of the perplexity tasks. `--metadata` goes to every
@@ -149,40 +148,14 @@ COMMON_MODEL_ARGS = frozenset({
 })
 
 
-def _init_params(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"}
-    return names
-
-
 def model_arg_names(metadata: dict[str, Any]) -> set[str]:
     """Names that may be model arguments lm-eval folded into the metadata: `COMMON_MODEL_ARGS`, the constructor
     parameters of lm-eval's `hf` model and of every model class already loaded (the one in use among them), the
     parameters of transformers' ``from_pretrained`` and the fields of the checkpoint's config (from_pretrained
     passes unknown keyword arguments to the config)."""
-    names = set(COMMON_MODEL_ARGS)
-    try:
-        from lm_eval.api.registry import model_registry
+    from infini_bench.lm_eval_compat import model_constructor_args
 
-        for _, obj in model_registry.items():
-            if isinstance(obj, str) and ":" in obj:  # a lazy entry: inspect it only if its module is loaded
-                module, _, name = obj.partition(":")
-                obj = getattr(sys.modules.get(module.strip()), name.strip(), None)
-            if isinstance(obj, type):
-                names |= _init_params(obj)
-        from lm_eval.models.huggingface import HFLM
-
-        names |= _init_params(HFLM)
-    except Exception:  # an lm-eval without these: the common names still pass
-        pass
+    names = set(COMMON_MODEL_ARGS) | model_constructor_args()
     try:
         from transformers import PreTrainedModel
 
