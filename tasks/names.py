@@ -19,10 +19,21 @@ KILO = 1024
 MEGA = 1024 * 1024
 
 CONTEXT_LENGTH_NAMES: tuple[str, ...] = ("256", "512", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1m")
-#: RULER's NIAH variants (NVIDIA/RULER scripts/synthetic.yaml), in RULER's order; task ``niah_<variant>_<len>``.
-NIAH_VARIANTS: tuple[str, ...] = (
-    "single_1", "single_2", "single_3", "multikey_1", "multikey_2", "multikey_3", "multivalue", "multiquery"
-)
+#: The one table of RULER's NIAH variants (NVIDIA/RULER scripts/synthetic.yaml), in RULER's order, each with its
+#: arguments there that differ from `infini_bench.data.niah.NiahSpec`'s defaults (word keys, number values, one
+#: needle of each); task ``niah_<variant>_<len>``. It lives here, standard library only, so the reports can read the
+#: variant names; the data side builds each variant's spec from it (`infini_bench.data.niah.VARIANTS`).
+NIAH_VARIANT_ARGS: dict[str, dict[str, str | int]] = {
+    "single_1": {"haystack": "noise"},
+    "single_2": {"haystack": "essay"},
+    "single_3": {"haystack": "essay", "type_needle_v": "uuids"},
+    "multikey_1": {"haystack": "essay", "num_needle_k": 4},
+    "multikey_2": {"haystack": "needle"},
+    "multikey_3": {"haystack": "needle", "type_needle_k": "uuids", "type_needle_v": "uuids"},
+    "multivalue": {"haystack": "essay", "num_needle_v": 4},
+    "multiquery": {"haystack": "essay", "num_needle_q": 4},
+}
+NIAH_VARIANTS: tuple[str, ...] = tuple(NIAH_VARIANT_ARGS)
 #: Variants with several needles or UUIDs have no 256-token task: their needles, question and answer budget alone
 #: fill 256 tokens of a small tokenizer. The others start at the shortest length.
 NIAH_SHORTEST: dict[str, str] = {

@@ -11,9 +11,11 @@ import difflib
 import functools
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from infini_bench.data.niah import NiahSpec, niah_spec
+from infini_bench.data.passkey import PasskeySpec, passkey_answer_tokens
 from infini_bench.data.tokens import TokenizerError, load_tokenizer, tokenizer_view, TokenizerView
 from infini_bench.validation import true_or_false, whole_number
 
@@ -209,3 +211,30 @@ HAYSTACK_OPTIONS = ("essays", "haystack_files", "haystack_split", "haystack_fiel
 def haystack_options(metadata: dict[str, Any]) -> dict[str, Any]:
     """The essay source options (`HAYSTACK_OPTIONS`), passed to the haystack loader."""
     return {k: metadata[k] for k in HAYSTACK_OPTIONS if metadata.get(k) not in (None, "")}
+
+
+def read_passkey_spec(metadata: dict[str, Any]) -> PasskeySpec:
+    """A passkey task's spec from its options, validated once (by `PasskeySpec`): `n_digits` (5), `answer_tokens`
+    (the task's default, `passkey_answer_tokens`), `haystack` (noise) and the essay source options."""
+    spec = PasskeySpec(
+        n_digits=metadata.get("n_digits", 5),
+        answer_tokens=metadata.get("answer_tokens"),
+        haystack=metadata.get("haystack") or "noise",
+        haystack_options=haystack_options(metadata),
+    )
+    return spec if spec.answer_tokens is not None else replace(spec, answer_tokens=passkey_answer_tokens(spec.n_digits))
+
+
+def read_niah_spec(metadata: dict[str, Any], variant: str, context_length: int) -> NiahSpec:
+    """A NIAH task's spec from its options, validated once (by `NiahSpec`): the variant's RULER arguments with
+    any of `NIAH_OPTIONS`, `haystack`, `n_digits` and `answer_tokens` (default: `default_answer_tokens` at
+    `context_length`) overridden, and the essay source options."""
+    spec = niah_spec(
+        variant,
+        haystack=metadata.get("haystack"),
+        haystack_options=haystack_options(metadata),
+        n_digits=metadata.get("n_digits"),
+        answer_tokens=metadata.get("answer_tokens"),
+        **{k: metadata.get(k) for k in NIAH_OPTIONS},
+    )
+    return replace(spec, answer_tokens=spec.answer_budget(context_length))

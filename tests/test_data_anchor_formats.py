@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from infini_bench.data import CACHE_ENV, build_niah_sample, build_passkey_sample
+from infini_bench.data import CACHE_ENV, Cell, PasskeySpec, build_niah_sample, build_passkey_sample, niah_spec
 from infini_bench.data.corpus import stdlib_prose
 from infini_bench.data.haystack import normalise_text
 from infini_bench.data.niah import VARIANTS, default_answer_tokens
@@ -63,7 +63,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("depth", [0, 5, 50, 95, 100])
 def test_passkey_is_landmarks_prompt(tiny_tokenizer, depth):
-    doc = build_passkey_sample(tiny_tokenizer, 700, depth, seed=11, answer_tokens=16)
+    doc = build_passkey_sample(tiny_tokenizer, PasskeySpec(answer_tokens=16), Cell(700, depth, 11))
     lines = doc["prompt"].split("\n")
     assert len(lines) == 5
     assert doc["prompt"] == landmark_prompt(len(lines[1]), len(lines[3]), int(doc["answer"]))
@@ -85,7 +85,7 @@ def _context(doc: dict) -> str:
                                      "multivalue", "multiquery"])
 @pytest.mark.parametrize("depth", [0, 40, 100])
 def test_niah_is_rulers_prompt(tiny_tokenizer, variant, depth):
-    doc = build_niah_sample(tiny_tokenizer, 2000, depth, seed=7, variant=variant)
+    doc = build_niah_sample(tiny_tokenizer, niah_spec(variant), Cell(2000, depth, 7))
     context = _context(doc)
     assert doc["prompt"] == ruler_input(doc, context)  # RULER's wording, newlines, singular/plural, answer prefix
     assert doc["prompt"].endswith("mentioned in the provided text? " + doc["gen_prefix"])

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from conftest import TOKENIZER_CORPUS
-from infini_bench.data import CACHE_ENV, build_niah_sample, build_passkey_sample, tokenizer_view
+from infini_bench.data import CACHE_ENV, Cell, PasskeySpec, build_niah_sample, build_passkey_sample, niah_spec, tokenizer_view
 from infini_bench.data.haystack import FILLER
 from infini_bench.data.niah import NIAH_NEEDLE, VARIANTS
 from infini_bench.data.passkey import PASSKEY_NEEDLE
@@ -88,7 +88,7 @@ def test_passkey_prompt_is_exactly_the_requested_length(family, tokenizers_by_fa
     tok = tokenizers_by_family[family]
     for length in (300, 1024, 3000):
         for depth in (0, 25, 50, 100):
-            sample = build_passkey_sample(tok, length, depth, seed=length + depth, answer_tokens=16)
+            sample = build_passkey_sample(tok, PasskeySpec(answer_tokens=16), Cell(length, depth, length + depth))
             ids = tok(sample["prompt"])["input_ids"]
             assert ids == sample["input_ids"], (family, length, depth, sample["build_method"])
             assert len(ids) + 16 == length == sample["context_length"]
@@ -100,7 +100,7 @@ def test_passkey_prompt_is_exactly_the_requested_length(family, tokenizers_by_fa
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trainer_sample_prompt_plus_answer_fills_the_context(family, tokenizers_by_family):
     tok = tokenizers_by_family[family]
-    sample = build_passkey_sample(tok, 2048, 40, seed=99)
+    sample = build_passkey_sample(tok, PasskeySpec(), Cell(2048, 40, 99))
     assert len(sample["input_ids"]) + len(sample["answer_ids"]) == 2048
     assert tok(sample["prompt"])["input_ids"] == sample["input_ids"]
     if family != "no-pretokenizer":  # there the answer's first token may merge with the question's last
@@ -114,7 +114,7 @@ def test_trainer_sample_prompt_plus_answer_fills_the_context(family, tokenizers_
 def test_niah_prompt_is_exactly_the_requested_length(family, variant, tokenizers_by_family):
     tok = tokenizers_by_family[family]
     for depth in (0, 70, 100):
-        sample = build_niah_sample(tok, 1500, depth, seed=5, variant=variant)
+        sample = build_niah_sample(tok, niah_spec(variant), Cell(1500, depth, 5))
         ids = tok(sample["prompt"])["input_ids"]
         assert ids == sample["input_ids"], (family, variant, depth, sample["build_method"])
         assert len(ids) + sample["answer_tokens"] == 1500
@@ -127,25 +127,25 @@ def test_niah_prompt_is_exactly_the_requested_length(family, variant, tokenizers
 def test_bos_template_is_counted(tokenizers_by_family):
     view = tokenizer_view(tokenizers_by_family["bytelevel+bos"])
     assert view.lead == [view.backend.token_to_id("<s>")] and view.trail == []
-    sample = build_passkey_sample(tokenizers_by_family["bytelevel+bos"], 500, 50, seed=1, answer_tokens=10)
+    sample = build_passkey_sample(tokenizers_by_family["bytelevel+bos"], PasskeySpec(answer_tokens=10), Cell(500, 50, 1))
     assert sample["input_ids"][0] == view.lead[0] and len(sample["input_ids"]) == 490
 
 
 def test_add_bos_token_false_counts_without_bos(tokenizers_by_family):
     tok = tokenizers_by_family["bytelevel+bos"]
-    sample = build_passkey_sample(tok, 500, 50, seed=1, answer_tokens=10, add_special_tokens=False)
+    sample = build_passkey_sample(tok, PasskeySpec(answer_tokens=10), Cell(500, 50, 1), add_special_tokens=False)
     assert tok(sample["prompt"], add_special_tokens=False)["input_ids"] == sample["input_ids"]
     assert len(sample["input_ids"]) == 490
 
 
 def test_tokenizer_merging_across_spaces_takes_the_retokenised_path(tokenizers_by_family):
-    sample = build_passkey_sample(tokenizers_by_family["no-pretokenizer"], 2000, 60, seed=8, answer_tokens=16)
+    sample = build_passkey_sample(tokenizers_by_family["no-pretokenizer"], PasskeySpec(answer_tokens=16), Cell(2000, 60, 8))
     assert sample["build_method"] == "retokenised"
     assert len(tokenizers_by_family["no-pretokenizer"](sample["prompt"])["input_ids"]) == 2000 - 16
 
 
 def test_million_token_prompt_is_exact_and_stitched(tiny_tokenizer):
-    sample = build_passkey_sample(tiny_tokenizer, 1 << 20, 37, seed=3, answer_tokens=16)
+    sample = build_passkey_sample(tiny_tokenizer, PasskeySpec(answer_tokens=16), Cell(1 << 20, 37, 3))
     assert sample["build_method"] == "stitched"
     assert len(sample["input_ids"]) == (1 << 20) - 16
     assert len(tiny_tokenizer(sample["prompt"])["input_ids"]) == (1 << 20) - 16

@@ -18,7 +18,8 @@ import pytest
 
 from infini_bench.data.haystack import FILLER
 from infini_bench.data.nanotron_sets import NanotronSetError
-from infini_bench.data.passkey import build_passkey_sample
+from infini_bench.data.grid import Cell
+from infini_bench.data.passkey import PasskeySpec, build_passkey_sample
 from infini_bench.data.passkey_nanotron import NanotronStyle, nanotron_key
 from infini_bench.tasks import TASKS_DIR, expand_task_patterns
 
@@ -43,8 +44,8 @@ def _stream(n_chars: int) -> str:
 # -- the builder -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("depth", [0, 35, 100])
 def test_prompt_is_generate_datas_text_for_a_fixed_key_and_depth(tiny_tokenizer, depth):
-    doc = build_passkey_sample(tiny_tokenizer, 1024, depth, seed=7, n_digits=4, answer_tokens=15,
-                               style=NanotronStyle(num_shots=1))
+    spec = PasskeySpec(n_digits=4, answer_tokens=15, style=NanotronStyle(num_shots=1))
+    doc = build_passkey_sample(tiny_tokenizer, spec, Cell(1024, depth, 7))
     key, prompt = doc["answer"], doc["prompt"]
     assert doc["prompt_tokens"] == len(tiny_tokenizer(prompt)["input_ids"]) == 1024 - 15
     head = SOFT + SHOT_1 + " "  # PROMPT = "{} {}. {}": soft prompt, a space, the context
@@ -66,8 +67,8 @@ def test_prompt_is_generate_datas_text_for_a_fixed_key_and_depth(tiny_tokenizer,
 
 
 def test_shots_and_keys_are_nanotrons(tiny_tokenizer):
-    prompts = [build_passkey_sample(tiny_tokenizer, 2048, 50, seed=3, n_digits=3, answer_tokens=15,
-                                    style=NanotronStyle(num_shots=shots))["prompt"] for shots in range(4)]
+    prompts = [build_passkey_sample(tiny_tokenizer, PasskeySpec(n_digits=3, answer_tokens=15, style=NanotronStyle(num_shots=shots)),
+                                    Cell(2048, 50, 3))["prompt"] for shots in range(4)]
     for shots, prompt in enumerate(prompts):
         found = [k for k in ("gatecode is 312", "vault key is 415", "encrypted message is 34.") if k in prompt]
         assert len(found) == shots
@@ -130,8 +131,8 @@ def their_set(tmp_path_factory, tiny_tokenizer):
         for shots in (0, 1):
             for digits in (2, 3):
                 for i in range(3):
-                    doc = build_passkey_sample(tiny_tokenizer, 400, depth, seed=1000 * depth + 100 * shots + 10 * digits + i,
-                                               n_digits=digits, answer_tokens=15, style=NanotronStyle(num_shots=shots))
+                    spec = PasskeySpec(n_digits=digits, answer_tokens=15, style=NanotronStyle(num_shots=shots))
+                    doc = build_passkey_sample(tiny_tokenizer, spec, Cell(400, depth, 1000 * depth + 100 * shots + 10 * digits + i))
                     rows.append({"id": f"row-{len(rows)}", "prompt": doc["prompt"], "answer": int(doc["answer"]),
                                  "context_length": 1024, "token_count": 1004, "num_shots": shots,
                                  "num_digits": digits, "depth_percent": depth})

@@ -18,8 +18,9 @@ from tokenizers import processors
 
 from infini_bench.data import CACHE_ENV, tokenizer_view
 from infini_bench.data.haystack import FILLER
-from infini_bench.data.niah import VARIANTS
-from infini_bench.data.ruler_niah import RulerDocPlan
+from infini_bench.data.grid import NIAH_DEPTHS, Grid
+from infini_bench.data.niah import niah_spec
+from infini_bench.data.ruler_niah import RULER_SEED, RulerDocPlan
 from infini_bench.data.ruler_words import SortedPairs
 
 pytest.importorskip("wonderwords")
@@ -76,7 +77,7 @@ def test_line_haystacks_are_rulers_documents(tiny_tokenizer, variant, length, bu
     rows = _rows(f"niah_{variant}_{length}")
     view = tokenizer_view(_with_bos(tiny_tokenizer) if bos else tiny_tokenizer, True)
     assert view.n_special == int(bos)
-    plan = RulerDocPlan(view, VARIANTS[variant], variant, length, budget, list(range(0, 101, 10)), samples=len(rows))
+    plan = RulerDocPlan(view, niah_spec(variant, answer_tokens=budget), Grid(length, range(0, 101, 10), len(rows), RULER_SEED))
     for i, row in enumerate(rows):
         doc, _ = plan.doc(i)
         ruler = row["input"] + row["answer_prefix"]
@@ -98,7 +99,7 @@ def test_documents_are_drawn_in_rulers_order(tiny_tokenizer):
     gives the same document as building 0..5 in order."""
     rows = _rows("niah_multikey_2_1024")
     view = tokenizer_view(tiny_tokenizer, True)
-    plan = RulerDocPlan(view, VARIANTS["multikey_2"], "multikey_2", 1024, 32, [0, 50, 100], samples=8)
+    plan = RulerDocPlan(view, niah_spec("multikey_2", answer_tokens=32), Grid(1024, [0, 50, 100], 8, RULER_SEED))
     assert plan.doc(5)[0]["answers"] == rows[5]["outputs"]
     assert plan.doc(2)[0]["answers"] == rows[2]["outputs"]
 
@@ -189,6 +190,7 @@ def test_line_haystack_is_cut_into_a_blank_line_only_as_a_last_resort(tiny_token
     the tokenizer's count can be hit nowhere else nearby: rare (tasks/README.md's anchor table)."""
     from infini_bench.data.niah import build_niah_docs
 
-    docs = [d for v in ("single_1", "multikey_2") for d in build_niah_docs(tiny_tokenizer, 1024, samples=3, variant=v)[0]]
+    docs = [d for v in ("single_1", "multikey_2")
+            for d in build_niah_docs(tiny_tokenizer, niah_spec(v), Grid(1024, NIAH_DEPTHS, 3))[0]]
     blank = [d for d in docs if "\n\n" in d["prompt"]]
     assert len(blank) <= len(docs) // 10, f"{len(blank)} of {len(docs)} documents have a blank line"

@@ -13,7 +13,15 @@ from infini_bench import InfiniConfig, InfiniForCausalLM
 from infini_bench.training.commands import main as training_main
 from infini_bench.training.loop import Clock
 from infini_bench.training.optim import build_optimizer, build_scheduler, lr_factor
-from infini_bench.training.recipe import OptimConfig, RecipeError, RunConfig, load_recipe
+from infini_bench.training.recipe import (
+    FROM_TOKENIZER,
+    MODEL_DEFAULTS,
+    ModelConfig,
+    OptimConfig,
+    RecipeError,
+    RunConfig,
+    load_recipe,
+)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -310,3 +318,18 @@ def test_ddp_is_told_when_a_step_leaves_parameters_unused(memory_update, use_mem
     model(ids, labels=ids).loss.backward()
     without_grad = [name for name, p in model.named_parameters() if p.grad is None]
     assert bool(without_grad) == unused == may_leave_parameters_unused(model, length), without_grad
+
+
+def test_model_config_lists_exactly_infini_configs_fields():
+    """`ModelConfig` is written out for type checkers; it must stay InfiniConfig's signature (names, types and
+    defaults, but the tokenizer's fields and the recipe's small `MODEL_DEFAULTS`), plus `init_from`."""
+    import dataclasses
+    import inspect
+    import typing
+
+    params = [p for name, p in inspect.signature(InfiniConfig.__init__, eval_str=True).parameters.items()
+              if name != "self" and p.kind is not p.VAR_KEYWORD and name not in FROM_TOKENIZER]
+    expected = [("init_from", typing.Union[str, None], None)]
+    expected += [(p.name, p.annotation, MODEL_DEFAULTS.get(p.name, p.default)) for p in params]
+    hints = typing.get_type_hints(ModelConfig)
+    assert [(f.name, hints[f.name], f.default) for f in dataclasses.fields(ModelConfig)] == expected

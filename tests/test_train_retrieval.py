@@ -8,8 +8,9 @@ import shutil
 import pytest
 import torch
 
-from infini_bench.data.niah import VARIANTS, build_niah_docs
-from infini_bench.data.passkey import build_passkey_docs
+from infini_bench.data.grid import Cell, Grid
+from infini_bench.data.niah import VARIANTS, build_niah_docs, niah_spec
+from infini_bench.data.passkey import PasskeySpec, build_passkey_docs
 from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed, is_eval_seed
 from infini_bench.tasks import TASKS_DIR
 from infini_bench.training.batches import Batch, PackedText, RetrievalPools, WithText, retrieval_step
@@ -67,7 +68,7 @@ def test_niah_examples_are_the_task_prompt_plus_the_answer_it_scores(tiny_tokeni
     cfg = NiahTrainConfig(variants=[variant])
     budget = task.config.generation_kwargs["max_gen_toks"]
     for doc in task.eval_docs:
-        sample = niah_sample(tiny_tokenizer, cfg, variant, length, doc["depth_percent"], doc["seed"])
+        sample = niah_sample(tiny_tokenizer, cfg.spec(variant, 0), Cell(length, doc["depth_percent"], doc["seed"]))
         assert sample["prompt"] == doc["prompt"] and sample["answer"] == doc["answer"]
         assert sample["input_ids"] == tiny_tokenizer(doc["prompt"])["input_ids"]  # what lm-eval feeds the model
         assert sample["answer_tokens"] == budget and sample["prompt_tokens"] == length - budget
@@ -105,11 +106,11 @@ def test_no_training_example_is_an_evaluation_document(tiny_tokenizer, family, l
     """Build the evaluation documents of a small grid and a set of training examples at the same length: no
     prompt (text or token ids) is shared."""
     if family == "passkey":
-        docs, _ = build_passkey_docs(tiny_tokenizer, length, depths=[0, 25, 50, 75, 100], samples=2)
+        docs, _ = build_passkey_docs(tiny_tokenizer, PasskeySpec(), Grid(length, [0, 25, 50, 75, 100], 2))
         examples = [passkey_example(tiny_tokenizer, PasskeyConfig(lengths=[length]), length, i) for i in range(40)]
     else:
         variant = family.removeprefix("niah_")
-        docs, _ = build_niah_docs(tiny_tokenizer, length, depths=[0, 25, 50, 75, 100], samples=2, variant=variant)
+        docs, _ = build_niah_docs(tiny_tokenizer, niah_spec(variant), Grid(length, [0, 25, 50, 75, 100], 2))
         cfg = NiahTrainConfig(variants=[variant])
         examples = [niah_example(tiny_tokenizer, cfg, variant, length, i) for i in range(40)]
     evaluation = {tuple(tiny_tokenizer(d["prompt"])["input_ids"]) for d in docs}

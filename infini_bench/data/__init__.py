@@ -15,11 +15,17 @@ from infini_bench.data.assemble import AssembledPrompt, Needle, PromptTooShort, 
 from infini_bench.data.cache import CACHE_ENV, cache_root
 from infini_bench.data.corpus import stdlib_files, stdlib_prose, stdlib_split_of
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_order, resolve_depths, spread_order
+from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, Cell, Grid, grid_order, resolve_depths, spread_order
 from infini_bench.data.haystack import FILLER, HAYSTACK_KINDS, Haystack, HaystackError, haystack_spec, load_haystack
 from infini_bench.data.niah import VARIANTS as NIAH_VARIANTS
-from infini_bench.data.niah import build_niah_docs, build_niah_sample, plan_niah_docs
-from infini_bench.data.passkey import build_passkey_docs, build_passkey_sample, passkey_for_seed, plan_passkey_docs
+from infini_bench.data.niah import NiahSpec, build_niah_docs, build_niah_sample, niah_spec, plan_niah_docs
+from infini_bench.data.passkey import (
+    PasskeySpec,
+    build_passkey_docs,
+    build_passkey_sample,
+    passkey_for_seed,
+    plan_passkey_docs,
+)
 from infini_bench.data.perplexity import PerplexitySourceError, build_ppl_doc, build_ppl_docs, default_edges
 from infini_bench.data.seeds import EVAL_SEED_BASE, EVAL_SEED_FLAG, check_training_seed, eval_doc_seed, is_eval_seed
 from infini_bench.data.tokens import TokenizerError, TokenizerView, load_tokenizer, tokenizer_view
@@ -28,16 +34,20 @@ __all__ = [
     "AssembledPrompt",
     "DocPlan",
     "CACHE_ENV",
+    "Cell",
     "EVAL_SEED_BASE",
     "EVAL_SEED_FLAG",
     "FILLER",
+    "Grid",
     "HAYSTACK_KINDS",
     "Haystack",
     "HaystackError",
     "NIAH_DEPTHS",
     "NIAH_VARIANTS",
     "Needle",
+    "NiahSpec",
     "PASSKEY_DEPTHS",
+    "PasskeySpec",
     "PerplexitySourceError",
     "PromptFrame",
     "PromptTooShort",
@@ -59,6 +69,7 @@ __all__ = [
     "is_eval_seed",
     "load_haystack",
     "load_tokenizer",
+    "niah_spec",
     "passkey_for_seed",
     "plan_niah_docs",
     "plan_passkey_docs",

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Iterable
 
+from infini_bench.data.seeds import EVAL_SEED_BASE
 from infini_bench.validation import whole_number
 
 PASSKEY_DEPTHS: tuple[int, ...] = tuple(range(0, 101, 5))  # 21 depths, 5 % apart
@@ -85,3 +87,35 @@ def grid_cell(depths: list[int | float], index: int) -> tuple[int, int | float]:
     """`grid_order(depths, samples)[index]` without listing the grid (any number of samples)."""
     sample, j = divmod(int(index), len(depths))
     return sample, depths[spread_order(len(depths))[j]]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One document's place: its exact length in tokens, the first needle's depth in percent and its seed. Validated
+    here, so a builder reads plain numbers."""
+
+    context_length: int
+    depth: int | float
+    seed: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "context_length", whole_number(self.context_length, "context_length"))
+        object.__setattr__(self, "depth", clean_depth(self.depth))
+        object.__setattr__(self, "seed", int(self.seed))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A task's documents at one length: `samples` documents at each of `depths` (`resolve_depths` rules), their
+    seeds derived from `base_seed` and the cell (`infini_bench.data.seeds.eval_doc_seed`)."""
+
+    context_length: int
+    depths: tuple[int | float, ...]
+    samples: int = 5
+    base_seed: int = EVAL_SEED_BASE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "context_length", whole_number(self.context_length, "context_length"))
+        object.__setattr__(self, "depths", tuple(resolve_depths(self.depths, None, ())))
+        object.__setattr__(self, "samples", whole_number(self.samples, "samples"))
+        object.__setattr__(self, "base_seed", int(self.base_seed))

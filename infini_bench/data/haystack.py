@@ -398,6 +398,38 @@ def _hub_text(dataset: str, options: dict[str, Any]) -> str:
 _HAYSTACKS: dict[tuple[str, str, str, bool], Haystack] = {}
 
 
+@dataclass(frozen=True, kw_only=True)
+class HaystackChoice:
+    """A task family's `haystack=` option and essay source options (`essays=`, `haystack_files=`, ...), resolved
+    once to `source` when the family's spec is made, so a builder never re-reads or re-dispatches the option. The
+    tokenised text is kept per tokenizer: a plan's documents share one haystack, as the builders need."""
+
+    haystack: str = "noise"
+    haystack_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    source: HaystackSpec = field(init=False)
+    _tokenised: dict[tuple[str, bool], Haystack] = field(
+        init=False, default_factory=dict, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "haystack_options", dict(self.haystack_options or {}))
+        object.__setattr__(self, "source", haystack_spec(self.haystack, self.haystack_options))
+
+    def tokenised(self, view: TokenizerView, lines: bool = False) -> Haystack:
+        """The noise or essay haystack in `view`'s tokens (`load_haystack`), loaded once per tokenizer."""
+        key = (view.fingerprint, lines)
+        if key not in self._tokenised:
+            if len(self._tokenised) >= 4:  # a spec outlives its tokenizers (the variant table): keep a few
+                self._tokenised.clear()
+            self._tokenised[key] = load_haystack(view, self.source, self.haystack_options, lines=lines)
+        return self._tokenised[key]
+
+    def text_sha(self) -> str:
+        """SHA-256 of the haystack's normalised text, for the document cache key ("" for the needle kind)."""
+        text = "" if self.source.kind == "needle" else haystack_text(self.source, self.haystack_options)[1]
+        return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
 def load_haystack(
     view: TokenizerView,
     source: "str | HaystackSpec | Haystack" = "noise",

@@ -19,7 +19,7 @@ needles as lines of their own, for ``essay`` one paragraph with the needles betw
 needle sits at the grid depth; the other needles at depths drawn from RULER's 40 depths; keys, values, shuffle
 and queries follow RULER's generator with the document's seed.
 
-Variants (RULER's names): see `VARIANTS`. Differences from RULER, kept for exact lengths and the depth grid: the
+Variants (RULER's names): see `VARIANTS` (from the table in ``tasks/names.py``). Differences from RULER, kept for exact lengths and the depth grid: the
 length is exact in the model's tokens (the haystack's last line or sentence is cut after a word, or inside the
 last word when the exact count needs it), the first answer's needle is placed at the grid depth (RULER: random),
 keys are drawn from this module's word lists (RULER: wonderwords' adjective-noun pairs), and distractor needles
@@ -27,7 +27,6 @@ never reuse a real key.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import uuid
 from dataclasses import dataclass, replace
@@ -37,19 +36,12 @@ import numpy as np
 
 from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import NIAH_DEPTHS, clean_depth, resolve_depths
-from infini_bench.validation import whole_number
-from infini_bench.data.haystack import (
-    Haystack,
-    HaystackSpec,
-    haystack_spec,
-    haystack_text,
-    load_haystack,
-    normalise_text,
-    tokenise_haystack,
-)
-from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
+from infini_bench.data.grid import Cell, Grid
+from infini_bench.data.haystack import Haystack, HaystackChoice, tokenise_haystack
+from infini_bench.data.seeds import eval_doc_seed
 from infini_bench.data.tokens import TokenizerError, TokenizerView, tokenizer_view
+from infini_bench.tasks.names import NIAH_VARIANT_ARGS
+from infini_bench.validation import whole_number
 
 NIAH_HEAD = (
     "Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. "
@@ -64,28 +56,55 @@ RULER_DEPTHS = tuple(int(d) for d in np.round(np.linspace(0, 100, num=40, endpoi
 BUILDER_VERSION = 3  # 3: a line haystack is never cut right after a newline (no blank line)
 
 
-@dataclass(frozen=True)
-class NiahConfig:
-    """One RULER NIAH configuration (``synthetic.yaml``'s args)."""
+#: The largest `n_digits`: a value must fit a 64-bit int.
+MAX_DIGITS = 18
 
-    haystack: str
+
+def check_variant(variant: str) -> str:
+    """`variant` when it is one of RULER's NIAH variants, else one sentence listing them."""
+    if variant not in NIAH_VARIANT_ARGS:
+        raise ValueError(f"unknown NIAH variant {variant!r}: choose one of {', '.join(NIAH_VARIANT_ARGS)}")
+    return variant
+
+
+@dataclass(frozen=True, kw_only=True)
+class NiahSpec(HaystackChoice):
+    """What every document of a NIAH task (or the trainer's pool of one variant) shares, validated once here:
+    RULER's configuration (``synthetic.yaml``'s args: haystack, needle types and counts), the values' digits and
+    the answer budget. Make one with `niah_spec` (a variant's arguments with options overridden).
+
+    `answer_tokens` None: `default_answer_tokens` at the document's length."""
+
+    variant: str = "single_1"
     type_needle_k: str = "words"
     type_needle_v: str = "numbers"
     num_needle_k: int = 1
     num_needle_v: int = 1
     num_needle_q: int = 1
+    n_digits: int = 7
+    answer_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_variant(self.variant)
+        for name in ("type_needle_k", "type_needle_v"):
+            if getattr(self, name) not in NEEDLE_TYPES:
+                raise ValueError(f"{name} must be one of {', '.join(NEEDLE_TYPES)}, got {getattr(self, name)!r}")
+        for name in ("num_needle_k", "num_needle_v", "num_needle_q", "n_digits"):
+            object.__setattr__(self, name, whole_number(getattr(self, name), name))
+        if self.n_digits > MAX_DIGITS:
+            raise ValueError(f"n_digits must be <= {MAX_DIGITS}, got {self.n_digits}")
+        if self.answer_tokens is not None:
+            object.__setattr__(self, "answer_tokens", whole_number(self.answer_tokens, "answer_tokens"))
+        object.__setattr__(self, "num_needle_k", max(self.num_needle_k, self.num_needle_q))  # RULER: k = max(k, q)
+
+    def answer_budget(self, context_length: int) -> int:
+        """The answer tokens a document of `context_length` tokens reserves."""
+        return default_answer_tokens(context_length, self) if self.answer_tokens is None else self.answer_tokens
 
 
-VARIANTS: dict[str, NiahConfig] = {
-    "single_1": NiahConfig("noise"),
-    "single_2": NiahConfig("essay"),
-    "single_3": NiahConfig("essay", type_needle_v="uuids"),
-    "multikey_1": NiahConfig("essay", num_needle_k=4),
-    "multikey_2": NiahConfig("needle"),
-    "multikey_3": NiahConfig("needle", type_needle_k="uuids", type_needle_v="uuids"),
-    "multivalue": NiahConfig("essay", num_needle_v=4),
-    "multiquery": NiahConfig("essay", num_needle_q=4),
-}
+#: Each variant's spec (RULER's arguments, this project's defaults), from the one table in `tasks/names.py`.
+VARIANTS: dict[str, NiahSpec] = {name: NiahSpec(variant=name, **args) for name, args in NIAH_VARIANT_ARGS.items()}  # type: ignore[arg-type]
 
 _ADJECTIVES = (
     "amber brave calm dusty eager faint gentle hollow icy jolly keen lively mellow narrow olive proud quiet rapid "
@@ -131,41 +150,18 @@ def _draw_distinct(rng: random.Random, kind: str, n_digits: int, count: int, tak
     return out
 
 
-def niah_config(
-    variant: str,
-    haystack: str | None = None,
-    type_needle_k: str | None = None,
-    type_needle_v: str | None = None,
-    num_needle_k: int | None = None,
-    num_needle_v: int | None = None,
-    num_needle_q: int | None = None,
-) -> NiahConfig:
-    """A variant's configuration with any option overridden; errors name the bad value."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown NIAH variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    cfg = VARIANTS[variant]
-    given = {
-        "haystack": haystack,
-        "type_needle_k": type_needle_k,
-        "type_needle_v": type_needle_v,
-        "num_needle_k": num_needle_k,
-        "num_needle_v": num_needle_v,
-        "num_needle_q": num_needle_q,
-    }
-    cfg = replace(cfg, **{k: v for k, v in given.items() if v not in (None, "")})
-    for name in ("type_needle_k", "type_needle_v"):
-        if getattr(cfg, name) not in NEEDLE_TYPES:
-            raise ValueError(f"{name} must be one of {', '.join(NEEDLE_TYPES)}, got {getattr(cfg, name)!r}")
-    for name in ("num_needle_k", "num_needle_v", "num_needle_q"):
-        whole_number(getattr(cfg, name), name)
-    return replace(cfg, num_needle_k=max(cfg.num_needle_k, cfg.num_needle_q))  # RULER: k = max(k, q)
+def niah_spec(variant: str, **options: Any) -> NiahSpec:
+    """`variant`'s spec with the given options (any `NiahSpec` field but the variant; None or "" keeps the
+    variant's value) overridden; errors name the bad value."""
+    given = {k: v for k, v in options.items() if v not in (None, "")}
+    return replace(VARIANTS[check_variant(variant)], **given)
 
 
 #: Answer tokens a short context still leaves per expected value (a UUID takes many more than a number).
 _PER_VALUE = {"numbers": 16, "words": 16, "uuids": 48}
 
 
-def default_answer_tokens(context_length: int, cfg: NiahConfig | None = None) -> int:
+def default_answer_tokens(context_length: int, cfg: NiahSpec | None = None) -> int:
     """RULER's generation budget (``tokens_to_generate`` 128) from 4K tokens (RULER's shortest length) on; a
     shorter context gets 1/32 of its length, but at least room for every value asked for, so small models' short
     contexts keep room for the prompt and do not generate 128 tokens per answer."""
@@ -174,7 +170,7 @@ def default_answer_tokens(context_length: int, cfg: NiahConfig | None = None) ->
     return min(128, max(_PER_VALUE[cfg.type_needle_v] * values, int(context_length) // 32))
 
 
-def _texts(cfg: NiahConfig, query: str) -> tuple[str, str, str]:
+def _texts(cfg: NiahSpec, query: str) -> tuple[str, str, str]:
     """(head, question, answer prefix) with RULER's singular/plural wording."""
     head, ask, prefix, type_v = NIAH_HEAD, NIAH_ASK, NIAH_PREFIX, cfg.type_needle_v
     if cfg.num_needle_q * cfg.num_needle_v == 1:
@@ -186,7 +182,7 @@ def _texts(cfg: NiahConfig, query: str) -> tuple[str, str, str]:
     )
 
 
-def _needle_haystack(view: TokenizerView, cfg: NiahConfig, rng: random.Random, n_digits: int, room: int,
+def _needle_haystack(view: TokenizerView, cfg: NiahSpec, rng: random.Random, n_digits: int, room: int,
                      keys: set[str]) -> Haystack:
     """RULER's ``needle`` haystack for one document: lines of needles with other keys, enough for `room` tokens."""
 
@@ -203,47 +199,29 @@ def _needle_haystack(view: TokenizerView, cfg: NiahConfig, rng: random.Random, n
 
 
 def build_niah_sample(
-    tokenizer: Any,
-    context_length: int,
-    depth_percent: float,
-    seed: int,
-    variant: str = "single_1",
-    n_digits: int = 7,
-    answer_tokens: int | None = None,
-    haystack: "str | HaystackSpec | Haystack | None" = None,
-    haystack_options: dict[str, Any] | None = None,
-    add_special_tokens: bool = True,
-    frame: PromptFrame | None = None,
-    **overrides: Any,
+    tokenizer: Any, spec: NiahSpec, cell: Cell, frame: PromptFrame | None = None, *, add_special_tokens: bool = True
 ) -> dict[str, Any]:
-    """One NIAH sample of exactly `context_length` tokens (prompt + `answer_tokens` budget; see the module doc).
-    `overrides`: ``type_needle_k``, ``type_needle_v``, ``num_needle_k``, ``num_needle_v``, ``num_needle_q``."""
+    """One NIAH sample of exactly `cell.context_length` tokens (prompt + the spec's answer budget; see the module
+    doc)."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = whole_number(context_length, "context_length")
-    depth = clean_depth(depth_percent)
-    n_digits = whole_number(n_digits, "n_digits")
-    if n_digits > 18:
-        raise ValueError(f"n_digits must be <= 18, got {n_digits}")
-    given_hay = haystack if isinstance(haystack, Haystack) else None
-    cfg = niah_config(variant, None if given_hay is not None or isinstance(haystack, HaystackSpec) else haystack, **overrides)
-    spec = haystack if isinstance(haystack, HaystackSpec) else (None if given_hay else haystack_spec(cfg.haystack, haystack_options))
-    budget = default_answer_tokens(context_length, cfg) if answer_tokens is None else whole_number(answer_tokens, "answer_tokens")
+    context_length, depth, n_digits = cell.context_length, cell.depth, spec.n_digits
+    budget = spec.answer_budget(context_length)
     target = context_length - budget
 
     # RULER's generate_input_output: keys, values per key, needles shuffled, queries sampled.
-    rng = random.Random(int(seed))
+    rng = random.Random(cell.seed)
     taken: set[str] = set()
-    keys = _draw_distinct(rng, cfg.type_needle_k, n_digits, cfg.num_needle_k, taken)
-    values = [_draw_distinct(rng, cfg.type_needle_v, n_digits, cfg.num_needle_v, taken) for _ in keys]
+    keys = _draw_distinct(rng, spec.type_needle_k, n_digits, spec.num_needle_k, taken)
+    values = [_draw_distinct(rng, spec.type_needle_v, n_digits, spec.num_needle_v, taken) for _ in keys]
     needles = [(k, v) for k, vs in zip(keys, values) for v in vs]
     rng.shuffle(needles)
-    queried = rng.sample(range(len(keys)), cfg.num_needle_q)
+    queried = rng.sample(range(len(keys)), spec.num_needle_q)
     queries = [keys[i] for i in queried]
     answers = [v for i in queried for v in values[i]]
     query = ", ".join(queries[:-1]) + ", and " + queries[-1] if len(queries) > 1 else queries[0]
-    head, ask, prefix = _texts(cfg, query)
-    texts = {(k, v): NIAH_NEEDLE.format(type_needle_v=cfg.type_needle_v, key=k, value=v) for k, v in needles}
+    head, ask, prefix = _texts(spec, query)
+    texts = {(k, v): NIAH_NEEDLE.format(type_needle_v=spec.type_needle_v, key=k, value=v) for k, v in needles}
     target_needle = (queries[0], answers[0])
     others = [n for n in needles if n != target_needle]
     drawn = rng.sample(RULER_DEPTHS, len(others)) if len(others) <= len(RULER_DEPTHS) else rng.choices(RULER_DEPTHS, k=len(others))
@@ -253,30 +231,28 @@ def build_niah_sample(
     tail_text = "\n" + ask + frame.between + prefix + frame.after
     fixed = view.n_special + len(view.raw(head_text + " ".join(texts.values()) + tail_text)) + len(needles)
     room = max(target - fixed - 4 - 2 * len(needles), 0)
-    name = given_hay.name if given_hay is not None else spec.name
+    drawn_lines = spec.source.kind == "needle"  # RULER's needle haystack is drawn per document
     for attempt in range(4):
-        if given_hay is not None:
-            hay = given_hay
-        elif spec.kind == "needle":
-            hay = _needle_haystack(view, cfg, rng, n_digits, room, set(keys))
+        if drawn_lines:
+            hay = _needle_haystack(view, spec, rng, n_digits, room, set(keys))
         else:
-            hay = load_haystack(view, spec, haystack_options, lines=spec.kind == "noise")
+            hay = spec.tokenised(view, lines=spec.source.kind == "noise")
         parts = _context_parts(view, hay, needles, texts, depths, room, head_text, tail_text)
         try:
             prompt = assemble(view, parts, target)
             break
         except PromptTooShort as err:
-            raise PromptTooShort(f"NIAH ({variant}) context_length={context_length} with answer_tokens={budget}: {err}") from err
+            raise PromptTooShort(
+                f"NIAH ({spec.variant}) context_length={context_length} with answer_tokens={budget}: {err}"
+            ) from err
         except TokenizerError:
             # a tokenizer whose count skips the target at every nearby end: a needle haystack draws new lines
-            if spec is None or spec.kind != "needle" or attempt == 3:
+            if not drawn_lines or attempt == 3:
                 raise
     order = [p for p in parts if isinstance(p, Needle)]
     position = {p.text: (pos, d) for p, pos, d in zip(order, prompt.needle_positions, prompt.needle_depths)}
-    needle_keys = [k for k, _ in needles]
-    needle_values = [v for _, v in needles]
     return {
-        **prompt.doc_fields(name, budget),
+        **prompt.doc_fields(spec.source.name, budget),
         "needle_depth_percent": position[texts[target_needle]][1],
         "answer": answers[0] if len(answers) == 1 else ", ".join(answers),
         "answers": answers,
@@ -284,16 +260,16 @@ def build_niah_sample(
         "query": query,
         "key": queries[0],
         "queries": queries,
-        "variant": variant,
-        "type_needle_k": cfg.type_needle_k,
-        "type_needle_v": cfg.type_needle_v,
+        "variant": spec.variant,
+        "type_needle_k": spec.type_needle_k,
+        "type_needle_v": spec.type_needle_v,
         "context_length": context_length,
         "depth_percent": float(depth),
-        "seed": int(seed),
+        "seed": cell.seed,
         "n_digits": n_digits,
         "num_needles": len(needles),
-        "needle_keys": needle_keys,
-        "needle_values": needle_values,
+        "needle_keys": [k for k, _ in needles],
+        "needle_values": [v for _, v in needles],
         "needle_depths_requested": [depths[n] for n in needles],
         "needle_depths": [position[texts[n]][1] for n in needles],
         "needle_positions": [position[texts[n]][0] for n in needles],
@@ -356,67 +332,39 @@ def _context_parts(
 
 
 def plan_niah_docs(
-    tokenizer: Any,
-    context_length: int,
-    depths: list[Any] | None = None,
-    samples: int = 5,
-    base_seed: int = EVAL_SEED_BASE,
-    variant: str = "single_1",
-    n_digits: int = 7,
-    answer_tokens: int | None = None,
-    haystack: str | None = None,
-    haystack_options: dict[str, Any] | None = None,
-    add_special_tokens: bool = True,
-    frame: PromptFrame | None = None,
-    **overrides: Any,
+    tokenizer: Any, spec: NiahSpec, grid: Grid, frame: PromptFrame | None = None, *, add_special_tokens: bool = True
 ) -> DocPlan:
     """The evaluation documents of one NIAH length and variant, each built (and cached) when first asked for, in
-    `--limit`-friendly order. Options are validated here, before any build."""
+    `--limit`-friendly order."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = whole_number(context_length, "context_length")
-    depths = resolve_depths(depths, None, NIAH_DEPTHS)
-    samples = whole_number(samples, "samples")
-    cfg = niah_config(variant, haystack, **overrides)
-    spec = haystack_spec(cfg.haystack, haystack_options)
-    n_digits = whole_number(n_digits, "n_digits")
-    if answer_tokens is None:
-        answer_tokens = default_answer_tokens(context_length, cfg)
-    answer_tokens = whole_number(answer_tokens, "answer_tokens")
+    spec = replace(spec, answer_tokens=spec.answer_budget(grid.context_length))
 
     def cache_key() -> dict[str, Any]:
-        text = "" if spec.kind == "needle" else haystack_text(spec, haystack_options)[1]
         return {
             "family": "niah",
             "builder": BUILDER_VERSION,
             "tokenizer": view.fingerprint,
-            "context_length": context_length,
-            "seed": int(base_seed),
-            "variant": variant,
-            "config": [cfg.haystack, cfg.type_needle_k, cfg.type_needle_v, cfg.num_needle_k, cfg.num_needle_v, cfg.num_needle_q],
-            "n_digits": int(n_digits),
-            "answer_tokens": int(answer_tokens),
-            "haystack": spec.name,
-            "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
+            "context_length": grid.context_length,
+            "seed": grid.base_seed,
+            "variant": spec.variant,
+            "config": [spec.haystack, spec.type_needle_k, spec.type_needle_v, spec.num_needle_k, spec.num_needle_v,
+                       spec.num_needle_q],
+            "n_digits": spec.n_digits,
+            "answer_tokens": spec.answer_tokens,
+            "haystack": spec.source.name,
+            "haystack_sha": spec.text_sha(),
             "frame": frame.fingerprint,
         }
 
-    shared: dict[str, Haystack] = {}
-
     def build(index: int, sample_index: int, depth: Any) -> dict[str, Any]:
-        seed = eval_doc_seed(base_seed, f"niah-{variant}", context_length, depth, sample_index)
-        if spec.kind != "needle" and "hay" not in shared:
-            shared["hay"] = load_haystack(view, spec, haystack_options, lines=spec.kind == "noise")
-        doc = build_niah_sample(
-            view, context_length, depth, seed, variant, n_digits, answer_tokens,
-            shared.get("hay", spec), haystack_options, add_special_tokens, frame,
-            **{k: getattr(cfg, k) for k in ("type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q")},
-        )
+        seed = eval_doc_seed(grid.base_seed, f"niah-{spec.variant}", grid.context_length, depth, sample_index)
+        doc = build_niah_sample(view, spec, Cell(grid.context_length, depth, seed), frame)
         del doc["input_ids"]
-        return {**doc, "haystack": spec.name, "sample_index": sample_index, "base_seed": int(base_seed),
+        return {**doc, "haystack": spec.source.name, "sample_index": sample_index, "base_seed": grid.base_seed,
                 "task_family": "niah"}
 
-    return DocPlan(f"niah_{variant}", depths, samples, cache_key, build)
+    return DocPlan(f"niah_{spec.variant}", list(grid.depths), grid.samples, cache_key, build)
 
 
 def build_niah_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
@@ -426,12 +374,12 @@ def build_niah_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bo
 
 __all__ = [
     "NIAH_NEEDLE",
-    "NiahConfig",
+    "NiahSpec",
     "VARIANTS",
     "build_niah_docs",
     "build_niah_sample",
     "default_answer_tokens",
-    "niah_config",
+    "niah_spec",
     "plan_niah_docs",
     "singular",
 ]

@@ -20,18 +20,17 @@ count needs it.
 """
 from __future__ import annotations
 
-import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from infini_bench.data.assemble import Needle, Part, PromptTooShort, Span, assemble
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import PASSKEY_DEPTHS, clean_depth, resolve_depths
-from infini_bench.validation import whole_number
-from infini_bench.data.haystack import Haystack, HaystackError, haystack_spec, haystack_text, load_haystack, normalise_text
-from infini_bench.data.seeds import EVAL_SEED_BASE, eval_doc_seed
+from infini_bench.data.grid import Cell, Grid
+from infini_bench.data.haystack import Haystack, HaystackChoice, HaystackError
+from infini_bench.data.seeds import eval_doc_seed
 from infini_bench.data.tokens import tokenizer_view
+from infini_bench.validation import whole_number
 
 PASSKEY_INSTRUCTION = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -107,125 +106,107 @@ class PasskeyStyle:
 LANDMARK = PasskeyStyle()
 
 
-def _passkey_haystack(view, haystack: "str | Haystack", options: dict[str, Any] | None) -> Haystack:
-    if isinstance(haystack, Haystack):
-        return haystack
-    spec = haystack_spec(haystack, options)
-    if spec.kind == "needle":
-        raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
-    return load_haystack(view, spec, options, lines=False)
+@dataclass(frozen=True, kw_only=True)
+class PasskeySpec(HaystackChoice):
+    """What every document of a passkey task (or the trainer's passkey pool) shares, validated once here: the key's
+    digits, the answer budget, the haystack (noise or essay) and the protocol's `style`.
+
+    `answer_tokens` None: a sample's budget is its answer's own length, so ``input_ids + answer_ids`` is exactly the
+    context length (the trainer's case); a plan's is the task's default, `passkey_answer_tokens`."""
+
+    n_digits: int = 5
+    answer_tokens: int | None = None
+    style: PasskeyStyle = LANDMARK
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.source.kind == "needle":
+            raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
+        self.style.key(0, self.n_digits)  # the style's own rule (and wording) for the digits
+        object.__setattr__(self, "n_digits", int(self.n_digits))
+        if self.answer_tokens is not None:
+            object.__setattr__(self, "answer_tokens", whole_number(self.answer_tokens, "answer_tokens"))
 
 
 def build_passkey_sample(
-    tokenizer: Any,
-    context_length: int,
-    depth_percent: float,
-    seed: int,
-    n_digits: int = 5,
-    answer_tokens: int | None = None,
-    haystack: "str | Haystack" = "noise",
-    haystack_options: dict[str, Any] | None = None,
-    add_special_tokens: bool = True,
-    frame: PromptFrame | None = None,
-    style: PasskeyStyle = LANDMARK,
+    tokenizer: Any, spec: PasskeySpec, cell: Cell, frame: PromptFrame | None = None, *, add_special_tokens: bool = True
 ) -> dict[str, Any]:
-    """One passkey sample of exactly `context_length` tokens: prompt + answer budget.
+    """One passkey sample of exactly `cell.context_length` tokens: prompt + answer budget.
 
     `input_ids` are the prompt's tokens (special tokens included, as the model is fed them) and
-    ``len(input_ids) == context_length - answer_tokens``. With `answer_tokens=None` the budget is the answer's own
-    length, so ``input_ids + answer_ids`` is exactly `context_length` tokens (what a trainer wants). `frame` wraps
-    the prompt in a chat template (its tokens count in the length). Training code must pass seeds below 2**62
-    (see `infini_bench.data.seeds`). `style` is the protocol's text (Landmark's by default).
+    ``len(input_ids) == context_length - answer_tokens``. `frame` wraps the prompt in a chat template (its tokens
+    count in the length). Training code must use seeds below 2**62 (see `infini_bench.data.seeds`).
     """
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = whole_number(context_length, "context_length")
-    depth = clean_depth(depth_percent)
-    key = style.key(seed, n_digits)
+    style = spec.style
+    key = style.key(cell.seed, spec.n_digits)
     answer_ids = view.continuation_ids(*style.answer(key))
-    budget = len(answer_ids) if answer_tokens is None else whole_number(answer_tokens, "answer_tokens")
-    hay = _passkey_haystack(view, haystack, haystack_options)
-    target = context_length - budget
+    budget = len(answer_ids) if spec.answer_tokens is None else spec.answer_tokens
+    hay = spec.tokenised(view)
+    target = cell.context_length - budget
     needle = style.needle(key)
     try:
         fixed = view.n_special + len(view.raw(style.fixed_text(frame, needle)))
         room = max(target - fixed - 4, 0)  # haystack tokens, give or take the few the joins change
         cut = None
-        if depth < 100:
-            chars = depth / 100.0 * room * hay.chars_per_token(view)
-            cut = hay.word_end_near(hay.start + chars, hay.start) if depth > 0 else hay.start
+        if cell.depth < 100:
+            chars = cell.depth / 100.0 * room * hay.chars_per_token(view)
+            cut = hay.word_end_near(hay.start + chars, hay.start) if cell.depth > 0 else hay.start
         prompt = assemble(view, style.parts(frame, hay, needle, cut), target)
     except PromptTooShort as err:
-        raise PromptTooShort(f"{style.family} context_length={context_length} with answer_tokens={budget}: {err}") from err
+        raise PromptTooShort(
+            f"{style.family} context_length={cell.context_length} with answer_tokens={budget}: {err}"
+        ) from err
     return {
         **prompt.doc_fields(hay.name, budget),
         "answer": key,
         "answers": [key],
         "gen_prefix": style.prefix,
         "answer_ids": answer_ids,
-        "context_length": context_length,
-        "depth_percent": float(depth),
-        "seed": int(seed),
-        "n_digits": int(n_digits),
+        "context_length": cell.context_length,
+        "depth_percent": float(cell.depth),
+        "seed": cell.seed,
+        "n_digits": spec.n_digits,
         "needle_position": prompt.needle_positions[0],
         **style.doc_fields(),
     }
 
 
 def plan_passkey_docs(
-    tokenizer: Any,
-    context_length: int,
-    depths: list[Any] | None = None,
-    samples: int = 5,
-    base_seed: int = EVAL_SEED_BASE,
-    n_digits: int = 5,
-    answer_tokens: int = 16,
-    haystack: str = "noise",
-    haystack_options: dict[str, Any] | None = None,
-    add_special_tokens: bool = True,
-    frame: PromptFrame | None = None,
-    style: PasskeyStyle = LANDMARK,
+    tokenizer: Any, spec: PasskeySpec, grid: Grid, frame: PromptFrame | None = None, *, add_special_tokens: bool = True
 ) -> DocPlan:
     """The evaluation documents of one passkey length, each built (and cached on disk) when first asked for, in
-    `--limit`-friendly order (sample by sample, depths spread). Options are validated here, before any build.
-    `style` is the protocol's text (Landmark's by default; its family names the seeds and the cache)."""
+    `--limit`-friendly order (sample by sample, depths spread). The style's family names the seeds and the cache."""
     frame = frame or PromptFrame()
     view = tokenizer_view(tokenizer, add_special_tokens)
-    context_length = whole_number(context_length, "context_length")
-    depths = resolve_depths(depths, None, PASSKEY_DEPTHS)
-    samples = whole_number(samples, "samples")
-    answer_tokens = whole_number(answer_tokens, "answer_tokens")
-    style.key(0, n_digits)  # validates n_digits early
-    spec = haystack_spec(haystack, haystack_options)
-    if spec.kind == "needle":
-        raise HaystackError("passkey haystack must be noise or essay (the needle haystack is a NIAH kind)")
+    style = spec.style
+    if spec.answer_tokens is None:
+        spec = replace(spec, answer_tokens=passkey_answer_tokens(spec.n_digits))
 
     def cache_key() -> dict[str, Any]:
-        _, text = haystack_text(spec, haystack_options)
         return {
             "family": style.family,
             "builder": BUILDER_VERSION,
             "tokenizer": view.fingerprint,
-            "context_length": context_length,
-            "seed": int(base_seed),
-            "n_digits": int(n_digits),
-            "answer_tokens": answer_tokens,
-            "haystack": spec.name,
-            "haystack_sha": hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest(),
+            "context_length": grid.context_length,
+            "seed": grid.base_seed,
+            "n_digits": spec.n_digits,
+            "answer_tokens": spec.answer_tokens,
+            "haystack": spec.source.name,
+            "haystack_sha": spec.text_sha(),
             "frame": frame.fingerprint,
             **style.cache_fields(),
         }
 
     def build(index: int, sample_index: int, depth: Any) -> dict[str, Any]:
-        seed = eval_doc_seed(base_seed, style.family, context_length, depth, sample_index)
-        hay = _passkey_haystack(view, spec, haystack_options)
-        doc = build_passkey_sample(view, context_length, depth, seed, n_digits, answer_tokens, hay, haystack_options,
-                                   add_special_tokens, frame, style)
+        seed = eval_doc_seed(grid.base_seed, style.family, grid.context_length, depth, sample_index)
+        doc = build_passkey_sample(view, spec, Cell(grid.context_length, depth, seed), frame)
         del doc["input_ids"], doc["answer_ids"]
-        return {**doc, "haystack": spec.name, "sample_index": sample_index, "base_seed": int(base_seed),
+        return {**doc, "haystack": spec.source.name, "sample_index": sample_index, "base_seed": grid.base_seed,
                 "task_family": style.family}
 
-    return DocPlan(style.family, depths, samples, cache_key, build)
+    return DocPlan(style.family, list(grid.depths), grid.samples, cache_key, build)
 
 
 def build_passkey_docs(*args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:

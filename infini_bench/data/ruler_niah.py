@@ -34,8 +34,9 @@ import numpy as np
 from infini_bench.data import cache
 from infini_bench.data.assemble import Needle, PromptTooShort, Span, assemble
 from infini_bench.data.docs import PromptFrame
-from infini_bench.data.haystack import FILLER, load_haystack, normalise_text, tokenise_haystack
-from infini_bench.data.niah import NIAH_ASK, NIAH_HEAD, NIAH_NEEDLE, NIAH_PREFIX, NiahConfig, singular
+from infini_bench.data.grid import Grid
+from infini_bench.data.haystack import FILLER, haystack_text, load_haystack, normalise_text, tokenise_haystack
+from infini_bench.data.niah import NIAH_ASK, NIAH_HEAD, NIAH_NEEDLE, NIAH_PREFIX, NiahSpec, singular
 from infini_bench.data.ruler_words import RulerDependencyError, ruler_words
 from infini_bench.data.tokens import TokenizerView
 
@@ -112,23 +113,24 @@ class RulerNiahGenerator:
 
     def __init__(
         self,
-        cfg: NiahConfig,
+        cfg: NiahSpec,
         count: Callable[[str], int],
         max_seq_length: int,
         tokens_to_generate: int,
+        *,
         seed: int = RULER_SEED,
         essay_words: Sequence[str] | None = None,
-        n_digits: int = 7,
     ) -> None:
-        if cfg.haystack == "essay" and not essay_words:
+        self.essay = cfg.source.kind == "essay"
+        if self.essay and not essay_words:
             raise ValueError("an essay haystack needs essay_words (RULER's PaulGrahamEssays.json text)")
-        self.cfg, self.count, self.seed, self.n_digits = cfg, count, int(seed), int(n_digits)
+        self.cfg, self.count, self.seed, self.n_digits = cfg, count, int(seed), cfg.n_digits
         self.max_seq_length, self.tokens_to_generate = int(max_seq_length), int(tokens_to_generate)
         self.essay_words = list(essay_words or [])
         self.words = ruler_words() if "words" in (cfg.type_needle_k, cfg.type_needle_v) else None
-        self.sent_tokenize = _sent_tokenize() if cfg.haystack == "essay" else None
+        self.sent_tokenize = _sent_tokenize() if self.essay else None
         self.rng = random.Random(self.seed)
-        if cfg.haystack == "essay":
+        if self.essay:
             self.incremental = 500
         else:
             self.incremental = 5 if self.max_seq_length < 4096 else 25
@@ -173,7 +175,7 @@ class RulerNiahGenerator:
         random.Random(self.seed).shuffle(order)  # the same permutation as shuffling the needles themselves
         needles, kv = [needles[i] for i in order], [kv[i] for i in order]
 
-        if cfg.haystack == "essay":
+        if self.essay:
             sents = self._essay_sentences(num_haystack)
             positions = [0] + sorted(int(len(sents) * (d / 100)) for d in self.rng.sample(RULER_DEPTHS, len(needles)))
             positions.append(len(sents))
@@ -185,7 +187,7 @@ class RulerNiahGenerator:
                     pieces.append(needles[i - 1])
             joiner = " "
         else:
-            if cfg.haystack == "noise":
+            if cfg.source.kind == "noise":
                 pieces = [FILLER] * num_haystack
             else:
                 pieces = [NIAH_NEEDLE.format(type_needle_v=cfg.type_needle_v, key=self._random(cfg.type_needle_k),
@@ -258,10 +260,10 @@ class RulerNiahGenerator:
 
 
 # -- exact length ---------------------------------------------------------------------------------------------------
-def _extra_lines(draw: RulerDraw, cfg: NiahConfig, n_digits: int, count: int, seed: str) -> list[str]:
+def _extra_lines(draw: RulerDraw, cfg: NiahSpec, count: int, seed: str) -> list[str]:
     """Distractor lines past RULER's text, drawn as RULER draws them but from a generator of their own (RULER's
     documents stay untouched), never with one of the document's keys."""
-    rng = random.Random(seed)
+    rng, n_digits = random.Random(seed), cfg.n_digits
     words = ruler_words() if "words" in (cfg.type_needle_k, cfg.type_needle_v) else None
 
     def one(kind: str) -> str:
@@ -282,11 +284,11 @@ def _extra_lines(draw: RulerDraw, cfg: NiahConfig, n_digits: int, count: int, se
 def build_ruler_doc(
     view: TokenizerView,
     draw: RulerDraw,
-    cfg: NiahConfig,
+    cfg: NiahSpec,
     target: int,
     frame: PromptFrame,
+    *,
     essay_words: Sequence[str] | None = None,
-    n_digits: int = 7,
     extra_seed: str = "",
 ) -> dict[str, Any]:
     """The prompt of exactly `target` tokens (special tokens included) from RULER's draw; see the module doc."""
@@ -296,11 +298,11 @@ def build_ruler_doc(
     room = max(target - draw.ruler_tokens, 0) + 64  # tokens the haystack after the last needle may need
     tail = draw.pieces[last + 1 :]
     if draw.joiner == "\n":
-        if cfg.haystack == "noise":
+        if cfg.source.kind == "noise":
             hay = load_haystack(view, "noise", lines=True)
         else:
             per_line = max(len(view.raw(tail[0])), 4) if tail else 16
-            extra = _extra_lines(draw, cfg, n_digits, len(tail) + room // per_line + 8, extra_seed)
+            extra = _extra_lines(draw, cfg, len(tail) + room // per_line + 8, extra_seed)
             hay = tokenise_haystack(view, "needle", "\n".join(tail + extra) + "\n", lines=True, use_cache=False)
         span, sep = Span(hay, 0), "\n"
     else:
@@ -346,26 +348,12 @@ class RulerDocPlan:
     RULER's document ``i``, built (and cached on disk on its own) when first asked for. A document not in the cache
     replays RULER's draws from the nearest state this process knows, as RULER's script draws them in order."""
 
-    def __init__(
-        self,
-        view: TokenizerView,
-        cfg: NiahConfig,
-        variant: str,
-        context_length: int,
-        answer_tokens: int,
-        depths: Sequence[int | float],
-        samples: int = RULER_SAMPLES,
-        seed: int = RULER_SEED,
-        n_digits: int = 7,
-        frame: PromptFrame | None = None,
-        essay_text: Callable[[], tuple[str, str]] | None = None,
-    ) -> None:
-        self.view, self.cfg, self.variant = view, cfg, variant
-        self.context_length, self.answer_tokens = int(context_length), int(answer_tokens)
-        self.depths, self.samples, self.seed, self.n_digits = list(depths), int(samples), int(seed), int(n_digits)
+    def __init__(self, view: TokenizerView, spec: NiahSpec, grid: Grid, frame: PromptFrame | None = None) -> None:
+        self.view, self.cfg, self.variant = view, spec, spec.variant
+        self.context_length, self.answer_tokens = grid.context_length, spec.answer_budget(grid.context_length)
+        self.depths, self.samples, self.seed, self.n_digits = list(grid.depths), grid.samples, grid.base_seed, spec.n_digits
         self.frame = frame or PromptFrame()
-        self.family = f"niah_{variant}"
-        self._essay_text = essay_text
+        self.family = f"niah_{spec.variant}"
         self._essay: tuple[str, list[str]] | None = None
         self._generator: RulerNiahGenerator | None = None
         self._key: dict[str, Any] | None = None
@@ -375,10 +363,10 @@ class RulerDocPlan:
 
     def _essays(self) -> tuple[str, list[str]]:
         if self._essay is None:
-            if self.cfg.haystack != "essay":
+            if self.cfg.source.kind != "essay":
                 self._essay = ("", [])
             else:
-                name, text = self._essay_text()  # type: ignore[misc]
+                name, text = haystack_text(self.cfg.source, self.cfg.haystack_options)
                 self._essay = (name, ruler_essay_words(text))
         return self._essay
 
@@ -391,8 +379,8 @@ class RulerDocPlan:
     def generator(self) -> RulerNiahGenerator:
         if self._generator is None:
             self._generator = RulerNiahGenerator(
-                self.cfg, self.count, self.context_length, self.answer_tokens, self.seed, self._essays()[1],
-                self.n_digits,
+                self.cfg, self.count, self.context_length, self.answer_tokens, seed=self.seed,
+                essay_words=self._essays()[1],
             )
         return self._generator
 
@@ -408,7 +396,7 @@ class RulerDocPlan:
                 "context_length": self.context_length,
                 "seed": self.seed,
                 "variant": self.variant,
-                "config": [self.cfg.haystack, self.cfg.type_needle_k, self.cfg.type_needle_v, self.cfg.num_needle_k,
+                "config": [self.cfg.source.kind, self.cfg.type_needle_k, self.cfg.type_needle_v, self.cfg.num_needle_k,
                            self.cfg.num_needle_v, self.cfg.num_needle_q],
                 "n_digits": self.n_digits,
                 "answer_tokens": self.answer_tokens,
@@ -433,12 +421,12 @@ class RulerDocPlan:
         draw = self.generator.document(index)
         target = self.context_length - self.answer_tokens
         fields = build_ruler_doc(
-            self.view, draw, self.cfg, target, self.frame, self._essays()[1], self.n_digits,
+            self.view, draw, self.cfg, target, self.frame, essay_words=self._essays()[1],
             extra_seed=f"infini-bench ruler tail {self.seed} {self.context_length} {self.variant} {index}",
         )
         del fields["input_ids"]
         answers = draw.answers
-        haystack = self._essays()[0] if self.cfg.haystack == "essay" else self.cfg.haystack
+        haystack = self._essays()[0] if self.cfg.source.kind == "essay" else self.cfg.source.kind
         return {
             **fields,
             "answer_tokens": self.answer_tokens,

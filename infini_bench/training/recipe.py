@@ -8,7 +8,6 @@ Command-line overrides use the same dotted names: `run.max_steps=100`, `finetune
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,8 +16,12 @@ from typing import Any, Union
 
 import yaml
 
+from ..data.niah import MAX_DIGITS as NIAH_MAX_DIGITS
 from ..data.niah import VARIANTS as NIAH_VARIANTS
+from ..data.niah import NiahSpec, niah_spec
+from ..data.passkey import PasskeySpec, passkey_answer_tokens
 from ..modeling.configuration_infini import InfiniConfig
+from ..validation import as_whole
 
 
 class RecipeError(ValueError):
@@ -26,8 +29,9 @@ class RecipeError(ValueError):
 
 
 # --- the model section: InfiniConfig's own fields ----------------------------------------------------------------
-# The recipe does not re-list the model's settings: `ModelConfig` is made from `InfiniConfig.__init__`'s signature
-# (names, types, defaults), and `check` builds an `InfiniConfig`, so the model's own validation names a bad value.
+# The recipe does not re-validate the model's settings: `check` builds an `InfiniConfig`, so the model's own
+# validation names a bad value. `tests/test_train_recipe.py` checks that `ModelConfig` lists exactly InfiniConfig's
+# fields (types and defaults included, but `MODEL_DEFAULTS`), so the two cannot drift apart.
 
 # set from the tokenizer the stage uses, never by the recipe
 FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
@@ -37,41 +41,52 @@ MODEL_DEFAULTS = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_laye
 MODEL_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
-def _model_fields() -> list[tuple[str, Any, Any]]:
-    fields = [("init_from", Union[str, None], field(default=None))]
-    for name, param in inspect.signature(InfiniConfig.__init__, eval_str=True).parameters.items():
-        if name == "self" or param.kind is param.VAR_KEYWORD or name in FROM_TOKENIZER:
-            continue
-        fields.append((name, param.annotation, field(default=MODEL_DEFAULTS.get(name, param.default))))
-    return fields
+@dataclass
+class ModelConfig:
+    """The Infini model trained from scratch: every `InfiniConfig` field except the vocabulary size and special
+    token ids (taken from the tokenizer), with the recipe's small defaults (`MODEL_DEFAULTS`); ignored when
+    finetuning (the checkpoint's config is used).
 
+    `init_from` starts from an existing checkpoint instead: an Infini folder continues it, a Llama folder is
+    converted (same weights, new gates: the paper's continued pretraining)."""
 
-def _check_model(self, where: str) -> None:
-    for name in MODEL_SIZES:  # sizes InfiniConfig takes on trust (a zero would fail deep inside torch)
-        _positive(f"{where}.{name}", getattr(self, name))
-    try:
-        self.infini_config()
-    except ValueError as err:  # InfiniConfig's message starts with the field's name: prefix the section
-        raise RecipeError(f"{where}.{err}") from None
+    init_from: Union[str, None] = None
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 1048576
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-06
+    rope_theta: float | None = None
+    rope_parameters: dict | None = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    segment_length: int = 64
+    memory_update: str = "linear"
+    memory_conv_size: int = 0
+    use_memory: bool = True
+    gate_activation: str = "sigmoid"
+    gate_init: str | float = "zeros"
+    memory_eps: float = 1e-06
+    memory_kernel: str = "auto"
 
+    def check(self, where: str) -> None:
+        for name in MODEL_SIZES:  # sizes InfiniConfig takes on trust (a zero would fail deep inside torch)
+            _count(f"{where}.{name}", getattr(self, name))
+        try:
+            self.infini_config()
+        except ValueError as err:  # InfiniConfig's message starts with the field's name: prefix the section
+            raise RecipeError(f"{where}.{err}") from None
 
-def _infini_config(self, **from_tokenizer: Any) -> InfiniConfig:
-    """The `InfiniConfig` this section describes (`vocab_size` and the special token ids from the tokenizer)."""
-    settings = {k: v for k, v in vars(self).items() if k != "init_from"}
-    return InfiniConfig(**settings, **from_tokenizer)
-
-
-ModelConfig = dataclasses.make_dataclass(
-    "ModelConfig",
-    _model_fields(),
-    namespace={"check": _check_model, "infini_config": _infini_config, "__module__": __name__, "__doc__": (
-        "The Infini model trained from scratch: every `InfiniConfig` field except the vocabulary size and special "
-        "token ids (taken from the tokenizer), with the recipe's small defaults (`MODEL_DEFAULTS`); ignored when "
-        "finetuning (the checkpoint's config is used).\n\n`init_from` starts from an existing checkpoint instead: "
-        "an Infini folder continues it, a Llama folder is converted (same weights, new gates: the paper's continued "
-        "pretraining)."
-    )},
-)
+    def infini_config(self, **from_tokenizer: Any) -> InfiniConfig:
+        """The `InfiniConfig` this section describes (`vocab_size` and the special token ids from the tokenizer)."""
+        settings = {k: v for k, v in vars(self).items() if k != "init_from"}
+        return InfiniConfig(**settings, **from_tokenizer)
 
 
 @dataclass
@@ -105,7 +120,7 @@ class DataConfig:
 
     def check(self, where: str) -> None:
         _choice(f"{where}.source", self.source, ("stdlib", "files", "hub"))
-        _positive(f"{where}.sequence_length", self.sequence_length)
+        _count(f"{where}.sequence_length", self.sequence_length)
         self.check_stages(where)
         if self.source == "files" and not self.paths:
             raise RecipeError(f"{where}.paths is empty: source 'files' needs at least one file or folder")
@@ -113,7 +128,7 @@ class DataConfig:
             raise RecipeError(f"{where}.hub_name is not set: source 'hub' needs a dataset name")
         for name in ("max_documents", "max_tokens"):
             if getattr(self, name) is not None:
-                _positive(f"{where}.{name}", getattr(self, name))
+                _count(f"{where}.{name}", getattr(self, name))
 
     def check_stages(self, where: str) -> None:
         """`length_stages`: rising lengths, each dividing `sequence_length` (a packed row is cut into windows of
@@ -122,7 +137,7 @@ class DataConfig:
         if not stages:
             return
         for i, length in enumerate(stages):
-            _positive(f"{where}.length_stages[{i}]", length)
+            _count(f"{where}.length_stages[{i}]", length)
             if self.sequence_length % length:
                 raise RecipeError(f"{where}.length_stages[{i}]={length} does not divide {where}.sequence_length="
                                   f"{self.sequence_length}: each stage cuts the packed rows into windows of its length")
@@ -159,17 +174,22 @@ class PasskeyConfig:
 
     @property
     def answer_budget(self) -> int:
-        return self.answer_tokens if self.answer_tokens is not None else max(16, self.digits + 8)
+        return self.answer_tokens if self.answer_tokens is not None else passkey_answer_tokens(self.digits)
+
+    def spec(self, index: int) -> PasskeySpec:
+        """The builder's spec of example `index` (its haystack cycles through `haystacks`)."""
+        return PasskeySpec(n_digits=self.digits, answer_tokens=self.answer_budget,
+                           haystack=self.haystacks[index % len(self.haystacks)])
 
     def check(self, where: str) -> None:
-        _positive(f"{where}.num_examples", self.num_examples)
-        _positive(f"{where}.digits", self.digits)
+        _count(f"{where}.num_examples", self.num_examples)
+        _count(f"{where}.digits", self.digits)
         _choice(f"{where}.schedule", self.schedule, ("mix", "ramp"))
         _choice(f"{where}.loss_on", self.loss_on, ("answer", "all"))
         if not self.lengths:
             raise RecipeError(f"{where}.lengths is empty: give at least one context length in tokens")
         for i, length in enumerate(self.lengths):
-            _positive(f"{where}.lengths[{i}]", length)
+            _count(f"{where}.lengths[{i}]", length)
         if self.answer_tokens is not None and self.answer_tokens < self.digits + 2:
             raise RecipeError(
                 f"{where}.answer_tokens={self.answer_tokens!r} cannot hold a space, {self.digits} digits and the '.'"
@@ -210,6 +230,11 @@ class NiahTrainConfig:
             return self.answer_tokens[index % len(self.answer_tokens)]
         return self.answer_tokens
 
+    def spec(self, variant: str, index: int) -> NiahSpec:
+        """The builder's spec of `variant`'s example `index`: the task's defaults (the variant's haystack,
+        `default_answer_tokens` unless `answer_tokens`), with the recipe's digits."""
+        return niah_spec(variant, n_digits=self.n_digits, answer_tokens=self.budget(index))
+
     def lengths_for(self, variant: str, passkey_lengths: list[int]) -> list[int]:
         """The context lengths `variant` trains at."""
         if self.lengths is None:
@@ -224,10 +249,10 @@ class NiahTrainConfig:
                 )
         if len(set(self.variants)) != len(self.variants):
             raise RecipeError(f"{where}.variants={self.variants!r} names a variant twice")
-        _positive(f"{where}.num_examples", self.num_examples)
-        _positive(f"{where}.n_digits", self.n_digits)
-        if self.n_digits > 18:
-            raise RecipeError(f"{where}.n_digits={self.n_digits!r} must be <= 18 (the NIAH builder's limit)")
+        _count(f"{where}.num_examples", self.num_examples)
+        _count(f"{where}.n_digits", self.n_digits)
+        if self.n_digits > NIAH_MAX_DIGITS:
+            raise RecipeError(f"{where}.n_digits={self.n_digits!r} must be <= {NIAH_MAX_DIGITS} (the NIAH builder's limit)")
         _choice(f"{where}.loss_on", self.loss_on, ("answer", "all"))
         if self.seed < 0:
             raise RecipeError(f"{where}.seed={self.seed!r} must be >= 0")
@@ -235,9 +260,9 @@ class NiahTrainConfig:
             if not self.answer_tokens:
                 raise RecipeError(f"{where}.answer_tokens is empty: give budgets, one number, or null")
             for i, budget in enumerate(self.answer_tokens):
-                _positive(f"{where}.answer_tokens[{i}]", budget)
+                _count(f"{where}.answer_tokens[{i}]", budget)
         elif self.answer_tokens is not None:
-            _positive(f"{where}.answer_tokens", self.answer_tokens)
+            _count(f"{where}.answer_tokens", self.answer_tokens)
         if isinstance(self.lengths, dict):
             for variant in self.lengths:
                 if variant not in self.variants:
@@ -255,7 +280,7 @@ class NiahTrainConfig:
             if variant is not None and not lengths:
                 raise RecipeError(f"{name} is empty: give at least one context length in tokens")
             for i, length in enumerate(lengths):
-                _positive(f"{name}[{i}]", length)
+                _count(f"{name}[{i}]", length)
         if isinstance(self.lengths, list) and not self.lengths:
             raise RecipeError(f"{where}.lengths is empty: give lengths, or null for the passkey lengths")
 
@@ -284,8 +309,10 @@ class OptimConfig:
     skip_non_finite: int = 0
 
     def check(self, where: str) -> None:
-        for name in ("lr", "gate_lr", "batch_size", "micro_batch_size"):
-            _positive(f"{where}.{name}", getattr(self, name))
+        for name in ("lr", "gate_lr"):
+            _above_zero(f"{where}.{name}", getattr(self, name))
+        for name in ("batch_size", "micro_batch_size"):
+            _count(f"{where}.{name}", getattr(self, name))
         for name in ("min_lr", "weight_decay", "warmup_steps", "max_grad_norm", "detach_every", "eps", "skip_non_finite"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"{where}.{name}={getattr(self, name)!r} must be >= 0")
@@ -318,11 +345,11 @@ class RunConfig:
 
     def check(self, where: str) -> None:
         if self.cpu_threads is not None:
-            _positive(f"{where}.cpu_threads", self.cpu_threads)
+            _count(f"{where}.cpu_threads", self.cpu_threads)
         for name in ("max_steps", "save_every", "log_every"):
-            _positive(f"{where}.{name}", getattr(self, name))
+            _count(f"{where}.{name}", getattr(self, name))
         if self.max_minutes is not None:
-            _positive(f"{where}.max_minutes", self.max_minutes)
+            _above_zero(f"{where}.max_minutes", self.max_minutes)
         if self.keep_checkpoints < 0:
             raise RecipeError(f"{where}.keep_checkpoints={self.keep_checkpoints!r} must be >= 0 (0 keeps all)")
         _choice(f"{where}.precision", self.precision, ("auto", "bf16", "fp32"))
@@ -500,7 +527,14 @@ def _choice(where: str, value: Any, options: tuple) -> None:
         raise RecipeError(f"{where}={value!r} is unknown: choose one of {options}")
 
 
-def _positive(where: str, value: Any) -> None:
+def _count(where: str, value: Any) -> None:
+    """A count or size: a whole number >= 1 by the project's one rule (`validation.as_whole`), named by its key."""
+    if as_whole(value, 1) is None:
+        raise RecipeError(f"{where}={value!r} must be > 0")
+
+
+def _above_zero(where: str, value: float) -> None:
+    """A rate or a time: any number above zero."""
     if value <= 0:
         raise RecipeError(f"{where}={value!r} must be > 0")
 

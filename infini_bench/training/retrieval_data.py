@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..data.cache import Store, tokenizer_fingerprint
-from ..data.niah import build_niah_sample
+from ..data.grid import Cell
+from ..data.niah import NiahSpec, build_niah_sample
 from ..data.passkey import build_passkey_sample
 from ..data.seeds import check_training_seed
 from ..data.tokens import tokenizer_view
@@ -86,25 +87,17 @@ def passkey_example(tokenizer, cfg: PasskeyConfig, length: int, index: int) -> E
     """(input_ids, labels, sample) of one passkey example: the prompt the passkey task feeds at `length`
     (length − answer budget tokens), then the key and "."."""
     seed = training_seed(cfg.seed, length, index)
-    haystack = cfg.haystacks[index % len(cfg.haystacks)]
-    sample = build_passkey_sample(
-        tokenizer, length, training_depth(seed), seed, n_digits=cfg.digits, answer_tokens=cfg.answer_budget,
-        haystack=haystack,
-    )
+    sample = build_passkey_sample(tokenizer, cfg.spec(index), Cell(length, training_depth(seed), seed))
     return (*with_answer(tokenizer, sample, sample["answer_ids"], cfg.loss_on), sample)
 
 
 # --- NIAH -----------------------------------------------------------------------------------------------------
 
 
-def niah_sample(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, depth: float, seed: int,
-                answer_tokens: int | None = None) -> dict[str, Any]:
-    """The document the `niah_<variant>_<length>` task builds for (`depth`, `seed`) with its defaults (the variant's
-    haystack, plain prompt, `default_answer_tokens` unless `answer_tokens`), plus `answer_ids`: the answer's
-    tokens after the answer prefix, as the model would generate them."""
-    sample = build_niah_sample(
-        tokenizer, length, depth, seed, variant, n_digits=cfg.n_digits, answer_tokens=answer_tokens
-    )
+def niah_sample(tokenizer, spec: NiahSpec, cell: Cell) -> dict[str, Any]:
+    """The document the `niah_<variant>_<length>` task builds for `cell` (plain prompt), plus `answer_ids`: the
+    answer's tokens after the answer prefix, as the model would generate them."""
+    sample = build_niah_sample(tokenizer, spec, cell)
     view = tokenizer_view(tokenizer)
     return {**sample, "answer_ids": view.continuation_ids(sample["gen_prefix"], " " + sample["answer"])}
 
@@ -113,7 +106,7 @@ def niah_example(tokenizer, cfg: NiahTrainConfig, variant: str, length: int, ind
     """(input_ids, labels, sample) of one NIAH example: the task's prompt at `length`, then the answer the scorer
     accepts (the value; several values joined by ", ", the document's `answer`) and "."."""
     seed = training_seed(cfg.seed, length, index, family=f"niah_{variant}")
-    sample = niah_sample(tokenizer, cfg, variant, length, training_depth(seed), seed, cfg.budget(index))
+    sample = niah_sample(tokenizer, cfg.spec(variant, index), Cell(length, training_depth(seed), seed))
     return (*with_answer(tokenizer, sample, sample["answer_ids"], cfg.loss_on), sample)
 
 
