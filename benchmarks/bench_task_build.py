@@ -49,6 +49,9 @@ def _tokenizers() -> dict[str, Any]:
 def bench(tokenizer: Any, label: str) -> list[tuple[str, str, float, str]]:
     from infini_bench.data import build_niah_docs, build_passkey_docs, build_passkey_sample, tokenizer_view
     from infini_bench.data import haystack as haystack_module
+    from infini_bench.data.grid import Cell, Grid
+    from infini_bench.data.niah import niah_spec
+    from infini_bench.data.passkey import PasskeySpec
 
     rows = []
     view = tokenizer_view(tokenizer)
@@ -58,31 +61,31 @@ def bench(tokenizer: Any, label: str) -> list[tuple[str, str, float, str]]:
         return "exact" if n == expected else f"WRONG ({n} != {expected})"
 
     # Passkey, 1M tokens, filler haystack.
-    seconds, (docs, hit) = _timed(lambda: build_passkey_docs(view, ONE_M, depths=[50], samples=1))
+    seconds, (docs, hit) = _timed(lambda: build_passkey_docs(view, PasskeySpec(), Grid(ONE_M, [50], 1)))
     assert not hit
     rows.append((label, "passkey 1M: first build", seconds, check(docs[0]["prompt"], docs[0]["prompt_tokens"])))
-    seconds, sample = _timed(lambda: build_passkey_sample(view, ONE_M, 30, seed=7, answer_tokens=16))
+    seconds, sample = _timed(lambda: build_passkey_sample(view, PasskeySpec(answer_tokens=16), Cell(ONE_M, 30, 7)))
     rows.append((label, f"passkey 1M: build, haystack tokenised ({sample['build_method']})", seconds,
                  check(sample["prompt"], ONE_M - 16)))
-    seconds, (docs, hit) = _timed(lambda: build_passkey_docs(view, ONE_M, depths=[50], samples=1))
+    seconds, (docs, hit) = _timed(lambda: build_passkey_docs(view, PasskeySpec(), Grid(ONE_M, [50], 1)))
     assert hit
     rows.append((label, "passkey 1M: from cache", seconds, check(docs[0]["prompt"], docs[0]["prompt_tokens"])))
 
     # NIAH, 128K tokens, standard-library prose haystack (tokenised once, then memoised and cached).
     haystack_module._HAYSTACKS.clear()
     seconds, (docs, hit) = _timed(
-        lambda: build_niah_docs(view, K128, depths=[50], samples=1, haystack="stdlib")
+        lambda: build_niah_docs(view, niah_spec("single_1", haystack="stdlib"), Grid(K128, [50], 1))
     )
     assert not hit
     rows.append((label, "NIAH 128K (stdlib prose): first build, haystack tokenised", seconds,
                  check(docs[0]["prompt"], docs[0]["prompt_tokens"])))
     seconds, (docs2, hit) = _timed(
-        lambda: build_niah_docs(view, K128, depths=[25], samples=1, haystack="stdlib", base_seed=5)
+        lambda: build_niah_docs(view, niah_spec("single_1", haystack="stdlib"), Grid(K128, [25], 1, 5))
     )
     rows.append((label, f"NIAH 128K: build, haystack tokenised ({docs2[0]['build_method']})", seconds,
                  check(docs2[0]["prompt"], docs2[0]["prompt_tokens"])))
     seconds, (docs, hit) = _timed(
-        lambda: build_niah_docs(view, K128, depths=[50], samples=1, haystack="stdlib")
+        lambda: build_niah_docs(view, niah_spec("single_1", haystack="stdlib"), Grid(K128, [50], 1))
     )
     assert hit
     rows.append((label, "NIAH 128K: from cache", seconds, check(docs[0]["prompt"], docs[0]["prompt_tokens"])))

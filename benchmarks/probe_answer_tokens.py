@@ -24,7 +24,8 @@ def documents(tokenizer: Any, family: str, length: int, depths: list[float], sam
     """The task's documents at `length` for every depth and sample index (the builders' samples: `input_ids` the
     prompt, `prompt` its text), each with `answer_ids`, the right answer's tokens after the prompt."""
     from infini_bench.data.niah import VARIANTS
-    from infini_bench.data.passkey import build_passkey_sample, passkey_answer_tokens
+    from infini_bench.data.grid import Cell
+    from infini_bench.data.passkey import PasskeySpec, build_passkey_sample, passkey_answer_tokens
     from infini_bench.data.seeds import eval_doc_seed
     from infini_bench.training.recipe import NiahTrainConfig
     from infini_bench.training.retrieval_data import niah_sample
@@ -39,10 +40,10 @@ def documents(tokenizer: Any, family: str, length: int, depths: list[float], sam
         for index in range(samples):
             if family == "passkey":
                 seed = eval_doc_seed(base_seed, "passkey", length, depth, index)
-                sample = build_passkey_sample(tokenizer, length, depth, seed, answer_tokens=passkey_answer_tokens())
+                sample = build_passkey_sample(tokenizer, PasskeySpec(answer_tokens=passkey_answer_tokens()), Cell(length, depth, seed))
             else:
                 seed = eval_doc_seed(base_seed, f"niah-{variant}", length, depth, index)
-                sample = niah_sample(tokenizer, niah_defaults, variant, length, depth, seed)
+                sample = niah_sample(tokenizer, niah_defaults.spec(variant, 0), Cell(length, depth, seed))
             docs.append(sample)
     return docs
 

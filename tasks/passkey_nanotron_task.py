@@ -29,7 +29,7 @@ from infini_bench.data.nanotron_sets import (
     resolve_set_name,
     select_rows,
 )
-from infini_bench.data.passkey import plan_passkey_docs
+from infini_bench.data.passkey import PasskeySpec, plan_passkey_docs
 from infini_bench.data.passkey_nanotron import (
     NANOTRON_ANSWER_TOKENS,
     NANOTRON_DIGITS,
@@ -98,11 +98,15 @@ class NanotronPasskeyTask(PasskeyTask):
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.num_shots = _num_shots(md.get("num_shots", 0))
         self.answer_tokens = whole_number(md.get("answer_tokens", NANOTRON_ANSWER_TOKENS), "answer_tokens")
-        self.read_haystack(md, "noise")
         dataset = md.get("dataset")
         self.set_name = None if dataset in (None, "") else resolve_set_name(str(dataset), self.context_length)
         if self.set_name is None:
             self.num_digits = whole_number(md.get("num_digits", NANOTRON_DIGITS), "num_digits")
+            self.spec = PasskeySpec(
+                n_digits=self.num_digits, answer_tokens=self.answer_tokens, haystack=md.get("haystack") or "noise",
+                haystack_options=self.haystack_options, style=NanotronStyle(num_shots=self.num_shots),
+            )
+            self.read_haystack(self.spec)
             return
         self.num_digits = whole_number(md.get("num_digits", 0), "num_digits", minimum=0)  # 0: any, as run_passkey_eval.py
         if md.get("seed") in (None, ""):
@@ -115,11 +119,8 @@ class NanotronPasskeyTask(PasskeyTask):
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> "DocPlan | SetPlan":
         if self.set_name is None:
-            return plan_passkey_docs(
-                self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.num_digits,
-                self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,
-                style=NanotronStyle(num_shots=self.num_shots),
-            )
+            return plan_passkey_docs(self.model.tokenizer, self.spec, self.grid(), frame,
+                                     add_special_tokens=add_special_tokens)
         view = self.model.view_for(frame.before) if frame.before else self.model.view
         return SetPlan(self._set_cells, lambda i, depth, row: self._set_doc(frame, view, i, depth, row))
 

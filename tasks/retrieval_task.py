@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, Iterator
 
@@ -37,10 +36,10 @@ from tqdm import tqdm
 
 from infini_bench.data.assemble import PromptTooShort
 from infini_bench.data.docs import DocPlan, PromptFrame
-from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, grid_cell, resolve_depths
-from infini_bench.data.haystack import haystack_spec, haystack_text
-from infini_bench.data.niah import default_answer_tokens, niah_config, plan_niah_docs
-from infini_bench.data.passkey import passkey_answer_tokens, plan_passkey_docs
+from infini_bench.data.grid import NIAH_DEPTHS, PASSKEY_DEPTHS, Grid, grid_cell, resolve_depths
+from infini_bench.data.haystack import HaystackChoice, haystack_text
+from infini_bench.data.niah import plan_niah_docs
+from infini_bench.data.passkey import plan_passkey_docs
 from infini_bench.data.ruler_niah import RULER_SAMPLES, RULER_SEED, RulerDocPlan
 from infini_bench.data.tokens import tokenizer_view
 from infini_bench.data.seeds import EVAL_SEED_BASE
@@ -49,11 +48,12 @@ from infini_bench.tasks.names import SCORES, depth_metric
 from infini_bench.invalid import is_invalid, marks_invalid
 from infini_bench.lm_eval_compat import LazyDocsHooks, PromptSettings
 from infini_bench.tasks.options import (
-    NIAH_OPTIONS,
     as_length,
     check_option_keys,
     haystack_options,
     model_context,
+    read_niah_spec,
+    read_passkey_spec,
 )
 from infini_bench.tasks.protocol import check_ruler_essays, read_protocol, warn_protocol_once
 from infini_bench.tasks.scoring import ruler_match, strict_match
@@ -155,12 +155,12 @@ class RetrievalTask(LazyDocsHooks, InfiniBenchTask):
                 "model really holds more"
             )
 
-    def read_haystack(self, md: dict[str, Any], default: str) -> None:
-        """`haystack` (a kind) and, for essays from files, their text now: a missing or empty path fails here."""
-        self.haystack = md.get("haystack") or default
-        spec = haystack_spec(self.haystack, self.haystack_options)
-        if spec.kind == "essay" and spec.paths:
-            haystack_text(spec, self.haystack_options)
+    def read_haystack(self, spec: HaystackChoice) -> None:
+        """The spec's `haystack` (a kind) and, for essays from files, their text now: a missing or empty path fails
+        here, before any model call."""
+        self.haystack = spec.haystack
+        if spec.source.kind == "essay" and spec.source.paths:
+            haystack_text(spec.source, spec.haystack_options)
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -171,6 +171,10 @@ class RetrievalTask(LazyDocsHooks, InfiniBenchTask):
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
         raise NotImplementedError
+
+    def grid(self) -> Grid:
+        """This length's documents: the depths, the samples per depth and the seeds they are drawn from."""
+        return Grid(self.context_length, self.depths, self.samples, self.base_seed)
 
     # -- documents ----------------------------------------------------------------------------------------------
     def _plan_for(self, frame: PromptFrame) -> DocPlan:
@@ -313,18 +317,15 @@ class PasskeyTask(RetrievalTask):
     default_depths = PASSKEY_DEPTHS
 
     def read_family_options(self, md: dict[str, Any]) -> None:
-        self.n_digits = whole_number(md.get("n_digits", 5), "n_digits")
-        self.answer_tokens = whole_number(md.get("answer_tokens", passkey_answer_tokens(self.n_digits)), "answer_tokens")
-        self.read_haystack(md, "noise")
+        self.spec = read_passkey_spec(md)
+        self.n_digits, self.answer_tokens = self.spec.n_digits, self.spec.answer_tokens
+        self.read_haystack(self.spec)
         if md.get("protocol") not in (None, "", "grid"):
             warn_protocol_once(self.task_label, md["protocol"])
         md["n_digits"] = self.n_digits
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
-        return plan_passkey_docs(
-            self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.n_digits,
-            self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,
-        )
+        return plan_passkey_docs(self.model.tokenizer, self.spec, self.grid(), frame, add_special_tokens=add_special_tokens)
 
 
 class NiahTask(RetrievalTask):
@@ -334,22 +335,14 @@ class NiahTask(RetrievalTask):
 
     def read_family_options(self, md: dict[str, Any]) -> None:
         self.variant = str(md.get("task_variant", "single_1"))
-        self.overrides = {k: md[k] for k in NIAH_OPTIONS if md.get(k) not in (None, "")}
-        for key in ("num_needle_k", "num_needle_v", "num_needle_q"):
-            if key in self.overrides:
-                self.overrides[key] = whole_number(self.overrides[key], key)
-        cfg = niah_config(self.variant, md.get("haystack"), **self.overrides)
-        self.cfg = cfg
-        self.n_digits = whole_number(md.get("n_digits", 7), "n_digits")
-        default = default_answer_tokens(self.context_length, cfg)
-        self.answer_tokens = whole_number(md.get("answer_tokens", default), "answer_tokens")
-        self.read_haystack(md, cfg.haystack)
+        self.spec = read_niah_spec(md, self.variant, self.context_length)
+        self.n_digits, self.answer_tokens = self.spec.n_digits, self.spec.answer_tokens
+        self.read_haystack(self.spec)
         self.protocol = read_protocol(md, self.task_label)
         if self.protocol == "ruler":  # RULER's defaults: 500 documents per length, seed 42, RULER's essays
             self.samples = whole_number(md.get("samples", RULER_SAMPLES), "samples")
             self.base_seed = whole_number(md.get("seed", RULER_SEED), "seed", minimum=0)
-            self.ruler_spec = haystack_spec(self.haystack, self.haystack_options)
-            check_ruler_essays(self.task_label, self.ruler_spec)
+            check_ruler_essays(self.task_label, self.spec.source)
         md.update(n_digits=self.n_digits, haystack=self.haystack, protocol=self.protocol)
 
     def count_docs(self) -> int:
@@ -358,14 +351,6 @@ class NiahTask(RetrievalTask):
 
     def make_plan(self, frame: PromptFrame, add_special_tokens: bool) -> DocPlan:
         if self.protocol == "ruler":
-            spec = self.ruler_spec
-            return RulerDocPlan(
-                tokenizer_view(self.model.tokenizer, add_special_tokens), replace(self.cfg, haystack=spec.kind),
-                self.variant, self.context_length, self.answer_tokens, self.depths, self.samples, self.base_seed,
-                self.n_digits, frame, essay_text=lambda: haystack_text(spec, self.haystack_options),
-            )  # type: ignore[return-value]
-        return plan_niah_docs(
-            self.model.tokenizer, self.context_length, self.depths, self.samples, self.base_seed, self.variant,
-            self.n_digits, self.answer_tokens, self.haystack, self.haystack_options, add_special_tokens, frame,
-            **self.overrides,
-        )
+            view = tokenizer_view(self.model.tokenizer, add_special_tokens)
+            return RulerDocPlan(view, self.spec, self.grid(), frame)  # type: ignore[return-value]
+        return plan_niah_docs(self.model.tokenizer, self.spec, self.grid(), frame, add_special_tokens=add_special_tokens)

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from test_adapter_support import greedy_by_recomputation, infini_dir  # noqa: F401
-from infini_bench.data.niah import plan_niah_docs
-from infini_bench.data.passkey import passkey_answer_tokens, plan_passkey_docs
+from infini_bench.data.grid import Grid
+from infini_bench.data.niah import niah_spec, plan_niah_docs
+from infini_bench.data.passkey import PasskeySpec, passkey_answer_tokens, plan_passkey_docs
 
 PROBE = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_answer_tokens.py"
 
@@ -25,9 +26,9 @@ def test_documents_are_the_tasks_documents(probe, tiny_tokenizer, family, length
     monkeypatch.setenv("INFINI_BENCH_CACHE", str(tmp_path / "docs_cache"))
     depths, samples = [0, 50, 100], 2
     if family == "passkey":
-        plan = plan_passkey_docs(tiny_tokenizer, length, depths, samples, answer_tokens=passkey_answer_tokens())
+        plan = plan_passkey_docs(tiny_tokenizer, PasskeySpec(answer_tokens=passkey_answer_tokens()), Grid(length, depths, samples))
     else:
-        plan = plan_niah_docs(tiny_tokenizer, length, depths, samples, variant="single_1")
+        plan = plan_niah_docs(tiny_tokenizer, niah_spec("single_1"), Grid(length, depths, samples))
     tasks = {plan.cell(i): plan.doc(i)[0] for i in range(len(plan))}
     docs = probe.documents(tiny_tokenizer, family, length, depths, samples, 1234)
     assert len(docs) == len(tasks)

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from infini_bench.data import EVAL_SEED_BASE, NIAH_VARIANTS, plan_niah_docs, plan_passkey_docs
-from infini_bench.data.passkey import passkey_answer_tokens
+from infini_bench.data.grid import Grid
+from infini_bench.data.niah import niah_spec
+from infini_bench.data.passkey import PasskeySpec, passkey_answer_tokens
 from infini_bench.tasks.names import split_task_name
 
 #: the families `--task` takes; `niah` is `niah_single_1`, as in the task names `niah_<len>`
@@ -53,11 +55,11 @@ def task_document(tokenizer: Any, task: str, length: int | None, depth: float) -
     fed it."""
     family, length = resolve_task(task, length)
     if family == "passkey":
-        plan = plan_passkey_docs(tokenizer, length, depths=[depth], samples=1, base_seed=EVAL_SEED_BASE,
-                                 answer_tokens=passkey_answer_tokens())
+        plan = plan_passkey_docs(tokenizer, PasskeySpec(answer_tokens=passkey_answer_tokens()),
+                                 Grid(length, [depth], 1, EVAL_SEED_BASE))
     else:
         variant = "single_1" if family == "niah" else family[len("niah_") :]
-        plan = plan_niah_docs(tokenizer, length, depths=[depth], samples=1, base_seed=EVAL_SEED_BASE, variant=variant)
+        plan = plan_niah_docs(tokenizer, niah_spec(variant), Grid(length, [depth], 1, EVAL_SEED_BASE))
     doc, _ = plan.doc(0)
     ids = tokenizer(doc["prompt"], add_special_tokens=True)["input_ids"]
     if len(ids) != doc["prompt_tokens"]:
