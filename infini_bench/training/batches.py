@@ -143,10 +143,13 @@ class WithText:
         return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors, done)
 
 
-def retrieval_part(data: PackedText | RetrievalPools | WithText) -> RetrievalPools | None:
-    """The retrieval pools a stage trains on (finetuning, with or without text steps); None for pretraining."""
+def retrieval_part(data) -> RetrievalPools | None:
+    """The retrieval pools a stage trains on (finetuning, with or without text or copy steps); None for
+    pretraining."""
     if isinstance(data, WithText):
         return data.retrieval
+    if hasattr(data, "rest"):  # copy_data.CopyFirst
+        return retrieval_part(data.rest)
     return data if isinstance(data, RetrievalPools) else None
 
 

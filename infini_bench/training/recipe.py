@@ -362,6 +362,9 @@ class FinetuneRecipe:
 
     `text_every`: every k-th optimizer step trains on a batch of the recipe's `data` corpus (causal LM loss on every
     token) instead of retrieval examples, so finetuning on answer digits does not erase language modelling (0: never).
+
+    `copy_steps`: the first k optimizer steps train in-context copying instead (random spans repeated after a gap,
+    rows of `max(passkey.lengths)` tokens; `copy_data.py` says why), then retrieval starts (0: none).
     """
 
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
@@ -369,8 +372,11 @@ class FinetuneRecipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/finetune"))
     text_every: int = 0
+    copy_steps: int = 0
 
     def check(self, where: str) -> None:
+        if self.copy_steps < 0:
+            raise RecipeError(f"{where}.copy_steps={self.copy_steps!r} must be a whole number >= 0 (0: no copy steps)")
         if self.text_every < 0 or self.text_every == 1:
             raise RecipeError(
                 f"{where}.text_every={self.text_every!r} is invalid: 0 (never) or k >= 2 (every k-th step is text)"

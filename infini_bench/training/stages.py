@@ -17,6 +17,7 @@ from ..modeling import InfiniForCausalLM, load_infini
 from ..modeling.checkpoint import check_checkpoint_dir
 from ..tokenizer import train_bpe_tokenizer
 from .batches import PackedText, WithText
+from .copy_data import CopyFirst, CopySpans, ordinary_ids
 from .loop import Setup
 from .recipe import DataConfig, FinetuneRecipe, ModelConfig, Recipe, RecipeError
 
@@ -154,6 +155,9 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState],
             if recipe.text_every:
                 text = PackedText(packed_corpus(full.data, tokenizer, run_data(out, key)), recipe.run.seed)
                 data = WithText(data, text, recipe.text_every)
+            if recipe.copy_steps:
+                copy = CopySpans(max(recipe.passkey.lengths), ordinary_ids(tokenizer), recipe.run.seed)
+                data = CopyFirst(copy, data, recipe.copy_steps)
         return Setup(model=model, tokenizer=tokenizer, data=data)
 
     return build
