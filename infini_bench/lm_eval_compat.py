@@ -49,15 +49,18 @@ def register_lazy_model(name: str, target: str) -> None:
 def register_model_once(name: str, cls: type) -> None:
     """`register_model(name)(cls)` once lm-eval's built-ins are registered (`load_builtin_models`). lm-eval's
     registry upgrades a lazy entry of the class's own ``module:Class`` path to the class and raises ValueError for
-    any other existing target, such as an entry point's ``infini_bench.model_adapters:InfiniLM``: a ValueError whose
-    message (it names both targets) mentions this project is accepted as that case."""
+    any other existing target, such as an entry point's ``infini_bench.model_adapters:InfiniLM``. That clash is
+    accepted only when the entry already there is this project's (read from the registry's ``_objs``: a class, a
+    ``module:Class`` string or an EntryPoint); another package's model under `name` still raises."""
     load_builtin_models()
-    from lm_eval.api.registry import register_model
+    from lm_eval.api.registry import model_registry, register_model
 
     try:
         register_model(name)(cls)
-    except ValueError as err:
-        if "infini_bench" not in str(err):
+    except ValueError:
+        current = model_registry._objs.get(name)
+        origin = getattr(current, "value", None) or getattr(current, "__module__", None) or str(current)
+        if not str(origin).startswith(cls.__module__.split(".")[0] + "."):
             raise
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pytest
 import lm_eval.tasks
 from lm_eval.api.registry import get_model
 from lm_eval.api.task import ConfigurableTask
@@ -60,6 +61,14 @@ def test_register_model_once_accepts_the_same_class_named_lazily_by_another_path
     compat.register_model_once("infini_compat_test", InfiniLM)
     assert get_model("infini_compat_test") is InfiniLM
     assert get_model("infini") is InfiniLM and get_model("hf").__name__ == "HFLM"
+
+
+def test_register_model_once_refuses_a_name_another_package_holds():
+    from infini_bench.model_adapters import InfiniLM
+
+    compat.register_lazy_model("infini_compat_taken", "somewhere.else:Other")
+    with pytest.raises(ValueError, match="infini_compat_taken"):
+        compat.register_model_once("infini_compat_taken", InfiniLM)
 
 
 def test_model_constructor_args_name_hflm_and_the_loaded_model_classes():
