@@ -16,41 +16,31 @@ from test_train_retrieval import pretrain_then_finetune_args, private_cache  # n
 from test_train_runs import corpus, log  # noqa: F401  (module fixture and helpers)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in `mask`."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return list(zip(edges[::2], edges[1::2]))
-
-
-def test_copy_rows_repeat_each_span_after_a_gap_and_label_only_the_repeat(tiny_tokenizer):
+def test_copy_rows_repeat_a_span_after_a_gap_and_label_only_the_repeat(tiny_tokenizer):
     ids = ordinary_ids(tiny_tokenizer)
-    assert not set(ids) & set(tiny_tokenizer.all_special_ids) and len(ids) == len(tiny_tokenizer) - len(
-        set(tiny_tokenizer.all_special_ids))
-    source = CopySpans(256, ids, seed=3)
-    spans = 0
-    for index in range(20):
-        row, labels = source.row(index)
-        assert row.shape == labels.shape == (256,) and set(row.tolist()) <= set(ids)
-        labelled = labels != -100
-        assert (labels[labelled] == row[labelled]).all()
-        for start, end in _runs(labelled):
-            # the labelled tokens (all of a repeat but its first) continue a copy of a span seen SPAN..GAP+SPAN back
-            repeat, span = start - 1, end - start + 1
-            assert SPAN[0] <= span <= SPAN[1]
-            offsets = [d for d in range(span, span + GAP[1] + 1)
-                       if repeat - d >= 0 and (row[repeat - d : end - d] == row[repeat:end]).all()]
-            assert offsets, (index, start, end)
-            spans += 1
-        assert (row, labels)[0].tolist() == source.row(index)[0].tolist()  # a pure function of seed and index
-    assert spans >= 40  # several spans packed per row
-    assert not np.array_equal(CopySpans(256, ids, seed=4).row(0)[0], source.row(0)[0])
+    special = set(tiny_tokenizer.all_special_ids)
+    assert special and not set(ids) & special and len(ids) == len(tiny_tokenizer) - len(special)
+    source = CopySpans(ids, seed=3)
+    shapes = set()
+    for start in range(0, 200, 8):
+        rows, labels = source.rows(start, 8)
+        width = rows.shape[1]
+        labelled = np.flatnonzero(labels[0] != -100)
+        span = len(labelled) + 1  # every repeated token but the first
+        gap = width - 2 * span
+        assert SPAN[0] <= span <= SPAN[1] and GAP[0] <= gap <= GAP[1] and set(rows.ravel().tolist()) <= set(ids)
+        assert (rows[:, span + gap :] == rows[:, :span]).all()  # the span again, after the gap
+        assert (labels[:, : span + gap + 1] == -100).all() and (labels[:, span + gap + 1 :] == rows[:, span + gap + 1 :]).all()
+        assert len({tuple(r) for r in rows.tolist()}) == 8  # rows differ
+        np.testing.assert_array_equal(source.rows(start, 8)[0], rows)  # a pure function of seed and position
+        shapes.add((span, gap))
+    assert len(shapes) > 10  # lengths vary from step to step
+    assert not np.array_equal(CopySpans(ids, seed=4).rows(0, 8)[0], source.rows(0, 8)[0])
 
 
-def test_copy_rows_refuse_what_cannot_hold_a_copy():
+def test_copy_rows_refuse_a_vocabulary_without_tokens_to_copy():
     with pytest.raises(ValueError, match="at least 2 ordinary token ids"):
-        CopySpans(256, [5], seed=0)
-    with pytest.raises(ValueError, match="copy rows of 10 tokens"):
-        CopySpans(10, range(100), seed=0)
+        CopySpans([5], seed=0)
 
 
 @pytest.mark.parametrize("value, message", [(-1, "must be a whole number >= 0"), (1.5, "expected int"),
@@ -63,14 +53,16 @@ def test_copy_steps_must_be_a_whole_number(value, message):
 def test_finetune_starts_with_copy_steps_then_retrieval_and_resumes_exactly(tmp_path, corpus):  # noqa: F811
     ft = tmp_path / "ft"
     args = pretrain_then_finetune_args(
-        tmp_path, corpus, "[160,192]", "finetune.copy_steps=3", "finetune.passkey.schedule=mix",
+        tmp_path, corpus, "[160,192]", "finetune.copy_steps=3", "finetune.copy_lr=1e-4", "finetune.passkey.schedule=mix",
         "finetune.run.max_steps=6", "finetune.run.save_every=2",
     )
     assert training_main(args) == 0
     records = log(ft)
     assert [r["source"] for r in records] == ["copy", "copy", "copy", "passkey", "passkey", "passkey"]
-    # copy rows are max(passkey.lengths) tokens; retrieval starts at its own step 0 (length 160 first)
-    assert [r["seq_len"] for r in records] == [192, 192, 192, 160 - 9, 192 - 9, 160 - 9]
+    assert [r["seq_len"] for r in records][3:] == [160 - 9, 192 - 9, 160 - 9]  # retrieval from its own step 0
+    assert all(2 * SPAN[0] + GAP[0] <= r["seq_len"] <= 2 * SPAN[1] + GAP[1] for r in records[:3])
+    assert [r["lr"] for r in records[:3]] == pytest.approx([1e-4] * 3)  # copy_lr, fixed; then the schedule
+    assert records[3]["lr"] != pytest.approx(1e-4)
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["cursors"] == {"copy": 6, "160": 4, "192": 2}
 

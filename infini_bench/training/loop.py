@@ -56,6 +56,8 @@ class Setup:
     model: torch.nn.Module
     tokenizer: object
     data: PackedText | RetrievalPools | WithText
+    # (n, f): the first n optimizer steps run at f times the base rates, not the schedule (finetuning's copy steps)
+    fixed_lr: tuple[int, float] = (0, 1.0)
 
 
 @dataclass
@@ -234,7 +236,7 @@ def fit(
     accumulation = accumulation_steps(optim, accelerator.num_processes)
     optimizer = build_optimizer(setup.model, optim)
     clock = Clock(run)
-    scheduler = build_scheduler(optimizer, optim, run.max_steps, clock.done)
+    scheduler = build_scheduler(optimizer, optim, run.max_steps, clock.done, setup.fixed_lr)
     model, optimizer = accelerator.prepare(setup.model, optimizer)
     progress = Progress()
     accelerator.register_for_checkpointing(scheduler, progress)

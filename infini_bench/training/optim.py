@@ -60,8 +60,14 @@ def build_scheduler(
     optim: OptimConfig,
     max_steps: int,
     done: Callable[[int], float] | None = None,
+    fixed: tuple[int, float] = (0, 1.0),
 ) -> LambdaLR:
     """`done(step)`: how far the run is through its schedule (0 to 1) when optimizer step `step` runs; by default
-    step / max_steps. A time-limited run passes its clock (`loop.Clock`), so the decay fits the time budget."""
+    step / max_steps. A time-limited run passes its clock (`loop.Clock`), so the decay fits the time budget.
+    `fixed=(n, f)`: steps before n run at f times the base rates (finetuning's copy steps); the schedule then goes
+    on from where the clock stands."""
     done = done or (lambda step: step / max_steps)
-    return LambdaLR(optimizer, lambda step: lr_factor(done(step) * max_steps, optim, max_steps))
+    steps, factor = fixed
+    return LambdaLR(
+        optimizer, lambda step: factor if step < steps else lr_factor(done(step) * max_steps, optim, max_steps)
+    )

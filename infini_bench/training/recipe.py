@@ -363,8 +363,9 @@ class FinetuneRecipe:
     `text_every`: every k-th optimizer step trains on a batch of the recipe's `data` corpus (causal LM loss on every
     token) instead of retrieval examples, so finetuning on answer digits does not erase language modelling (0: never).
 
-    `copy_steps`: the first k optimizer steps train in-context copying instead (random spans repeated after a gap,
-    rows of `max(passkey.lengths)` tokens; `copy_data.py` says why), then retrieval starts (0: none).
+    `copy_steps`: the first k optimizer steps train in-context copying instead (random spans repeated after a gap;
+    `copy_data.py` says why), at the constant learning rate `copy_lr` (the other groups scaled alike), then
+    retrieval starts on the schedule (0: none).
     """
 
     passkey: PasskeyConfig = field(default_factory=PasskeyConfig)
@@ -373,10 +374,12 @@ class FinetuneRecipe:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/finetune"))
     text_every: int = 0
     copy_steps: int = 0
+    copy_lr: float = 1e-3
 
     def check(self, where: str) -> None:
         if self.copy_steps < 0:
             raise RecipeError(f"{where}.copy_steps={self.copy_steps!r} must be a whole number >= 0 (0: no copy steps)")
+        _above_zero(f"{where}.copy_lr", self.copy_lr)
         if self.text_every < 0 or self.text_every == 1:
             raise RecipeError(
                 f"{where}.text_every={self.text_every!r} is invalid: 0 (never) or k >= 2 (every k-th step is text)"

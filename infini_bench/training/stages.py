@@ -156,9 +156,9 @@ def finetuning(full: Recipe, checkpoint: str | Path) -> Callable[[PartialState],
                 text = PackedText(packed_corpus(full.data, tokenizer, run_data(out, key)), recipe.run.seed)
                 data = WithText(data, text, recipe.text_every)
             if recipe.copy_steps:
-                copy = CopySpans(max(recipe.passkey.lengths), ordinary_ids(tokenizer), recipe.run.seed)
-                data = CopyFirst(copy, data, recipe.copy_steps)
-        return Setup(model=model, tokenizer=tokenizer, data=data)
+                data = CopyFirst(CopySpans(ordinary_ids(tokenizer), recipe.run.seed), data, recipe.copy_steps)
+        return Setup(model=model, tokenizer=tokenizer, data=data,
+                     fixed_lr=(recipe.copy_steps, recipe.copy_lr / recipe.optim.lr))
 
     return build
 
