@@ -74,3 +74,22 @@ def test_finetune_starts_with_copy_steps_then_retrieval_and_resumes_exactly(tmp_
     resumed = log(ft)
     assert [r["source"] for r in resumed] == [r["source"] for r in records]
     assert [r["loss"] for r in resumed[2:]] == pytest.approx([r["loss"] for r in records[2:]], rel=1e-5)
+
+
+def test_copy_formation_benchmark_trains_on_the_copy_rows(tiny_tokenizer, tmp_path, capsys):
+    """benchmarks/copy_formation.py (RESULTS_train §10): a fresh Llama of the quickstart's shape on the trainer's
+    copy rows, the loss printed per window, starting near ln(vocabulary) (nothing to copy from yet)."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "copy_formation.py"
+    spec = importlib.util.spec_from_file_location("copy_formation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    module.main(["--fresh", "--tokenizer", str(tmp_path / "tok"), "--steps", "4", "--every", "2", "--batch", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("copy loss; no copying = ln(") and len(lines) == 3
+    first = float(lines[1].split("copy loss")[1].split()[0])
+    assert abs(first - math.log(len(ordinary_ids(tiny_tokenizer)))) < 1.5
