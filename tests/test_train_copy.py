@@ -3,7 +3,6 @@ copy steps and retrieval then starts from its own step 0, exact resume, and the 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from infini_bench.training.copy_data import GAP, SPAN, CopySpans, ordinary_ids
 from infini_bench.training.commands import main as training_main
 from infini_bench.training.recipe import RecipeError, load_recipe
 
-from test_train_retrieval import pretrain_then_finetune_args, private_cache  # noqa: F401  (autouse fixture)
+from test_train_retrieval import pretrain_then_finetune_args, private_cache, resume_after_step_2  # noqa: F401  (autouse fixture)
 from test_train_runs import corpus, log  # noqa: F401  (module fixture and helpers)
 
 
@@ -66,12 +65,7 @@ def test_finetune_starts_with_copy_steps_then_retrieval_and_resumes_exactly(tmp_
     state = json.loads((ft / "latest" / "trainer_state.json").read_text())
     assert state["cursors"] == {"copy": 6, "160": 4, "192": 2}
 
-    for later in ("checkpoint-000004", "checkpoint-000006", "latest"):  # as if killed after the step-2 save
-        path = ft / later
-        path.unlink() if path.is_symlink() else shutil.rmtree(path)
-    (ft / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
-    assert training_main(args) == 0
-    resumed = log(ft)
+    resumed = resume_after_step_2(ft, args, records)
     assert [r["source"] for r in resumed] == [r["source"] for r in records]
     assert [r["loss"] for r in resumed[2:]] == pytest.approx([r["loss"] for r in records[2:]], rel=1e-5)
 

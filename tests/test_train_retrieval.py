@@ -234,6 +234,16 @@ def pretrain_then_finetune_args(tmp_path, corpus, lengths: str, *extra: str) -> 
     ]
 
 
+def resume_after_step_2(ft, args: list[str], records: list[dict]) -> list[dict]:
+    """Rerun a 6-step finetuning as if it had been killed after its step-2 save; its log afterwards."""
+    for later in ("checkpoint-000004", "checkpoint-000006", "latest"):
+        path = ft / later
+        path.unlink() if path.is_symlink() else shutil.rmtree(path)
+    (ft / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
+    assert training_main(args) == 0
+    return log(ft)
+
+
 def test_finetune_runs_from_a_pretrained_checkpoint(tmp_path, corpus):  # noqa: F811
     ft = tmp_path / "ft"
     args = pretrain_then_finetune_args(
@@ -289,12 +299,7 @@ def test_finetune_with_niah_logs_each_family_and_resumes_exactly(tmp_path, corpu
     assert state["cursors"] == {"160": 6, "256": 4, "niah_single_1:256": 2}
     assert sorted(p.name for p in (ft / "data").iterdir()) == ["niah_single_1", "passkey"]
 
-    for later in ("checkpoint-000004", "checkpoint-000006", "latest"):  # as if killed after the step-2 save
-        path = ft / later
-        path.unlink() if path.is_symlink() else shutil.rmtree(path)
-    (ft / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
-    assert training_main(args) == 0
-    resumed = log(ft)
+    resumed = resume_after_step_2(ft, args, records)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     assert [r["source"] for r in resumed] == [r["source"] for r in records]
     assert [r["loss"] for r in resumed[2:]] == pytest.approx([r["loss"] for r in records[2:]], rel=1e-5)
