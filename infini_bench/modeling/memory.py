@@ -53,6 +53,14 @@ class InfiniCacheBase(Cache):
     compileable = False
     seen_tokens: int
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(layers={len(self.layers)}, batch={self.batch_size}, "
+                f"seen_tokens={self.seen_tokens}, segments={self.segments}, position={self.position})")
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].memory.shape[0]
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
 
@@ -120,14 +128,6 @@ class InfiniCache(InfiniCacheBase):
             )
 
         return cls(layers=[layer() for _ in range(num_layers)])
-
-    def __repr__(self) -> str:
-        return (f"InfiniCache(layers={len(self.layers)}, batch={self.batch_size}, seen_tokens={self.seen_tokens}, "
-                f"segments={self.segments}, position={self.position})")
-
-    @property
-    def batch_size(self) -> int:
-        return self.layers[0].memory.shape[0]
 
     def map(self, fn) -> "InfiniCache":
         """A new cache with `fn` applied to every tensor (the original is left as it was)."""

@@ -92,14 +92,6 @@ class InfiniStaticCache(InfiniCacheBase):
     def tensors(self) -> list[torch.Tensor]:
         return [t for layer in self.layers for t in layer.tensors()] + [self.position_tensor]
 
-    def __repr__(self) -> str:
-        return (f"InfiniStaticCache(layers={len(self.layers)}, batch={self.batch_size}, "
-                f"seen_tokens={self.seen_tokens}, segments={self.segments}, position={self.position})")
-
-    @property
-    def batch_size(self) -> int:
-        return self.layers[0].memory.shape[0]
-
     # --- to and from the dynamic form (prefill and every call that is not one decoding step) -------------------
     def to_dynamic(self) -> InfiniCache:
         """An `InfiniCache` viewing the filled rows (no copy; the forward never writes into the tensors it is
