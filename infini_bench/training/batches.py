@@ -143,13 +143,27 @@ class WithText:
         return self.retrieval.global_batch(retrieval_step(step, self.every), size, cursors, done)
 
 
-def retrieval_part(data) -> RetrievalPools | None:
+class CopyFirst:
+    """The first `steps` optimizer steps are copy steps (`copy_data.CopySpans`); then `rest` (retrieval, with or
+    without text steps) trains as if it started there (its own step count from 0; `done` stays the whole run's)."""
+
+    def __init__(self, copy, rest: RetrievalPools | WithText, steps: int):
+        self.copy, self.rest, self.steps = copy, rest, steps
+        self.shortest = min(copy.shortest, rest.shortest)
+
+    def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
+        if step < self.steps:
+            return self.copy.global_batch(step, size, cursors, done)
+        return self.rest.global_batch(step - self.steps, size, cursors, done)
+
+
+def retrieval_part(data: PackedText | RetrievalPools | WithText | CopyFirst) -> RetrievalPools | None:
     """The retrieval pools a stage trains on (finetuning, with or without text or copy steps); None for
     pretraining."""
+    if isinstance(data, CopyFirst):
+        data = data.rest
     if isinstance(data, WithText):
         return data.retrieval
-    if hasattr(data, "rest"):  # copy_data.CopyFirst
-        return retrieval_part(data.rest)
     return data if isinstance(data, RetrievalPools) else None
 
 

@@ -55,20 +55,6 @@ class CopySpans:
         return Batch(torch.from_numpy(ids), torch.from_numpy(labels), "copy")
 
 
-class CopyFirst:
-    """The first `steps` optimizer steps are copy steps; then `rest` (retrieval, with or without text steps)
-    trains as if it started there (its own step count from 0; `done` stays the whole run's)."""
-
-    def __init__(self, copy: CopySpans, rest, steps: int):
-        self.copy, self.rest, self.steps = copy, rest, steps
-        self.shortest = min(copy.shortest, rest.shortest)
-
-    def global_batch(self, step: int, size: int, cursors: dict[str, int], done: float) -> Batch:
-        if step < self.steps:
-            return self.copy.global_batch(step, size, cursors, done)
-        return self.rest.global_batch(step - self.steps, size, cursors, done)
-
-
 def ordinary_ids(tokenizer) -> list[int]:
     """Every token id of `tokenizer` but its special tokens (BOS, EOS, padding never appear inside text)."""
     special = set(tokenizer.all_special_ids)

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 from ..modeling.attention import gate_values
 from ..modeling.checkpoint import check_weight_files
-from .batches import Batch, PackedText, RetrievalPools, WithText, rank_micro_batches, retrieval_part
+from .batches import (
+    Batch, CopyFirst, PackedText, RetrievalPools, WithText, rank_micro_batches, retrieval_part,
+)
 from .checkpoint import (
     ACCELERATE_DIR,
     STATE_FILE,
@@ -55,7 +57,7 @@ class Setup:
 
     model: torch.nn.Module
     tokenizer: object
-    data: PackedText | RetrievalPools | WithText
+    data: PackedText | RetrievalPools | WithText | CopyFirst
     # (n, f): the first n optimizer steps run at f times the base rates, not the schedule (finetuning's copy steps)
     fixed_lr: tuple[int, float] = (0, 1.0)
 

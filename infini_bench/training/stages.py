@@ -16,8 +16,8 @@ from ..data.corpus import expand_paths
 from ..modeling import InfiniForCausalLM, load_infini
 from ..modeling.checkpoint import check_checkpoint_dir
 from ..tokenizer import train_bpe_tokenizer
-from .batches import PackedText, WithText
-from .copy_data import CopyFirst, CopySpans, ordinary_ids
+from .batches import CopyFirst, PackedText, WithText
+from .copy_data import CopySpans, ordinary_ids
 from .loop import Setup
 from .recipe import DataConfig, FinetuneRecipe, ModelConfig, Recipe, RecipeError
 
